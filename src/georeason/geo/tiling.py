@@ -1,0 +1,209 @@
+"""Tiled inference over scenes far larger than the model input, in constant memory per scene height.
+
+GeoTIFF inference I/O (issue 5): overlapping tiles, a normalised linear blend, row-band streaming output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from georeason.errors import GeoreasonError
+from georeason.geo.output import MASK_NODATA, GeoTiffWindowWriter
+from georeason.geo.raster import needs_stretch, raster_info, read_rgb, resolve_bands, scene_limits
+
+# predict_fn(rgb uint8 [h, w, 3], valid bool [h, w]) -> probability float32 [h, w] in [0, 1]
+PredictFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets along one axis; the last one is shifted inward so every tile is full size."""
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, stride)) + [length - tile]
+
+
+def _check_tiling(tile: int, overlap: int) -> None:
+    if tile < 16:
+        raise GeoreasonError(f"tile: expected a tile size of at least 16 px, got {tile}")
+    if not 0 <= overlap <= tile // 2:
+        raise GeoreasonError(f"overlap: expected 0 <= overlap <= tile/2 ({tile // 2}), got {overlap}")
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Window]:
+    """Row-major windows of size min(tile, scene) covering every pixel, neighbours sharing >= `overlap` px."""
+    _check_tiling(tile, overlap)
+    stride = tile - overlap
+    rows = _tile_starts(height, tile, stride)
+    cols = _tile_starts(width, tile, stride)
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    return [Window(col, row, tile_w, tile_h) for row, col in itertools.product(rows, cols)]
+
+
+def _ramp(length: int, overlap: int) -> np.ndarray:
+    """1-D weights: linear from ~0 to 1 over `overlap` px at both ends, 1 inside; always > 0."""
+    if overlap <= 0:
+        return np.ones(length, dtype=np.float64)
+    index = np.arange(length, dtype=np.float64)
+    return np.minimum(1.0, np.minimum(index + 0.5, length - index - 0.5) / overlap)
+
+
+def blend_weights(tile_h: int, tile_w: int, overlap: int) -> np.ndarray:
+    """Separable per-pixel tile weights (float32 [tile_h, tile_w]), strictly positive everywhere."""
+    return np.outer(_ramp(tile_h, overlap), _ramp(tile_w, overlap)).astype(np.float32)
+
+
+def _axis_weights(length: int, tile: int, overlap: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 1-D ramp used on this axis and the sum of the ramps of all tiles at each position.
+
+    An axis with a single tile needs no blending; it gets weight 1 so that a scene no larger than one
+    tile reproduces the predictions exactly. Because the weights are separable and tiles form a grid,
+    the 2-D weight sum is the outer product of the two axis sums, so it is never stored.
+    """
+    starts = _tile_starts(length, tile, tile - overlap)
+    size = min(tile, length)
+    ramp = _ramp(size, overlap if len(starts) > 1 else 0)
+    total = np.zeros(length, dtype=np.float64)
+    for start in starts:
+        total[start : start + size] += ramp
+    return ramp, total
+
+
+def weight_sum(height: int, width: int, tile: int, overlap: int) -> np.ndarray:
+    """The sum of all tiles' blend weights at every pixel (float64 [height, width]); > 0 everywhere."""
+    _check_tiling(tile, overlap)
+    return np.outer(_axis_weights(height, tile, overlap)[1], _axis_weights(width, tile, overlap)[1])
+
+
+@dataclass
+class TiledResult:
+    """What run_tiled did, for the CLI to report."""
+
+    mask_path: Path
+    prob_path: Path | None
+    width: int
+    height: int
+    tiles: int
+    tiles_all_nodata: int  # tiles skipped because every pixel was nodata (predicted as 0, written as nodata)
+    valid_pixels: int
+    positive_pixels: int
+    seconds: float
+    limits: tuple[list[float], list[float]] | None = field(default=None)
+
+
+def _check_prediction(prob: np.ndarray, valid: np.ndarray, window: Window) -> np.ndarray:
+    prob = np.asarray(prob, dtype=np.float32)
+    expected = (int(window.height), int(window.width))
+    if prob.shape != expected:
+        raise GeoreasonError(f"predict_fn returned shape {prob.shape} for a tile of shape {expected}")
+    if not np.isfinite(prob[valid]).all():
+        raise GeoreasonError(f"predict_fn returned NaN or infinite probabilities in the tile at {window}")
+    return prob
+
+
+def run_tiled(
+    src: DatasetReader,
+    predict_fn: PredictFn,
+    out_path: str | os.PathLike[str],
+    tile: int = 1024,
+    overlap: int = 128,
+    bands: Sequence[int] | None = None,
+    limits: tuple[np.ndarray, np.ndarray] | None = None,
+    threshold: float = 0.5,
+    prob_path: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    tags: dict[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TiledResult:
+    """Predict a whole scene tile by tile and stream the blended result to GeoTIFF(s).
+
+    Writes a uint8 mask (1 where the blended probability > threshold, 0 elsewhere, 255 on nodata) at
+    `out_path` and, if `prob_path` is given, the float32 blended probability (NaN on nodata). Both keep
+    the source CRS and transform. Memory holds one float32 band of (tile + block) rows x scene width,
+    whatever the scene height. 8-bit inputs pass through; others get one stretch for the whole scene.
+    """
+    started = time.perf_counter()
+    info = raster_info(src)
+    height, width = info.height, info.width
+    windows = plan_tiles(height, width, tile, overlap)
+    chosen = resolve_bands(src, bands)
+    if limits is None and needs_stretch(src, chosen):
+        limits = scene_limits(src, chosen)
+    row_ramp, row_total = _axis_weights(height, tile, overlap)
+    col_ramp, col_total = _axis_weights(width, tile, overlap)
+    weights = np.outer(row_ramp, col_ramp).astype(np.float32)
+    col_total32 = col_total.astype(np.float32)
+
+    writers = [GeoTiffWindowWriter(out_path, width, height, "uint8", MASK_NODATA, info, overwrite, tags,
+                                   "georeason mask: 1 = answer, 0 = background, 255 = no data")]
+    if prob_path is not None:
+        writers.append(GeoTiffWindowWriter(prob_path, width, height, "float32", float("nan"), info, overwrite,
+                                           tags, "georeason probability of the answer (NaN = no data)"))
+    counts = {"valid": 0, "positive": 0, "empty": 0}
+    with writers[0] as mask_writer, (writers[1] if len(writers) > 1 else _Nothing()) as prob_writer:
+        block = mask_writer.block_size
+        tile_h = int(windows[0].height)
+        # Accumulated weighted probability of rows [top, top + buffer_rows); NaN marks nodata pixels.
+        buffer_rows = min(height, tile_h + block)
+        acc = np.zeros((buffer_rows, width), dtype=np.float32)
+        top = 0
+
+        def flush(end: int) -> None:
+            nonlocal top
+            rows = end - top
+            if rows <= 0:
+                return
+            prob = acc[:rows] / (row_total[top:end, None].astype(np.float32) * col_total32[None, :])
+            valid = np.isfinite(prob)
+            positive = valid & (prob > threshold)
+            mask = np.where(valid, positive.astype(np.uint8), np.uint8(MASK_NODATA))
+            window = Window(0, top, width, rows)
+            mask_writer.write(mask, window)
+            if prob_writer is not None:
+                prob_writer.write(prob, window)
+            counts["valid"] += int(valid.sum())
+            counts["positive"] += int(positive.sum())
+            # Slide the band up: the rows below `end` are still being accumulated.
+            acc[: buffer_rows - rows] = acc[rows:]
+            acc[buffer_rows - rows :] = 0.0
+            top = end
+
+        for done, window in enumerate(windows, start=1):
+            row, col = int(window.row_off), int(window.col_off)
+            if row > top:
+                flush(row // block * block)  # rows above `row` are final; write whole block rows only
+            rgb, valid = read_rgb(src, window, chosen, limits)
+            if valid.any():
+                prob = _check_prediction(predict_fn(rgb, valid), valid, window)
+                contribution = np.where(valid, prob * weights, np.float32(np.nan))
+            else:
+                counts["empty"] += 1
+                contribution = np.full(weights.shape, np.nan, dtype=np.float32)
+            acc[row - top : row - top + weights.shape[0], col : col + weights.shape[1]] += contribution
+            if progress is not None:
+                progress(done, len(windows))
+        flush(height)
+    return TiledResult(
+        mask_path=Path(out_path), prob_path=None if prob_path is None else Path(prob_path), width=width,
+        height=height, tiles=len(windows), tiles_all_nodata=counts["empty"], valid_pixels=counts["valid"],
+        positive_pixels=counts["positive"], seconds=time.perf_counter() - started,
+        limits=None if limits is None else (list(map(float, limits[0])), list(map(float, limits[1]))),
+    )
+
+
+class _Nothing:
+    """A context manager standing in for the optional probability writer."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

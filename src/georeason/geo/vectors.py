@@ -1,0 +1,174 @@
+"""Vector output: mask -> polygons (holes kept) -> GeoPackage or RFC 7946 GeoJSON that QGIS opens.
+
+GeoTIFF inference I/O (issue 5); not in the paper. Areas are in the source map units.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyogrio.raw
+import shapely
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Transformer
+from rasterio.features import shapes
+from shapely.geometry import Polygon, shape
+
+from georeason.errors import GeoreasonError
+from georeason.geo.atomic import atomic_output
+
+DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
+
+
+@dataclass
+class PolygonResult:
+    """Polygons of a mask, largest first, and what was dropped as too small."""
+
+    polygons: list[Polygon]
+    dropped_small: int = 0
+    dropped_area: float = 0.0
+    areas: list[float] = field(default_factory=list)  # area of each kept polygon before simplification
+
+
+def mask_to_polygons(
+    mask: np.ndarray,
+    transform: Affine | None = None,
+    simplify_tolerance: float = 0.0,
+    min_area: float = 0.0,
+) -> PolygonResult:
+    """Polygonise the nonzero pixels of a 2-D mask (4-connected regions, holes preserved).
+
+    `transform` maps pixel corners to map coordinates; None means pixel coordinates (x = column,
+    y = row, pointing down). Regions smaller than `min_area` (map units squared) are dropped and
+    counted; `simplify_tolerance` (map units) simplifies while preserving topology.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise GeoreasonError(f"mask: expected a 2-D mask, got shape {mask.shape}")
+    if simplify_tolerance < 0 or min_area < 0:
+        raise GeoreasonError("simplify_tolerance and min_area must be >= 0")
+    inside = mask != 0
+    result = PolygonResult(polygons=[])
+    if not inside.any():
+        return result
+    transform = Affine.identity() if transform is None else transform
+    found: list[tuple[float, Polygon]] = []
+    for geometry, _ in shapes(inside.astype(np.uint8), mask=inside, connectivity=4, transform=transform):
+        polygon = shape(geometry)
+        if polygon.area < min_area:
+            result.dropped_small += 1
+            result.dropped_area += polygon.area
+            continue
+        area = polygon.area
+        if simplify_tolerance > 0:
+            polygon = polygon.simplify(simplify_tolerance, preserve_topology=True)
+        found.append((area, polygon))
+    found.sort(key=lambda item: item[0], reverse=True)
+    result.areas = [area for area, _ in found]
+    result.polygons = [polygon for _, polygon in found]
+    return result
+
+
+@dataclass
+class VectorResult:
+    """What write_vectors wrote; `warning` is a message for the CLI to print, or None."""
+
+    path: Path
+    driver: str
+    count: int
+    georeferenced: bool
+    crs: str | None  # the CRS written, e.g. "EPSG:4326" for GeoJSON; None for pixel coordinates
+    warning: str | None
+
+
+def _driver_for(path: Path, driver: str | None) -> str:
+    if driver is not None:
+        if driver not in ("GPKG", "GeoJSON"):
+            raise GeoreasonError(f"{path}: vector driver {driver!r} is not supported; use GPKG or GeoJSON")
+        return driver
+    suffix = path.suffix.lower()
+    if suffix not in DRIVERS:
+        raise GeoreasonError(f"{path}: cannot tell the vector format from the extension; use .gpkg or .geojson")
+    return DRIVERS[suffix]
+
+
+def _area_unit(crs: ProjCRS | None) -> str:
+    if crs is None:
+        return "pixel^2"
+    unit = crs.axis_info[0].unit_name if crs.axis_info else "unknown"
+    return {"metre": "m^2", "degree": "degree^2"}.get(unit, f"{unit}^2")
+
+
+def _field_column(name: str, value: Any, count: int) -> np.ndarray:
+    """A per-feature column from a scalar (repeated) or a sequence of one value per polygon."""
+    if isinstance(value, (str, bytes, int, float, np.number)) or value is None:
+        values: Sequence[Any] = [value] * count
+    else:
+        values = list(value)
+        if len(values) != count:
+            raise GeoreasonError(f"attributes[{name!r}]: {len(values)} values for {count} polygons")
+    if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values) and count:
+        return np.asarray(values, dtype=np.float64)
+    return np.asarray(["" if v is None else str(v) for v in values], dtype=object)
+
+
+def write_vectors(
+    path: str | os.PathLike[str],
+    polygons: Sequence[Polygon] | PolygonResult,
+    attributes: dict[str, Any],
+    crs: Any,
+    driver: str | None = None,
+    overwrite: bool = False,
+    layer: str = "georeason",
+) -> VectorResult:
+    """Write polygons with attributes (e.g. question, answer, model, source) plus `area` and `area_unit`.
+
+    `crs` is the CRS of the polygons (anything pyproj accepts, e.g. a rasterio CRS) or None for pixel
+    coordinates. GeoJSON is reprojected to EPSG:4326 lon/lat (RFC 7946); GeoPackage keeps `crs`.
+    Without a CRS nothing is reprojected, no CRS is written and `warning` says so.
+    """
+    path = Path(path)
+    driver = _driver_for(path, driver)
+    if isinstance(polygons, PolygonResult):
+        polygons = polygons.polygons
+    geometries = list(polygons)
+    for index, geometry in enumerate(geometries):
+        if not isinstance(geometry, Polygon):
+            raise GeoreasonError(f"polygons[{index}]: expected a shapely Polygon, got {type(geometry).__name__}")
+    source_crs = None if crs is None else ProjCRS.from_user_input(getattr(crs, "to_wkt", lambda: crs)())
+    columns: dict[str, np.ndarray] = {
+        name: _field_column(name, value, len(geometries)) for name, value in attributes.items()
+    }
+    columns["area"] = np.asarray([g.area for g in geometries], dtype=np.float64)
+    columns["area_unit"] = np.asarray([_area_unit(source_crs)] * len(geometries), dtype=object)
+
+    warning = None
+    written_crs: str | None = None
+    layer_options: dict[str, str] = {}
+    if source_crs is None:
+        warning = (f"{path}: the input has no georeferencing, so the polygons are in pixel coordinates "
+                   "(x = column, y = row, pointing down) and the file has no CRS")
+    elif driver == "GeoJSON":
+        to_wgs84 = Transformer.from_crs(source_crs, "EPSG:4326", always_xy=True)
+        geometries = list(shapely.transform(np.asarray(geometries, dtype=object),
+                                            lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1]))))
+        written_crs = "EPSG:4326"
+        layer_options["RFC7946"] = "YES"
+    else:
+        written_crs = source_crs.to_string()
+    wkb = np.asarray(shapely.to_wkb(np.asarray(geometries, dtype=object)) if geometries else [], dtype=object)
+    crs_wkt = None if written_crs is None else ProjCRS.from_user_input(written_crs).to_wkt()
+    with atomic_output(path, overwrite=overwrite) as temporary, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="'crs' was not provided")  # reported via `warning`
+        pyogrio.raw.write(
+            temporary, wkb, list(columns.values()), list(columns), layer=layer, driver=driver,
+            geometry_type="Polygon", crs=crs_wkt, promote_to_multi=False, layer_options=layer_options or None,
+        )
+    return VectorResult(path, driver, len(geometries), source_crs is not None, written_crs, warning)
