@@ -226,3 +226,49 @@ def _as_hwc(array: np.ndarray, name: str) -> np.ndarray:
     if array.shape[0] == 0 or array.shape[1] == 0 or array.shape[2] == 0:
         raise GeoreasonError(f"{name}: the image is empty (shape {array.shape})")
     return array
+
+
+def load_mask(source: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Load a label image (path or array) as a bool mask [H,W]: any non-zero value in any band is target."""
+    if isinstance(source, np.ndarray):
+        array = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise GeoreasonError(f"{path}: no such mask file")
+        array = None
+        try:
+            from PIL import Image
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    _check_pixels(image.size[0] * image.size[1], str(path), max_pixels)
+                    # Palette masks keep their indices: index 0 is background, as in VOC-style labels.
+                    array = np.asarray(image)
+        except GeoreasonError:
+            raise
+        except Exception:  # noqa: BLE001 - fall back to rasterio (TIFF variants PIL cannot read)
+            array = None
+        if array is None:
+            array = _read_mask_with_rasterio(path, max_pixels)
+    array = np.asarray(array)
+    if array.ndim == 3:
+        array = (array != 0).any(axis=2)
+    if array.ndim != 2 or array.size == 0:
+        raise GeoreasonError(f"{source}: expected a 2-D label image, got shape {array.shape}")
+    return array != 0
+
+
+def _read_mask_with_rasterio(path: Path, max_pixels: int) -> np.ndarray:
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as dataset:
+                _check_pixels(dataset.width * dataset.height, str(path), max_pixels)
+                return np.moveaxis(dataset.read(), 0, -1)
+        except RasterioError as error:
+            raise GeoreasonError(f"{path}: cannot read this mask ({error})") from None
