@@ -301,8 +301,9 @@ def plot_chart(summaries: Sequence[CollectionSummary], path: Path, title: str = 
     top = max([0.0] + [(getattr(s, k)["mean"] or 0.0) + (getattr(s, k)["std"] or 0.0)
                        for s in summaries for k in ("R_e", "R_s")])
     axes.set_ylim(0, min(1.05, top * 1.2 + 0.02) if top > 0 else 1.0)
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8, frameon=False, loc="upper left")
+    axes.set_title(title, fontsize=10, pad=22)
+    # Above the axes, so it never hides a tall bar.
+    axes.legend(fontsize=8, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
     axes.spines[["top", "right"]].set_visible(False)
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
@@ -414,7 +415,8 @@ def format_table(summaries: Sequence[CollectionSummary]) -> str:
         return " ".join("    -" if stats[k] is None else f"{stats[k]:.3f}" for k in ("mean", "median", "std", "min", "max"))
 
     width = max([10] + [len(s.name) for s in summaries])
-    lines = [f"{'collection':<{width}} {'images':>6} {'failed':>6} | R_e mean med   std   min   max  "
-             f"| R_s mean med   std   min   max"]
+    stats = " ".join(f"{k:>5}" for k in ("mean", "med", "std", "min", "max"))
+    lines = [f"{'':<{width}} {'':>6} {'':>6} | {'R_e':^29} | {'R_s':^29}",
+             f"{'collection':<{width}} {'images':>6} {'failed':>6} | {stats} | {stats}"]
     lines += [f"{s.name:<{width}} {s.images:>6} {s.failed:>6} | {cells(s.R_e)} | {cells(s.R_s)}" for s in summaries]
     return "\n".join(lines)
