@@ -35,6 +35,17 @@ except ImportError:  # pragma: no cover - layout of a future rasterio
 _READ_ERRORS = (RasterioError, _GdalError)
 
 
+def _reason(exc: BaseException) -> str:
+    """The most specific message in a chain of GDAL/rasterio errors ("Read failed" hides the cause)."""
+    messages = []
+    current: BaseException | None = exc
+    while current is not None and len(messages) < 5:
+        messages.append(str(current).strip())
+        current = current.__cause__ or current.__context__
+    useful = [m for m in messages if m and "see previous exception" not in m.lower()]
+    return useful[-1] if useful else messages[0]
+
+
 @dataclass(frozen=True)
 class RasterInfo:
     """What a writer or a caller needs to know about an input raster."""
@@ -68,7 +79,7 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[DatasetReader]:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dataset = rasterio.open(path)
     except _READ_ERRORS as exc:
-        raise GeoreasonError(f"{path}: cannot read this raster (not a raster GDAL can open: {exc})") from exc
+        raise GeoreasonError(f"{path}: cannot read this raster (not a raster GDAL can open: {_reason(exc)})") from exc
     with dataset:
         if dataset.width <= 0 or dataset.height <= 0 or dataset.count <= 0:
             raise GeoreasonError(f"{path}: the raster has no pixels or no bands")
@@ -128,7 +139,7 @@ def _read_bands(
         data = src.read(unique, window=window, out_shape=shape)
         masks = src.read_masks(unique, window=window, out_shape=shape)
     except _READ_ERRORS as exc:
-        raise GeoreasonError(f"{src.name}: cannot read the pixels (truncated or corrupt file?): {exc}") from exc
+        raise GeoreasonError(f"{src.name}: cannot read the pixels (truncated or corrupt file?): {_reason(exc)}") from exc
     valid = np.all(masks != 0, axis=0)
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.all(np.isfinite(data), axis=0)
