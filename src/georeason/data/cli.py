@@ -1,4 +1,4 @@
-"""`georeason data ...`: dataset tools (`check` validates a dataset folder; `merge-masks` to come).
+"""`georeason data ...`: dataset tools (`check` validates a dataset folder; `merge-masks` adds masks).
 
 Implements the tooling around SPEC 2's layouts; each sub-subcommand is one small add/run pair.
 """
@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 
-CLI_DESCRIPTION = "Dataset tools: validate a dataset folder (check)."
+CLI_DESCRIPTION = "Dataset tools: validate a dataset folder (check), merge externally drawn masks (merge-masks)."
 CLI_EPILOG = """examples:
   georeason data check /data/EarthReason
   georeason data check /data/RRSIS-D --split val --json
   georeason data check synth-out --quick
+  georeason data merge-masks my-dataset qgis-masks/ --split train
 """
 
 
@@ -20,10 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subparsers = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     parser.set_defaults(_data_parser=parser)
     _add_check(subparsers)
-    # ---- merge-masks: reserved for the annotation pipeline (georeason.annotate). ---------------
-    # Add `_add_merge_masks(subparsers)` here: define it below with set_defaults(handler=...) so
-    # `run` dispatches to it like `check`.
-    # ----------------------------------------------------------------------------------------------
+    _add_merge_masks(subparsers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,3 +60,13 @@ def _run_check(args: argparse.Namespace) -> int:
     else:
         print(format_report(args.path, layout, reports))
     return 1 if any(r.problems for r in reports) else 0
+
+
+# -- merge-masks (logic and options in georeason.data.merge) ---------------------------------------
+def _add_merge_masks(subparsers: argparse._SubParsersAction) -> None:
+    from georeason.data import merge
+
+    parser = subparsers.add_parser("merge-masks", help=merge.CLI_HELP, description=merge.CLI_DESCRIPTION,
+                                   epilog=merge.CLI_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    merge.add_arguments(parser)
+    parser.set_defaults(handler=merge.run)

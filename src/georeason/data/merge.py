@@ -1,0 +1,178 @@
+"""`georeason data merge-masks`: bring masks drawn elsewhere (QGIS, CVAT, SAM) into an annotated dataset.
+
+Step 3 of the EarthReason pipeline (paper Sec. 3.2 "Object Mask Labeling", App. A.1): masks are checked against
+the images (stems, sizes), binarised (non-zero = target) into <split>/labels/<stem>.png (SPEC 2), and the JSONL
+manifest written by `georeason annotate` gets their paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from georeason.errors import GeoreasonError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+# Lossy JPEG masks are refused: compression noise would turn background pixels into target.
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+
+CLI_HELP = "copy externally drawn masks into <split>/labels and update the JSONL manifest"
+CLI_DESCRIPTION = """\
+Copy masks drawn elsewhere (QGIS, CVAT, SAM, ...) into DATASET_DIR/<split>/labels/<stem>.png.
+A mask is matched to an image by file stem; its height and width must equal the image's. Masks are
+binarised: any non-zero value (in any band) is target, written as 255. Masks without an image and images
+without a mask are listed. DATASET_DIR/<split>.jsonl (from `georeason annotate`) gets the mask paths.
+Exit code 1 when a mask has no image; a size mismatch is an error and nothing is written."""
+CLI_EPILOG = "example: georeason data merge-masks my-dataset qgis-masks/ --split train"
+
+
+@dataclass
+class MergeReport:
+    merged: list[str] = field(default_factory=list)
+    masks_without_image: list[str] = field(default_factory=list)
+    images_without_mask: list[str] = field(default_factory=list)
+    empty_masks: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+    manifest: Path | None = None
+    manifest_records_with_mask: int = 0
+
+    def text(self) -> str:
+        lines = [f"merged {len(self.merged)} masks; masks without an image {len(self.masks_without_image)}; "
+                 f"images without a mask {len(self.images_without_mask)}; empty masks {len(self.empty_masks)}; "
+                 f"ignored files {len(self.ignored_files)}"]
+        lines += [f"  mask without an image: {name}" for name in self.masks_without_image]
+        lines += [f"  image without a mask: {name}" for name in self.images_without_mask]
+        lines += [f"  empty mask (no target pixel): {name}" for name in self.empty_masks]
+        lines += [f"  ignored (not {'/'.join(MASK_SUFFIXES)}): {name}" for name in self.ignored_files]
+        if self.manifest is not None:
+            lines.append(f"manifest {self.manifest}: {self.manifest_records_with_mask} records have a mask")
+        else:
+            lines.append("no JSONL manifest to update")
+        return "\n".join(lines)
+
+
+def raster_hw(path: Path) -> tuple[int, int]:
+    """(height, width) read from the file header (PIL, else rasterio)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (UnidentifiedImageError, OSError):
+        pass
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as dataset:
+            return dataset.height, dataset.width
+    except RasterioError as error:
+        raise GeoreasonError(f"{path}: cannot read this raster ({error})") from None
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...], ignored: list[str] | None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        if path.suffix.lower() not in suffixes:
+            if ignored is not None:
+                ignored.append(path.name)
+            continue
+        if path.stem in found:
+            raise GeoreasonError(f"{folder}: {found[path.stem].name} and {path.name} share the stem {path.stem!r}; "
+                                 "keep one of them")
+        found[path.stem] = path
+    return found
+
+
+def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "train") -> MergeReport:
+    """Check, binarise and copy the masks of `masks_dir` into `dataset_dir/<split>/labels`; update the manifest."""
+    import numpy as np
+    from PIL import Image
+
+    from georeason.data.imageio import load_mask
+
+    dataset_dir, masks_dir = Path(dataset_dir), Path(masks_dir)
+    split_dir = dataset_dir / split
+    if not (split_dir / "images").is_dir():
+        raise GeoreasonError(f"DATASET_DIR {dataset_dir}: no split {split!r} (expected {split_dir / 'images'})")
+    if not masks_dir.is_dir():
+        raise GeoreasonError(f"MASKS_DIR {masks_dir} is not a folder")
+    report = MergeReport()
+    images = _by_stem(split_dir / "images", IMAGE_SUFFIXES, None)
+    masks = _by_stem(masks_dir, MASK_SUFFIXES, report.ignored_files)
+    report.masks_without_image = sorted(masks[s].name for s in set(masks) - set(images))
+    report.images_without_mask = sorted(images[s].name for s in set(images) - set(masks))
+    matched = sorted(set(masks) & set(images))
+
+    # All sizes are checked before anything is written: a wrong export fails as a whole, loudly.
+    mismatches = []
+    for stem in matched:
+        mask_hw, image_hw = raster_hw(masks[stem]), raster_hw(images[stem])
+        if mask_hw != image_hw:
+            mismatches.append(f"{masks[stem]}: mask is {mask_hw[0]}x{mask_hw[1]} (HxW) but image {images[stem]} "
+                              f"is {image_hw[0]}x{image_hw[1]}")
+    if mismatches:
+        raise GeoreasonError("merge-masks: mask and image sizes differ, nothing was written:\n  "
+                             + "\n  ".join(mismatches))
+
+    labels_dir = split_dir / "labels"
+    labels_dir.mkdir(exist_ok=True)
+    for stem in matched:
+        target = load_mask(masks[stem])
+        if not target.any():
+            report.empty_masks.append(masks[stem].name)
+        destination = labels_dir / f"{stem}.png"
+        temporary = labels_dir / f".{stem}.png.tmp{os.getpid()}"
+        Image.fromarray(np.where(target, 255, 0).astype(np.uint8)).save(temporary, format="PNG")
+        os.replace(temporary, destination)
+        report.merged.append(stem)
+    manifest = dataset_dir / f"{split}.jsonl"
+    if manifest.is_file():
+        report.manifest = manifest
+        report.manifest_records_with_mask = update_manifest_masks(manifest, split_dir)
+    return report
+
+
+def update_manifest_masks(manifest: Path, split_dir: Path) -> int:
+    """Point each record's `mask` at labels/<image stem>.png when that file exists; returns how many do.
+
+    Lines that are not JSON objects are kept as they are (`georeason data check` reports them).
+    """
+    lines = []
+    with_mask = 0
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("image"), str):
+            lines.append(line)
+            continue
+        label = split_dir / "labels" / f"{Path(record['image']).stem}.png"
+        if label.is_file():
+            record["mask"] = os.path.relpath(label, manifest.parent).replace(os.sep, "/")
+            with_mask += 1
+        lines.append(json.dumps(record, ensure_ascii=False))
+    temporary = manifest.with_name(f".{manifest.name}.tmp{os.getpid()}")
+    temporary.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(temporary, manifest)
+    return with_mask
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR",
+                        help="dataset folder written by `georeason annotate` (or any EarthReason layout)")
+    parser.add_argument("masks_dir", type=Path, metavar="MASKS_DIR",
+                        help="folder of masks named <image stem>.png/.tif/.tiff/.bmp")
+    parser.add_argument("--split", default="train", help="split to merge into (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = merge_masks(args.dataset_dir, args.masks_dir, args.split)
+    print(report.text())
+    return 1 if report.masks_without_image else 0
