@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.transform import from_origin
+from rasterio.errors import NotGeoreferencedWarning
+from affine import Affine
 
 CRS = "EPSG:32633"
 ORIGIN_X, ORIGIN_Y, PIXEL = 500_000.0, 4_000_000.0, 10.0
-TRANSFORM = from_origin(ORIGIN_X, ORIGIN_Y, PIXEL, PIXEL)
+TRANSFORM = Affine(PIXEL, 0.0, ORIGIN_X, 0.0, -PIXEL, ORIGIN_Y)  # north-up, origin at the top-left corner
 
 
 def write_geotiff(
@@ -23,8 +25,10 @@ def write_geotiff(
         profile.update(crs=crs, transform=TRANSFORM)
     if tiled:
         profile.update(tiled=True, blockxsize=256, blockysize=256, compress="deflate")
-    with rasterio.open(path, "w", **profile) as out:
-        out.write(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as out:
+            out.write(data)
     return path
 
 

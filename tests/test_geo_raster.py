@@ -11,7 +11,7 @@ import rasterio
 from PIL import Image
 from rasterio.windows import Window
 
-from _geo_fixtures import CRS, TRANSFORM, write_geotiff
+from tests._geo_fixtures import CRS, TRANSFORM, write_geotiff
 from georeason.data.imageio import percentile_limits, stretch_to_uint8
 from georeason.errors import GeoreasonError
 from georeason.geo import (

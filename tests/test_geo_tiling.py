@@ -11,7 +11,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from _geo_fixtures import TRANSFORM, leftovers, position_image, write_geotiff
+from tests._geo_fixtures import TRANSFORM, leftovers, position_image, write_geotiff
 from georeason.errors import GeoreasonError
 from georeason.geo import blend_weights, open_raster, plan_tiles, read_rgb, run_tiled, weight_sum
 from georeason.geo import tiling

@@ -155,6 +155,8 @@ def write_vectors(
     if source_crs is None:
         warning = (f"{path}: the input has no georeferencing, so the polygons are in pixel coordinates "
                    "(x = column, y = row, pointing down) and the file has no CRS")
+        if driver == "GeoJSON":
+            warning += "; GeoJSON readers will assume lon/lat degrees, so prefer .gpkg for pixel coordinates"
     elif driver == "GeoJSON":
         to_wgs84 = Transformer.from_crs(source_crs, "EPSG:4326", always_xy=True)
         geometries = list(shapely.transform(np.asarray(geometries, dtype=object),
