@@ -93,17 +93,17 @@ def _patch_statistics(patches: np.ndarray, sample_covariance: bool) -> tuple[np.
     return means, centred, np.float64(pixels - 1 if sample_covariance else pixels)
 
 
-def _ssim_rows(means: np.ndarray, centred: np.ndarray, variances: np.ndarray, divisor: np.float64,
-               rows: slice) -> np.ndarray:
-    """Eq. 2 for patches `rows` against all patches; the covariances come from one matmul."""
+def _ssim_block(means: np.ndarray, centred: np.ndarray, variances: np.ndarray, divisor: np.float64,
+                rows: slice, cols: slice) -> np.ndarray:
+    """Eq. 2 for patches `rows` against patches `cols`; the covariances come from one matmul."""
     # In-place arithmetic: at patch 8 on a 1024² image each block is large, and temporaries dominate.
-    ssim = centred[rows] @ centred.T  # sigma_ij * divisor
+    ssim = centred[rows] @ centred[cols].T  # sigma_ij * divisor
     ssim *= 2.0 / divisor
     ssim += C2
-    ssim /= np.add.outer(variances[rows], variances) + C2
-    ssim *= np.multiply.outer(2.0 * means[rows], means) + C1
+    ssim /= np.add.outer(variances[rows], variances[cols]) + C2
+    ssim *= np.multiply.outer(2.0 * means[rows], means[cols]) + C1
     squares = means * means
-    ssim /= np.add.outer(squares[rows], squares) + C1
+    ssim /= np.add.outer(squares[rows], squares[cols]) + C1
     return ssim
 
 
@@ -111,11 +111,14 @@ def ssim_matrix(patches: np.ndarray, sample_covariance: bool = True) -> np.ndarr
     """Eq. 2: the N x N SSIM matrix of patch vectors [N, P] (whole-patch statistics)."""
     means, centred, divisor = _patch_statistics(patches, sample_covariance)
     variances = (centred * centred).sum(axis=1) / divisor
-    return _ssim_rows(means, centred, variances, divisor, slice(None))
+    return _ssim_block(means, centred, variances, divisor, slice(None), slice(None))
 
 
 def structural_redundancy(patches: np.ndarray, sample_covariance: bool = True) -> float:
-    """Eq. 3: mean off-diagonal element of the SSIM matrix, built in row blocks to bound memory."""
+    """Eq. 3: mean off-diagonal element of the SSIM matrix, built in row blocks to bound memory.
+
+    M is symmetric, so each row block is only compared with itself and the patches after it (half the work).
+    """
     count = patches.shape[0]
     if count < 2:
         raise GeoreasonError(f"R_s needs at least 2 patches, got {count}")
@@ -124,10 +127,10 @@ def structural_redundancy(patches: np.ndarray, sample_covariance: bool = True) -
     block = max(1, BLOCK_BYTES // (8 * count))
     off_diagonal_sum = 0.0
     for start in range(0, count, block):
-        rows = slice(start, min(start + block, count))
-        ssim = _ssim_rows(means, centred, variances, divisor, rows)
-        diagonal = ssim[np.arange(ssim.shape[0]), np.arange(rows.start, rows.stop)]
-        off_diagonal_sum += float(ssim.sum()) - float(diagonal.sum())
+        stop = min(start + block, count)
+        ssim = _ssim_block(means, centred, variances, divisor, slice(start, stop), slice(start, count))
+        square = ssim[:, : stop - start]  # pairs inside the block: both (i, j) and (j, i), plus the diagonal
+        off_diagonal_sum += float(square.sum()) - float(np.trace(square)) + 2.0 * float(ssim[:, stop - start:].sum())
     return off_diagonal_sum / (count * (count - 1))
 
 
