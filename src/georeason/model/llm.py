@@ -1,0 +1,70 @@
+"""The language model of SegEarth-R1 (paper Sec. 4.2): any transformers causal LM with hidden states.
+
+Builds the LM from its config (or loads local pretrained weights, including GGUF files), splices the
+visual tokens into the embedded prompt, and returns the final-norm hidden states and, on demand, logits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from georeason.config import LLMConfig
+
+
+def hf_config_from_dict(values: dict) -> object:
+    values = dict(values)
+    model_type = values.pop("model_type")
+    return AutoConfig.for_model(model_type, **values)
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, config: LLMConfig, attn_implementation: str = "sdpa",
+                 pretrained: PreTrainedModel | None = None):
+        super().__init__()
+        self.config = config
+        if pretrained is None:
+            hf_config = hf_config_from_dict(config.hf_config)
+            pretrained = AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+        self.causal_lm = pretrained
+        self._fix_lm_head()
+
+    def _fix_lm_head(self) -> None:
+        # transformers 5 builds Phi's lm_head with a bias; the released model has none (SPEC 1.3).
+        head = self.causal_lm.get_output_embeddings()
+        tied = head.weight is self.causal_lm.get_input_embeddings().weight
+        if head.bias is not None and not self.config.lm_head_bias and not tied:
+            new_head = nn.Linear(head.in_features, head.out_features, bias=False)
+            new_head.weight = head.weight
+            self.causal_lm.set_output_embeddings(new_head)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.causal_lm.config.hidden_size
+
+    @property
+    def backbone(self) -> nn.Module:
+        return getattr(self.causal_lm, self.causal_lm.base_model_prefix)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.causal_lm.get_input_embeddings()(input_ids)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, past_key_values=None,
+                use_cache: bool = False):
+        """-> (last hidden state after the final norm [B,L,H], cache or None)."""
+        output = self.backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                               past_key_values=past_key_values, use_cache=use_cache, return_dict=True)
+        return output.last_hidden_state, output.past_key_values if use_cache else None
+
+    def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.causal_lm.get_output_embeddings()(hidden_states)
+
+    def resize_vocab(self, size: int) -> None:
+        """Grow the embeddings to the tokenizer (adds [PAD], [SEG]); new rows start at the mean row."""
+        old = self.causal_lm.get_input_embeddings().weight.shape[0]
+        self.causal_lm.resize_token_embeddings(size, mean_resizing=True)
+        self._fix_lm_head()
+        self.config.hf_config["vocab_size"] = size
+        if size < old:
+            raise ValueError(f"vocab shrank from {old} to {size}")

@@ -1,0 +1,330 @@
+"""SegEarth-R1 assembled (paper Sec. 4, Fig. 2): encoder -> connector -> LLM -> D-Projector -> decoders.
+
+The Swin encoder runs once per image; its stride-32 map feeds the connector and the D-Projector, all
+four maps feed the pixel decoder. The description embedding p (mean of the LLM's last hidden state
+over the description) becomes the single query of the masked-attention decoder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from georeason.config import SegEarthConfig
+from georeason.errors import GeoreasonError
+from georeason.model.connector import TokenCompressionConnector
+from georeason.model.dprojector import DescriptionProjector
+from georeason.model.encoder import SwinEncoder
+from georeason.model.llm import LanguageModel
+from georeason.model.losses import language_model_loss, mask_losses, match_queries
+from georeason.model.mask_decoder import MaskDecoder
+from georeason.model.pixel_decoder import PixelDecoder
+from georeason.model.prompt import IGNORE_INDEX, PromptBatch, TokenKind
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class SegEarthOutput:
+    mask_logits: torch.Tensor  # [B,h,w] final prediction at stride 4 (256x256 for a 1024 input)
+    all_mask_logits: list[torch.Tensor]  # the 10 deep-supervision predictions, last == mask_logits
+    description_embedding: torch.Tensor  # p, [B,H_llm]
+    query: torch.Tensor  # mask-decoder query, [B,1,C]
+    loss: torch.Tensor | None = None
+    losses: dict[str, Any] = field(default_factory=dict)
+    lm_logits: torch.Tensor | None = None
+    past_key_values: Any = None
+    next_token_logits: torch.Tensor | None = None  # [B,V] at each row's last real position
+    intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class SegEarthModel(nn.Module):
+    def __init__(self, config: SegEarthConfig, attn_implementation: str = "sdpa", llm=None):
+        super().__init__()
+        config.validate()
+        if config.mask_decoder.hidden_dim != config.pixel_decoder.conv_dim:
+            raise GeoreasonError("config mask_decoder.hidden_dim must equal pixel_decoder.conv_dim")
+        self.config = config
+        stride32_channels = config.encoder.stage_channels[-1]
+        hidden = config.llm_hidden_size
+        self.encoder = SwinEncoder(config.encoder, config.image_size, attn_implementation)
+        self.connector = TokenCompressionConnector(stride32_channels, hidden, config.connector.depth,
+                                                   config.image_size // 32)
+        self.llm = LanguageModel(config.llm, attn_implementation, pretrained=llm)
+        self.d_projector = DescriptionProjector(config.d_projector, hidden, stride32_channels,
+                                                config.mask_decoder.hidden_dim)
+        self.pixel_decoder = PixelDecoder(config.pixel_decoder, config.encoder.stage_channels)
+        self.mask_decoder = MaskDecoder(config.mask_decoder, config.pixel_decoder.mask_dim)
+        self._init_new_weights()
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute LLM activations in the backward pass (the paper's recipe); training only."""
+        if self.config.llm.gradient_checkpointing:
+            self.llm.causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # -- initialisation ---------------------------------------------------------------------------
+    def _init_new_weights(self) -> None:
+        """New layers N(0, 0.02), norms 1/0 (SPEC 3); deformable attention as in Deformable DETR."""
+        for module in (self.connector, self.d_projector, self.pixel_decoder, self.mask_decoder):
+            for layer in module.modules():
+                if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                    nn.init.normal_(layer.weight, std=0.02)
+                    if layer.bias is not None:
+                        nn.init.zeros_(layer.bias)
+                elif isinstance(layer, (nn.LayerNorm, nn.GroupNorm)):
+                    nn.init.ones_(layer.weight)
+                    nn.init.zeros_(layer.bias)
+                elif isinstance(layer, nn.Embedding):
+                    nn.init.normal_(layer.weight, std=0.02)
+        for layer in self.pixel_decoder.modules():
+            if hasattr(layer, "sampling_offsets") and hasattr(layer, "n_heads"):
+                heads, levels, points = layer.n_heads, layer.n_levels, layer.n_points
+                nn.init.zeros_(layer.sampling_offsets.weight)
+                angles = torch.arange(heads, dtype=torch.float32) * (2.0 * math.pi / heads)
+                grid = torch.stack([angles.cos(), angles.sin()], -1)
+                grid = grid / grid.abs().max(-1, keepdim=True)[0]
+                grid = grid.view(heads, 1, 1, 2).repeat(1, levels, points, 1)
+                grid = grid * torch.arange(1, points + 1, dtype=torch.float32).view(1, 1, points, 1)
+                with torch.no_grad():
+                    layer.sampling_offsets.bias.copy_(grid.flatten())
+                nn.init.zeros_(layer.attention_weights.weight)
+                nn.init.zeros_(layer.attention_weights.bias)
+                nn.init.xavier_uniform_(layer.value_proj.weight)
+                nn.init.xavier_uniform_(layer.output_proj.weight)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def forward(self, pixel_values: torch.Tensor, prompt: PromptBatch, target_masks: torch.Tensor | None = None,
+                point_coords: torch.Tensor | None = None, use_cache: bool = False,
+                return_lm_logits: bool = False, return_intermediates: bool = False,
+                generator: torch.Generator | None = None) -> SegEarthOutput:
+        """pixel_values [B,3,S,S] normalised; prompt from PromptBuilder; target_masks [B,S,S] 0/1."""
+        features = self.encoder(pixel_values)
+        stride32 = features[3]
+        visual_tokens = self.connector(stride32)
+
+        embeds = self.llm.embed(prompt.input_ids)
+        image_positions = prompt.token_kind == TokenKind.IMAGE
+        expected = visual_tokens.shape[1]
+        counts = image_positions.sum(1)
+        if not torch.all(counts == expected):
+            raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
+        embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+        hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+
+        description = (prompt.token_kind == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
+        description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
+        projected = self.d_projector(description_embedding, stride32)
+        mask_features, multi_scale = self.pixel_decoder(features)
+        decoded = self.mask_decoder(projected["query"], mask_features, multi_scale)
+
+        if decoded.query_scores is None:
+            all_logits = [logits[:, 0] for logits in decoded.mask_logits]
+        else:  # PSALM baseline: the best-scoring learned query answers
+            best = decoded.query_scores[-1].argmax(-1)
+            rows = torch.arange(best.shape[0], device=best.device)
+            all_logits = [logits[rows, best] for logits in decoded.mask_logits]
+
+        output = SegEarthOutput(mask_logits=all_logits[-1], all_mask_logits=all_logits,
+                                description_embedding=description_embedding, query=projected["query"])
+        if use_cache:
+            last = prompt.attention_mask.sum(1) - 1
+            output.past_key_values = cache
+            output.next_token_logits = self.llm.logits(hidden[torch.arange(hidden.shape[0]), last])
+        if return_lm_logits:
+            output.lm_logits = self.llm.logits(hidden)
+        if return_intermediates:
+            output.intermediates = {
+                "encoder_features": features, "image_tokens": visual_tokens, "inputs_embeds": embeds,
+                "last_hidden_state": hidden, "mask_features": mask_features, "multi_scale": multi_scale,
+                **{k: v for k, v in projected.items() if k != "query"},
+            }
+        if target_masks is not None:
+            self._add_losses(output, decoded, hidden, prompt, target_masks, point_coords, generator)
+        return output
+
+    def _add_losses(self, output: SegEarthOutput, decoded, hidden: torch.Tensor, prompt: PromptBatch,
+                    target_masks: torch.Tensor, point_coords: torch.Tensor | None,
+                    generator: torch.Generator | None) -> None:
+        config = self.config.loss
+        mask_terms, dice_terms = [], []
+        if decoded.query_scores is None:
+            for logits in output.all_mask_logits:
+                mask, dice = mask_losses(logits, target_masks, config, point_coords, generator)
+                mask_terms.append(mask)
+                dice_terms.append(dice)
+            score_loss = hidden.new_zeros(())
+        else:
+            score_terms = []
+            for logits, scores in zip(decoded.mask_logits, decoded.query_scores):
+                matched = match_queries(logits, scores, target_masks, config)
+                has_target = [i for i, q in enumerate(matched) if q is not None]
+                if has_target:
+                    index = torch.tensor(has_target, device=logits.device)
+                    queries = torch.tensor([matched[i] for i in has_target], device=logits.device)
+                    coords = None if point_coords is None else point_coords[index]
+                    mask, dice = mask_losses(logits[index, queries], target_masks[index], config, coords, generator)
+                else:
+                    mask = dice = logits.sum() * 0.0
+                mask_terms.append(mask)
+                dice_terms.append(dice)
+                score_target = torch.zeros_like(scores)
+                for i in has_target:
+                    score_target[i, matched[i]] = 1.0
+                weight = torch.where(score_target > 0, 1.0, config.no_object_weight)
+                score_terms.append(F.binary_cross_entropy_with_logits(scores, score_target, weight=weight))
+            score_loss = config.score_weight * torch.stack(score_terms).sum()
+
+        mask_loss = config.mask_weight * torch.stack(mask_terms).sum()
+        dice_loss = config.dice_weight * torch.stack(dice_terms).sum()
+        losses: dict[str, Any] = {"mask": mask_loss, "dice": dice_loss, "score": score_loss,
+                                  "mask_per_layer": [t.detach() for t in mask_terms],
+                                  "dice_per_layer": [t.detach() for t in dice_terms]}
+        lm_loss = hidden.new_zeros(())
+        targets = prompt.labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        if supervised.any():
+            # Logits only where a next token is supervised: the vocabulary projection dominates memory.
+            predicting = self.llm.logits(hidden[:, :-1][supervised])
+            lm_loss = F.cross_entropy(predicting.float(), targets[supervised])
+        losses["lm"] = lm_loss
+        output.losses = losses
+        output.loss = config.lm_weight * lm_loss + mask_loss + dice_loss + score_loss
+
+    # -- inference ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def segment(self, pixel_values: torch.Tensor, prompt: PromptBatch, answer: bool = False,
+                max_new_tokens: int | None = None, stop_ids: tuple[int, ...] = ()) -> dict[str, Any]:
+        """Mask logits at the model input size [B,S,S] and, when asked, greedy answer token ids.
+
+        The mask is computed from the prompt alone; generation continues from the same KV cache.
+        """
+        output = self.forward(pixel_values, prompt, use_cache=answer)
+        result: dict[str, Any] = {"logits": self._upsample(output.mask_logits),
+                                  "description_embedding": output.description_embedding}
+        if answer:
+            result["answer_ids"] = self._greedy_answers(output, prompt, max_new_tokens
+                                                        or self.config.prompt.max_answer_tokens, stop_ids)
+        return result
+
+    @torch.inference_mode()
+    def segment_with_description(self, pixel_values: torch.Tensor,
+                                 description_embedding: torch.Tensor) -> torch.Tensor:
+        """Mask logits [B,S,S] for images given a description embedding p computed elsewhere.
+
+        Tiled inference computes p once per question on the whole scene and reuses it per tile.
+        """
+        features = self.encoder(pixel_values)
+        if description_embedding.shape[0] != pixel_values.shape[0]:
+            description_embedding = description_embedding.expand(pixel_values.shape[0], -1)
+        projected = self.d_projector(description_embedding.to(features[3].dtype), features[3])
+        mask_features, multi_scale = self.pixel_decoder(features)
+        decoded = self.mask_decoder(projected["query"], mask_features, multi_scale)
+        if decoded.query_scores is None:
+            logits = decoded.mask_logits[-1][:, 0]
+        else:
+            best = decoded.query_scores[-1].argmax(-1)
+            logits = decoded.mask_logits[-1][torch.arange(best.shape[0], device=best.device), best]
+        return self._upsample(logits)
+
+    def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
+        size = self.config.image_size
+        return F.interpolate(logits[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+    def _greedy_answers(self, output: SegEarthOutput, prompt: PromptBatch, max_new_tokens: int,
+                        stop_ids: tuple[int, ...]) -> list[list[int]]:
+        cache, mask = output.past_key_values, prompt.attention_mask
+        lengths = mask.sum(1)
+        next_logits = output.next_token_logits
+        batch = next_logits.shape[0]
+        answers: list[list[int]] = [[] for _ in range(batch)]
+        finished = torch.zeros(batch, dtype=torch.bool, device=mask.device)
+        stops = torch.tensor(list(stop_ids), device=mask.device)
+        for step in range(max_new_tokens):
+            token = next_logits.argmax(-1)
+            for row in range(batch):
+                if not finished[row]:
+                    answers[row].append(int(token[row]))
+            finished |= torch.isin(token, stops)
+            if bool(finished.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            positions = (lengths + step)[:, None]
+            out = self.llm.backbone(inputs_embeds=self.llm.embed(token[:, None]), attention_mask=mask,
+                                    position_ids=positions, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            next_logits = self.llm.logits(out.last_hidden_state[:, -1])
+        return answers
+
+    # -- parameters -------------------------------------------------------------------------------
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        seen: set[int] = set()
+        total = 0
+        for p in self.parameters():
+            if id(p) in seen or (trainable_only and not p.requires_grad):
+                continue
+            seen.add(id(p))
+            total += p.numel()
+        return total
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
+        """Write config.json + model.safetensors (+ tokenizer files) atomically into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save(folder / CONFIG_NAME)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".safetensors")
+        os.close(handle)
+        try:
+            save_model(self, temporary, metadata={"format": "pt", "georeason_preset": self.config.preset})
+            with open(temporary, "rb") as stream:
+                os.fsync(stream.fileno())
+            os.replace(temporary, folder / WEIGHTS_NAME)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(folder))
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype | None = None, attn_implementation: str = "sdpa") -> SegEarthModel:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise GeoreasonError(f"{folder}: not a model folder (expected a directory with {CONFIG_NAME} "
+                                 f"and {WEIGHTS_NAME})")
+        config = SegEarthConfig.load(folder / CONFIG_NAME)
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise GeoreasonError(f"{weights}: missing weights file")
+        model = cls(config, attn_implementation=attn_implementation)
+        load_weights(model, weights)
+        model.eval()
+        if dtype is not None:
+            model.to(dtype)
+        return model.to(device)
+
+
+def load_weights(model: nn.Module, weights: Path) -> None:
+    """Strict load: every missing, unexpected or wrong-shape tensor is an error naming it."""
+    try:
+        load_model(model, str(weights), strict=True)
+    except RuntimeError as error:
+        text = str(error)
+        if len(text) > 2000:
+            text = text[:2000] + " ..."
+        raise GeoreasonError(f"{weights}: does not match the model in config.json: {text}") from None
+    except Exception as error:  # safetensors raises its own error type for corrupt or truncated files
+        raise GeoreasonError(f"{weights}: unreadable or corrupted safetensors file ({error})") from None
