@@ -59,9 +59,14 @@ def _singular(word: str) -> str:
     return word
 
 
+def singular_words(text: str) -> list[str]:
+    """The normalised words of a text, each singularised."""
+    return [_singular(w) for w in normalize_text(text).split()]
+
+
 def word_set(text: str) -> set[str]:
-    """The singularised words of a text."""
-    return {_singular(w) for w in normalize_text(text).split()}
+    """The singularised words of a text, as a set."""
+    return set(singular_words(text))
 
 
 def overlap_ratio(a: str, b: str) -> float:
@@ -90,7 +95,8 @@ def category_words(category: str, generic_words: frozenset[str]) -> set[str]:
 
 def named_category_word(question: str, category: str, rules: ReplyRules) -> str | None:
     """The first word of `category` that `question` uses (or the whole phrase), else None."""
-    if normalize_text(category) and f" {normalize_text(category)} " in f" {normalize_text(question)} ":
+    phrase = " ".join(singular_words(category))
+    if phrase and f" {phrase} " in f" {' '.join(singular_words(question))} ":
         return category
     used = category_words(category, rules.generic_words) & word_set(question)
     return sorted(used)[0] if used else None
