@@ -74,8 +74,8 @@ def timing_table() -> list[str]:
              f"| R_s (Eq. 2-3, patch 32, N = {len(patches32)}) | {t_structural / megapixels:.4f} |",
              f"| whole image: PNG load + gray + R_e + R_s (patch 32) | {t_image / megapixels:.4f} |", ""]
     rows = ["R_s cost vs patch count on the same 1024x1024 image. Halving the patch side multiplies N by 4: the "
-            "covariance matmul (N²·P = N·pixels multiply-adds) by 4, the elementwise rest of Eq. 2 (N² terms) by 16. "
-            "Only the upper triangle of the symmetric M is computed.", "",
+            "covariance matmul (N²·P = N·pixels multiply-adds) by 4, the elementwise rest of Eq. 2 (N² terms) "
+            "by 16. Only the upper triangle of the symmetric M is computed.", "",
             "| patch | N patches | seconds | x previous | N ratio | N² ratio |", "|---|---|---|---|---|---|"]
     previous: tuple[int, float] | None = None
     for patch in (64, 32, 16, 8):
@@ -164,7 +164,8 @@ def study_table() -> list[str]:
             lines.append("")
             for r in results:
                 if r.collection in ("RS scenes", "natural photos"):
-                    row = per_scene.setdefault(Path(r.path).name, [r.collection, f"{r.width}x{r.height}", f"{r.R_e:.3f}"])
+                    first = [r.collection, f"{r.width}x{r.height}", f"{r.R_e:.3f}"]
+                    row = per_scene.setdefault(Path(r.path).name, first)
                     row.append(f"{r.R_s:.3f}")
     lines += [f"Flat patches: share of patches whose gray std < {FLAT_STD:g} (mean over images); near-constant "
               "patches (sky, walls, studio backgrounds) are what pushes SSIM pairs towards 1.", "",

@@ -160,7 +160,9 @@ class ImageResult:
     error: str | None = None
 
 
-def analyse_gray(gray: np.ndarray, patch: int, max_side: int | None = DEFAULT_MAX_SIDE) -> tuple[np.ndarray, float, float]:
+def analyse_gray(
+    gray: np.ndarray, patch: int, max_side: int | None = DEFAULT_MAX_SIDE
+) -> tuple[np.ndarray, float, float]:
     """Fit an 8-bit gray image to whole patches; return (analysed image, R_e, R_s)."""
     fitted = fit_to_patches(gray, patch, max_side)
     return fitted, entropy_redundancy(fitted), structural_redundancy(split_patches(fitted, patch))
@@ -208,19 +210,20 @@ def run_tasks(tasks: Sequence[ImageTask], workers: int, progress: bool = True) -
             bar.update()
         bar.close()
         return results
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     # Spawned workers with single-threaded BLAS: the parallelism is over images, so letting every worker
     # also start one BLAS thread per core would oversubscribe the machine.
     saved = {name: os.environ.get(name) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({name: "1" for name in saved})
+    workers = min(workers, len(tasks))
+    chunk = max(1, min(16, len(tasks) // (4 * workers)))  # fewer round trips for many small images
+    results = []
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(analyse_image, task): index for index, task in enumerate(tasks)}
-            results: list[ImageResult | None] = [None] * len(tasks)
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            for result in pool.map(analyse_image, tasks, chunksize=chunk):  # in task order
+                results.append(result)
                 bar.update()
     finally:
         for name, value in saved.items():
@@ -229,7 +232,7 @@ def run_tasks(tasks: Sequence[ImageTask], workers: int, progress: bool = True) -
             else:
                 os.environ[name] = value
         bar.close()
-    return [r for r in results if r is not None]
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,8 +417,10 @@ def run(args: argparse.Namespace) -> int:
 
 def format_table(summaries: Sequence[CollectionSummary]) -> str:
     """A plain-text table: per collection, counts and mean/median/std/min/max of R_e and R_s."""
+
     def cells(stats: dict[str, float | None]) -> str:
-        return " ".join("    -" if stats[k] is None else f"{stats[k]:.3f}" for k in ("mean", "median", "std", "min", "max"))
+        keys = ("mean", "median", "std", "min", "max")
+        return " ".join("    -" if stats[k] is None else f"{stats[k]:.3f}" for k in keys)
 
     width = max([10] + [len(s.name) for s in summaries])
     stats = " ".join(f"{k:>5}" for k in ("mean", "med", "std", "min", "max"))
