@@ -166,10 +166,8 @@ def _make_collections(tmp_path):
     second.mkdir()
     _save(second / "flat.png", np.full((24, 24), 128, np.uint8))
     rasterio = pytest.importorskip("rasterio")
-    from rasterio.transform import from_origin
-
     with rasterio.open(second / "scene.tif", "w", driver="GTiff", width=32, height=24, count=3, dtype="uint16",
-                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 10, 10)) as dst:
+                       crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000)) as dst:
         dst.write(np.random.default_rng(7).integers(0, 4000, size=(3, 24, 32)).astype(np.uint16))
     return first, second
 
@@ -225,6 +223,28 @@ def test_cli_counts_and_reports_unreadable_images(tmp_path, capsys):
     assert "fewer than 2 patches" in failed["tiny.png"]
     err = capsys.readouterr().err
     assert "broken.png" in err and "2 image(s) could not be analysed" in err
+
+
+def test_cli_bands_and_max_side_reach_the_workers(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    folder = tmp_path / "multiband"
+    folder.mkdir()
+    bands = np.random.default_rng(8).integers(0, 256, size=(4, 48, 64)).astype(np.uint8)
+    bands[3] = 42  # a constant fourth band: R_e = R_s = 1 when it alone is read
+    with rasterio.open(folder / "four.tif", "w", driver="GTiff", width=64, height=48, count=4, dtype="uint8",
+                       crs="EPSG:32633", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4000000)) as dst:
+        dst.write(bands)
+    out = tmp_path / "report"
+    assert main(["redundancy", str(folder), "--patch", "8", "--bands", "4", "--max-side", "32",
+                 "--workers", "2", "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader((out / "redundancy.csv").open()))
+    assert (row["width"], row["height"], row["patches"]) == ("32", "24", "12")  # 64x48 -> 32x24
+    assert float(row["R_e"]) == 1.0 and float(row["R_s"]) == 1.0
+    summary = json.loads((out / "redundancy.json").read_text())
+    assert summary["collections"][0]["resized"] == 1 and summary["settings"]["bands"] == [4]
+    assert main(["redundancy", str(folder), "--patch", "8", "--workers", "1", "--out", str(out)]) == 0
+    (row,) = list(csv.DictReader((out / "redundancy.csv").open()))
+    assert row["width"] == "64" and float(row["R_e"]) < 0.1  # bands 1-3 are noise
 
 
 def test_cli_missing_and_empty_folders(tmp_path, capsys):

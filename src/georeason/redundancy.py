@@ -366,7 +366,7 @@ CLI_DESCRIPTION = (
     "8-bit BT.601 grayscale histogram and self-similarity redundancy R_s (Eq. 2-3), the mean SSIM between\n"
     "all pairs of non-overlapping patches. Each DIR is one collection (searched recursively). Writes\n"
     "redundancy.csv (per image), redundancy.json (per collection: mean/median/std/min/max, failures) and\n"
-    "redundancy.png (a Figure-3-style bar chart) into --out. Exit status 1 if any image failed to load."
+    "redundancy.png (a Figure-3-style bar chart) into --out. Exit status 1 if any image could not be analysed (listed, not dropped)."
 )
 CLI_EPILOG = (
     "example:\n"
