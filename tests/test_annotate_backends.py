@@ -105,7 +105,7 @@ def test_transformers_backend_drives_both_steps_with_a_fake_generator(tmp_path):
     assert "The image is 8 x 8 pixels" in seen[0][1]["content"]
     # Greedy decoding: the payload has the token budget, not the temperature.
     payload = backend.payload(seen[0], 0.7)
-    assert "temperature" not in payload and payload["max_new_tokens"] == 512
+    assert "temperature" not in payload and (payload["max_new_tokens"], payload["reply_prefix"]) == (512, "{")
     with pytest.raises(GeoreasonError, match="text only"):
         backend.payload([{"role": "user", "content": [{"type": "text", "text": "x"}]}], 0.7)
     # Same requests again: all replies come from the cache, the generator is not called.
@@ -143,7 +143,8 @@ def test_transformers_backend_loads_and_runs_a_tiny_local_model(tmp_path):
     messages = [{"role": "system", "content": "where"}, {"role": "user", "content": "lake ?"}]
     first = backend.generate(messages)
     assert first == backend.generate(messages)  # greedy: deterministic
-    assert set(first.split()) <= set(words) and len(first.split()) <= 6
+    assert first.startswith("{")  # the reply is opened as JSON
+    assert set(first[1:].split()) <= set(words) and len(first[1:].split()) <= 6
 
 
 def test_cli_refuses_vision_with_the_transformers_backend(tmp_path, capsys):

@@ -167,16 +167,22 @@ def resolve_local_model(model: str | None) -> tuple[Path, str | None]:
 
 
 class TransformersBackend:
-    """A local causal LM, greedy decoding: text only, one request at a time (the cache still applies)."""
+    """A local causal LM, greedy decoding: text only, one request at a time (the cache still applies).
+
+    The assistant turn is started with `reply_prefix` ("{" by default) and the reply includes it: small models
+    answer in prose unless their reply is already opened as JSON. `generate_fn` replaces the model (tests); it
+    receives the messages and returns the whole reply.
+    """
 
     name = "transformers"
     supports_vision = False
 
-    def __init__(self, model: str | None, max_new_tokens: int = 512,
+    def __init__(self, model: str | None, max_new_tokens: int = 512, reply_prefix: str = "{",
                  generate_fn: Callable[[Messages], str] | None = None):
         self.folder, self.gguf_file = resolve_local_model(model) if generate_fn is None else (Path("."), None)
         self.model = self.gguf_file or (self.folder.name if generate_fn is None else "fake")
         self.max_new_tokens = max_new_tokens
+        self.reply_prefix = reply_prefix
         self._generate_fn = generate_fn
         self._lock = asyncio.Lock()
         self._loaded: tuple[Any, Any] | None = None
@@ -187,7 +193,7 @@ class TransformersBackend:
             if not isinstance(message["content"], str):
                 raise GeoreasonError("--backend transformers is text only: use --no-vision")
         return {"backend": self.name, "model": self.model, "messages": messages,
-                "max_new_tokens": self.max_new_tokens}
+                "max_new_tokens": self.max_new_tokens, "reply_prefix": self.reply_prefix}
 
     async def complete(self, payload: dict[str, Any]) -> str:
         async with self._lock:  # one model in memory, one generation at a time
@@ -199,12 +205,13 @@ class TransformersBackend:
         import torch
 
         tokenizer, model = self._load()
-        inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True)
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = tokenizer(prompt + self.reply_prefix, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return self.reply_prefix + tokenizer.decode(output[0, inputs["input_ids"].shape[1]:],
+                                                    skip_special_tokens=True)
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:
