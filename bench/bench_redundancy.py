@@ -16,10 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread, as in the command's worker processes (it parallelises over images instead); this also
+# keeps the timings stable on a shared machine. Must be set before numpy is imported.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 
-from georeason import redundancy
-from georeason.data.imageio import load_image
+import numpy as np  # noqa: E402
+
+from georeason import redundancy  # noqa: E402
+from georeason.data.imageio import load_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -67,8 +72,8 @@ def timing_table() -> list[str]:
         Image.fromarray(np.stack([gray] * 3, axis=-1)).save(path)
         task = redundancy.ImageTask("bench", str(path), 32, 1024, None)
         t_image = median_seconds(lambda: redundancy.analyse_image(task))
-    lines = [f"Time per megapixel, 1024x1024 gray image, median of {RUNS} runs after a warm-up, one process "
-             "(numpy's default BLAS threads; the CLI runs one single-threaded process per core instead):", "",
+    lines = [f"Time per megapixel, 1024x1024 gray image, median of {RUNS} runs after a warm-up, one process with "
+             "one BLAS thread (as each worker of the command; it runs one worker per core):", "",
              "| measure | s / MP |", "|---|---|",
              f"| R_e (Eq. 1, 256-bin histogram) | {t_entropy / megapixels:.4f} |",
              f"| R_s (Eq. 2-3, patch 32, N = {len(patches32)}) | {t_structural / megapixels:.4f} |",
@@ -198,8 +203,10 @@ def write_section(lines: list[str]) -> None:
 
 
 def main() -> int:
+    load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     header = [f"`python bench/bench_redundancy.py` on {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, numpy {np.__version__}, {time.strftime('%Y-%m-%d')}.", ""]
+              f"{os.cpu_count()} cores (1-min load average {load:.1f} at start), numpy {np.__version__}, "
+              f"{time.strftime('%Y-%m-%d')}.", ""]
     lines = header + timing_table() + study_table()
     print("\n".join(lines).rstrip() + "\n")
     write_section(lines)
