@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
@@ -128,9 +129,44 @@ def run_tiled(
     Writes a uint8 mask (1 where the blended probability > threshold, 0 elsewhere, 255 on nodata) at
     `out_path` and, if `prob_path` is given, the float32 blended probability (NaN on nodata). Both keep
     the source CRS and transform. Memory holds one float32 band of (tile + block) rows x scene width,
-    whatever the scene height. 8-bit inputs pass through; others get one stretch for the whole scene.
+    whatever the scene height; GDAL's block cache is capped likewise unless GDAL_CACHEMAX is set.
+    8-bit inputs pass through; others get one stretch for the whole scene.
     """
     started = time.perf_counter()
+    settings = {}
+    if "GDAL_CACHEMAX" not in os.environ:  # a user's own setting wins
+        settings["GDAL_CACHEMAX"] = _block_cache_bytes(src, tile, bands)
+    with rasterio.Env(**settings):
+        return _run_tiled(src, predict_fn, out_path, tile, overlap, bands, limits, threshold, prob_path,
+                          overwrite, tags, progress, started)
+
+
+def _block_cache_bytes(src: DatasetReader, tile: int, bands: Sequence[int] | None) -> int:
+    """GDAL's block cache sized to twice one band of source blocks (tile + block rows x scene width).
+
+    GDAL's default (5 % of RAM) would keep every block of a large scene cached, so resident memory
+    would grow with the scene height although nothing is reused after the band has passed.
+    """
+    itemsize = max(np.dtype(src.dtypes[b - 1]).itemsize for b in set(resolve_bands(src, bands)))
+    band_bytes = (min(tile, src.height) + 512) * src.width * 3 * itemsize
+    return max(16 * 2**20, 2 * band_bytes)
+
+
+def _run_tiled(
+    src: DatasetReader,
+    predict_fn: PredictFn,
+    out_path: str | os.PathLike[str],
+    tile: int,
+    overlap: int,
+    bands: Sequence[int] | None,
+    limits: tuple[np.ndarray, np.ndarray] | None,
+    threshold: float,
+    prob_path: str | os.PathLike[str] | None,
+    overwrite: bool,
+    tags: dict[str, str] | None,
+    progress: Callable[[int, int], None] | None,
+    started: float,
+) -> TiledResult:
     info = raster_info(src)
     height, width = info.height, info.width
     windows = plan_tiles(height, width, tile, overlap)
@@ -140,7 +176,7 @@ def run_tiled(
     row_ramp, row_total = _axis_weights(height, tile, overlap)
     col_ramp, col_total = _axis_weights(width, tile, overlap)
     weights = np.outer(row_ramp, col_ramp).astype(np.float32)
-    col_total32 = col_total.astype(np.float32)
+    row_total32, col_total32 = row_total.astype(np.float32), col_total.astype(np.float32)
 
     writers = [GeoTiffWindowWriter(out_path, width, height, "uint8", MASK_NODATA, info, overwrite, tags,
                                    "georeason mask: 1 = answer, 0 = background, 255 = no data")]
@@ -157,22 +193,31 @@ def run_tiled(
         top = 0
 
         def flush(end: int) -> None:
+            """Normalise and write rows [top, end), one block row at a time, then slide the band up."""
             nonlocal top
             rows = end - top
             if rows <= 0:
                 return
-            prob = acc[:rows] / (row_total[top:end, None].astype(np.float32) * col_total32[None, :])
-            valid = np.isfinite(prob)
-            positive = valid & (prob > threshold)
-            mask = np.where(valid, positive.astype(np.uint8), np.uint8(MASK_NODATA))
-            window = Window(0, top, width, rows)
-            mask_writer.write(mask, window)
-            if prob_writer is not None:
-                prob_writer.write(prob, window)
-            counts["valid"] += int(valid.sum())
-            counts["positive"] += int(positive.sum())
-            # Slide the band up: the rows below `end` are still being accumulated.
-            acc[: buffer_rows - rows] = acc[rows:]
+            for start in range(0, rows, block):
+                stop = min(rows, start + block)
+                # In place: these accumulator rows are final, so they become the blended probability.
+                prob = acc[start:stop]
+                prob /= row_total32[top + start : top + stop, None]
+                prob /= col_total32[None, :]
+                valid = np.isfinite(prob)
+                positive = valid & (prob > threshold)
+                mask = np.where(valid, positive.view(np.uint8), np.uint8(MASK_NODATA))
+                window = Window(0, top + start, width, stop - start)
+                mask_writer.write(mask, window)
+                if prob_writer is not None:
+                    prob_writer.write(prob, window)
+                counts["valid"] += int(np.count_nonzero(valid))
+                counts["positive"] += int(np.count_nonzero(positive))
+            # Slide the band up (the rows below `end` are still being accumulated), in non-overlapping
+            # chunks so numpy needs no temporary copy of the whole band.
+            for dst in range(0, buffer_rows - rows, rows):
+                count = min(rows, buffer_rows - rows - dst)
+                acc[dst : dst + count] = acc[dst + rows : dst + rows + count]
             acc[buffer_rows - rows :] = 0.0
             top = end
 
