@@ -185,9 +185,12 @@ def main() -> int:
                 f"Tile {args.tile}, overlap {args.overlap}; one run per row, each in a fresh process.",
                 "Scenes: 3-band uint8 GeoTIFF, tiled 512, deflate. `threshold` = brightness > 128 with a 9x9 "
                 "box blur (numpy), so the rows measure read + blend + write, not a model.",
-                "Peak RSS growth = peak resident memory minus the resident memory after imports and opening "
-                "the scene; traced peak = tracemalloc peak (numpy buffers). Both must stay flat as scenes grow "
-                "taller (the accumulator is (tile + 512) rows x scene width float32)."]
+                "Peak RSS growth = peak resident memory (VmHWM, reset after imports and opening the scene) "
+                "minus the resident memory at that point; traced peak = tracemalloc peak (numpy buffers); "
+                "band MB = the float32 accumulator, (tile + 512) rows x scene width.",
+                "Memory is flat in the scene height (compare the 2048-wide rows) and grows only with the "
+                "width: the accumulator and GDAL's block cache (capped by run_tiled at twice one band of "
+                "source blocks) each hold one band of rows. Timings are one run on a shared machine."]
         write_section(rows, args.predict, note)
         print(f"\nupdated the '{SECTION}' section of {RESULTS}", file=sys.stderr)
     return 0
