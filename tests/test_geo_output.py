@@ -60,6 +60,8 @@ def test_probability_geotiff_is_float32_with_nan_nodata(tmp_path):
     assert np.array_equal(data[valid], prob[valid]) and np.isnan(data[~valid]).all()
     mask, read_valid, _ = read_mask_geotiff(tmp_path / "prob.tif")
     assert np.array_equal(read_valid, valid) and np.array_equal(mask, valid & (prob > 0.5))
+    preview, _, _ = read_mask_geotiff(tmp_path / "prob.tif", out_shape=(32, 40))
+    assert preview.shape == (32, 40) and np.array_equal(preview, mask[::2, ::2])
 
 
 def test_unreferenced_source_writes_no_crs(tmp_path):

@@ -111,6 +111,19 @@ def test_tiled_output_matches_the_pixels_everywhere(tmp_path, monkeypatch):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("height,width,tile,overlap", [(100, 700, 256, 64), (1030, 1100, 256, 64),
+                                                       (1030, 300, 512, 200), (513, 257, 256, 0)])
+def test_tiled_output_for_odd_shapes(tmp_path, monkeypatch, height, width, tile, overlap):
+    data = position_image(height, width)
+    counts = _record_writes(monkeypatch)
+    with open_raster(write_geotiff(tmp_path / "scene.tif", data)) as src:
+        run_tiled(src, lambda rgb, valid: rgb[..., 0] / np.float32(255), tmp_path / "mask.tif", tile=tile,
+                  overlap=overlap, prob_path=tmp_path / "prob.tif")
+    with rasterio.open(tmp_path / "prob.tif") as out:
+        assert np.allclose(out.read(1), data[0] / np.float32(255), atol=1e-6)
+    assert all(np.all(seen == 1) for seen in counts.values())
+
+
 def test_constant_prediction_survives_blending(tmp_path):
     source = write_geotiff(tmp_path / "scene.tif", position_image(300, 420))
     with open_raster(source) as src:

