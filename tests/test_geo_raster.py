@@ -43,6 +43,7 @@ def test_info_of_georeferenced_and_plain_images(tmp_path):
         with open_raster(tmp_path / "plain.png") as src:
             plain = raster_info(src)
     assert plain.crs is None and not plain.georeferenced and plain.transform.is_identity
+    assert plain.output_crs is None and info.output_crs == info.crs
 
 
 def test_band_selection_nodata_and_stretch(tmp_path):

@@ -196,6 +196,11 @@ def test_bad_prediction_and_existing_output_leave_nothing_behind(tmp_path):
         with pytest.raises(GeoreasonError, match="taken.tif: output file already exists; pass --overwrite"):
             run_tiled(src, lambda rgb, valid: np.zeros(rgb.shape[:2], np.float32), tmp_path / "taken.tif")
     assert (tmp_path / "taken.tif").read_bytes() == b"keep me" and leftovers(tmp_path) == []
+    with open_raster(source) as src:
+        with pytest.raises(GeoreasonError, match="scene.tif: this is the input raster; choose another output"):
+            run_tiled(src, lambda rgb, valid: np.zeros(rgb.shape[:2], np.float32), source, overwrite=True)
+    with open_raster(source) as src:
+        assert np.array_equal(src.read(), position_image(300, 300))  # the input survived
 
 
 def _peak_memory(tmp_path, height: int) -> int:

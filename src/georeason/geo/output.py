@@ -30,6 +30,12 @@ def _default_nodata(dtype: str) -> float:
     return float("nan") if np.dtype(dtype).kind == "f" else MASK_NODATA
 
 
+def refuse_input_as_output(info: RasterInfo | None, path: str | os.PathLike[str]) -> None:
+    """Never let an output replace the raster it is computed from (even with overwrite=True)."""
+    if info is not None and Path(info.path).exists() and Path(info.path).resolve() == Path(path).resolve():
+        raise GeoreasonError(f"{path}: this is the input raster; choose another output path")
+
+
 def geotiff_profile(
     width: int, height: int, dtype: str, nodata: float | None, profile_from: RasterInfo | None
 ) -> dict[str, Any]:
@@ -129,6 +135,7 @@ def write_mask_geotiff(
     CRS and transform come from `profile_from` (none for a non-georeferenced source); pixels where
     `valid` is False get `nodata` (default 255 for uint8, NaN for float32).
     """
+    refuse_input_as_output(profile_from, path)
     array, dtype = _as_output_array(mask_or_prob, dtype)
     height, width = array.shape
     if profile_from is not None and (profile_from.height, profile_from.width) != (height, width):

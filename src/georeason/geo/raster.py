@@ -64,6 +64,11 @@ class RasterInfo:
     def pixels(self) -> int:
         return self.width * self.height
 
+    @property
+    def output_crs(self) -> CRS | None:
+        """The CRS to give outputs: None unless georeferenced (a CRS with an identity transform is not)."""
+        return self.crs if self.georeferenced else None
+
 
 @contextlib.contextmanager
 def open_raster(path: str | os.PathLike[str]) -> Iterator[DatasetReader]:
@@ -139,7 +144,8 @@ def _read_bands(
         data = src.read(unique, window=window, out_shape=shape)
         masks = src.read_masks(unique, window=window, out_shape=shape)
     except _READ_ERRORS as exc:
-        raise GeoreasonError(f"{src.name}: cannot read the pixels (truncated or corrupt file?): {_reason(exc)}") from exc
+        reason = _reason(exc)
+        raise GeoreasonError(f"{src.name}: cannot read the pixels (truncated or corrupt file?): {reason}") from exc
     valid = np.all(masks != 0, axis=0)
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.all(np.isfinite(data), axis=0)

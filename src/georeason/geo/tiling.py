@@ -5,6 +5,7 @@ GeoTIFF inference I/O (issue 5): overlapping tiles, a normalised linear blend, r
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -18,7 +19,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from georeason.errors import GeoreasonError
-from georeason.geo.output import MASK_NODATA, GeoTiffWindowWriter
+from georeason.geo.output import MASK_NODATA, GeoTiffWindowWriter, refuse_input_as_output
 from georeason.geo.raster import needs_stretch, raster_info, read_rgb, resolve_bands, scene_limits
 
 # predict_fn(rgb uint8 [h, w, 3], valid bool [h, w]) -> probability float32 [h, w] in [0, 1]
@@ -168,6 +169,11 @@ def _run_tiled(
     started: float,
 ) -> TiledResult:
     info = raster_info(src)
+    refuse_input_as_output(info, out_path)
+    if prob_path is not None:
+        refuse_input_as_output(info, prob_path)
+        if Path(prob_path).resolve() == Path(out_path).resolve():
+            raise GeoreasonError(f"{prob_path}: the probability and mask outputs must be different files")
     height, width = info.height, info.width
     windows = plan_tiles(height, width, tile, overlap)
     chosen = resolve_bands(src, bands)
@@ -184,7 +190,8 @@ def _run_tiled(
         writers.append(GeoTiffWindowWriter(prob_path, width, height, "float32", float("nan"), info, overwrite,
                                            tags, "georeason probability of the answer (NaN = no data)"))
     counts = {"valid": 0, "positive": 0, "empty": 0}
-    with writers[0] as mask_writer, (writers[1] if len(writers) > 1 else _Nothing()) as prob_writer:
+    optional_prob_writer = writers[1] if len(writers) > 1 else contextlib.nullcontext()
+    with writers[0] as mask_writer, optional_prob_writer as prob_writer:
         block = mask_writer.block_size
         tile_h = int(windows[0].height)
         # Accumulated weighted probability of rows [top, top + buffer_rows); NaN marks nodata pixels.
@@ -243,12 +250,3 @@ def _run_tiled(
         limits=None if limits is None else (list(map(float, limits[0])), list(map(float, limits[1]))),
     )
 
-
-class _Nothing:
-    """A context manager standing in for the optional probability writer."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
