@@ -237,9 +237,17 @@ def test_annotate_end_to_end_with_retries_repairs_and_a_failure(tmp_path, monkey
     summary = json.loads((out / "annotate_summary.json").read_text())
     assert (summary["already_done"], summary["generated"], summary["replies_from_cache"]) == (4, 0, 3)
 
-    # Masks drawn elsewhere, merged; then the EarthReason loader reads the dataset.
+    # Before the masks: `data check` reports each image as awaiting its label.
+    from georeason.data.check import check_dataset
     from georeason.data.earthreason import EarthReason
+    from georeason.data.jsonl import JsonlDataset
     from georeason.data.merge import merge_masks
+
+    layout, reports = check_dataset(out)
+    assert layout == "earthreason" and len(reports[0].problems) == 4
+    assert all("no label" in problem for problem in reports[0].problems)
+
+    # Masks drawn elsewhere, merged; then both loaders read the dataset and the check is clean.
 
     masks = tmp_path / "masks"
     masks.mkdir()
@@ -255,6 +263,12 @@ def test_annotate_end_to_end_with_retries_repairs_and_a_failure(tmp_path, monkey
     assert sample["mask"].sum() == (5 + 2) * 17  # rows 5..11, columns 3..19
     manifest = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert [m["mask"] for m in manifest] == [f"train/labels/img_0{i}.png" for i in range(4)]
+    from_jsonl = JsonlDataset(out, "train", mode="eval")[2]
+    assert from_jsonl["question"] == sample["question"] and (from_jsonl["mask"] == sample["mask"]).all()
+    assert from_jsonl["answers"] == sample["answers"] and len(from_jsonl["answers"]) == 3
+    for path in (out, out / "train.jsonl"):
+        layout, reports = check_dataset(path)
+        assert (reports[0].samples, reports[0].problems, reports[0].warnings) == (4, [], [])
 
 
 def test_annotate_text_only_geotiff_metadata_timeout_and_link(tmp_path, monkeypatch):

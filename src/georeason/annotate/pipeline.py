@@ -337,7 +337,10 @@ def write_manifest(dataset_dir: Path, split: str) -> int:
         stem = qa_path.stem
         if stem not in images:
             continue
-        qa = json.loads(qa_path.read_text("utf-8"))
+        try:
+            qa = json.loads(qa_path.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise GeoreasonError(f"{qa_path}: cannot read this QA file for the manifest ({error})") from error
         label = split_dir / "labels" / f"{stem}.png"
         lines.append(json.dumps({
             "id": stem,
