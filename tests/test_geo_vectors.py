@@ -11,9 +11,9 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from tests._geo_fixtures import ORIGIN_X, ORIGIN_Y, TRANSFORM, leftovers
 from georeason.errors import GeoreasonError
 from georeason.geo import mask_to_polygons, write_vectors
+from tests._geo_fixtures import ORIGIN_X, ORIGIN_Y, TRANSFORM, leftovers
 
 ATTRIBUTES = {"question": "Where could a plane land?", "answer": "The runway.", "model": "tiny", "source": "s.tif"}
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests._geo_fixtures import leftovers
 from georeason.errors import GeoreasonError
 from georeason.render import FILL, OUTLINE, overlay_png
+from tests._geo_fixtures import leftovers
 
 CAPTION = ["Question: which area would flood first after heavy rain near the river bank?",
            "Answer: the low meadow beside the river, because it is flat and close to the water."]
