@@ -6,6 +6,8 @@ rebuilt as released: conv with bias -> GroupNorm -> ReLU in both the lateral and
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from transformers import Mask2FormerConfig
@@ -39,7 +41,9 @@ class PixelDecoder(nn.Module):
             backbone_config=None,
             use_pretrained_backbone=False,
         )
-        decoder = Mask2FormerPixelDecoder(m2f_config, feature_channels=list(encoder_channels))
+        with warnings.catch_warnings():  # a non-power-of-two head size only matters to a CUDA kernel we never use
+            warnings.simplefilter("ignore", UserWarning)
+            decoder = Mask2FormerPixelDecoder(m2f_config, feature_channels=list(encoder_channels))
         groups = config.group_norm_groups
         for projection in decoder.input_projections:
             projection[1] = nn.GroupNorm(groups, config.conv_dim)

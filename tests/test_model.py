@@ -1,0 +1,259 @@
+"""The model: parameter layout vs the released manifest, checkpoints, gradients, ablations, inference."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from georeason.config import SegEarthConfig, preset
+from georeason.errors import GeoreasonError
+from georeason.model import SegEarthModel, load_pretrained, prompt_builder_for
+from georeason.model.connector import TokenCompressionConnector
+from georeason.model.convert import convert_released_state_dict, released_config
+from georeason.model.factory import build_model
+from georeason.model.mask2former_init import initialise_from_mask2former
+from tests.conftest import REPO, fixture_sets
+
+MANIFEST = REPO.parent / "shared" / "reference" / "official-state-dict-manifest.json"
+
+
+def tiny(**changes) -> SegEarthConfig:
+    config = preset("tiny")
+    for path, value in changes.items():
+        section, field = path.split("__")
+        setattr(getattr(config, section), field, value)
+    return config
+
+
+def fixed_batch(model, tokenizer, batch_size=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    size = model.config.image_size
+    pixels = torch.randn(batch_size, 3, size, size, generator=generator)
+    targets = torch.zeros(batch_size, size, size)
+    targets[0, 40:120, 60:200] = 1  # the second image has an empty target
+    builder = prompt_builder_for(model, tokenizer)
+    prompt = builder.batch(["where could a small plane land?", "which area floods first?"][:batch_size],
+                           ["on the runway", None][:batch_size])
+    return pixels, prompt, targets
+
+
+@pytest.mark.skipif(not MANIFEST.is_file(), reason="released manifest not found beside the repo")
+def test_paper_preset_matches_released_parameters_both_ways():
+    with torch.device("meta"):
+        model = SegEarthModel(preset("paper"))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    released = json.loads(MANIFEST.read_text())
+    converted = convert_released_state_dict({k: torch.empty(v, device="meta") for k, v in released.items()},
+                                            preset("paper"))
+    assert {k: tuple(v.shape) for k, v in converted.items()} == ours
+    # ... and the architecture inferred from the released shapes is the paper preset.
+    inferred = released_config({k: tuple(v) for k, v in released.items()},
+                               {"hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32,
+                                "intermediate_size": 8192})
+    paper = preset("paper")
+    for part in ("encoder", "connector", "d_projector", "pixel_decoder", "mask_decoder"):
+        assert getattr(inferred, part) == getattr(paper, part), part
+    unused = sum(int(np.prod(v)) for k, v in released.items()
+                 if re.match(r"seg_query$|predictor\.(query_feat|query_embed|SEG_query_embed|new_query_embed|SEG_proj|"
+                             r"CLASS_proj)", k))
+    assert model.num_parameters() == 1_588_495_416 - unused
+
+
+def test_unmapped_released_key_is_listed():
+    with pytest.raises(GeoreasonError, match="no georeason counterpart: model.something_new"):
+        convert_released_state_dict({"model.something_new": torch.zeros(1)}, preset("paper"))
+
+
+@pytest.mark.parametrize("depth, tokens", [(0, 1024), (1, 256), (2, 64), (3, 16)])
+def test_connector_depth_gives_table7_token_counts(depth, tokens):
+    connector = TokenCompressionConnector(in_channels=8, llm_hidden_size=4, depth=depth, input_side=32)
+    output = connector(torch.randn(1, 8, 32, 32))
+    assert output.shape == (1, tokens, 4)
+    assert connector.num_tokens == tokens
+
+
+def test_save_load_round_trip_is_bit_identical(tmp_path):
+    model, tokenizer = build_model("tiny", seed=3)
+    model.eval()
+    pixels, prompt, _ = fixed_batch(model, tokenizer)
+    before = model.segment(pixels, prompt)["logits"]
+    model.save_pretrained(tmp_path, tokenizer=tokenizer)
+    loaded, builder = load_pretrained(tmp_path)
+    after = loaded.segment(pixels, builder.batch(["where could a small plane land?", "which area floods first?"],
+                                                 ["on the runway", None]))["logits"]
+    assert torch.equal(before, after)
+
+
+def test_corrupted_truncated_and_mismatched_checkpoints_are_refused(tmp_path):
+    model, tokenizer = build_model("tiny")
+    model.save_pretrained(tmp_path, tokenizer=tokenizer)
+    weights = tmp_path / "model.safetensors"
+    good = weights.read_bytes()
+
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(GeoreasonError, match="unreadable or corrupted"):
+        SegEarthModel.from_pretrained(tmp_path)
+    weights.write_bytes(b"\x00" * 64)
+    with pytest.raises(GeoreasonError, match="unreadable or corrupted"):
+        SegEarthModel.from_pretrained(tmp_path)
+
+    weights.write_bytes(good)
+    state = load_file(str(weights))
+    state["connector.fc.bias"] = torch.zeros(3)
+    save_file(state, str(weights))
+    with pytest.raises(GeoreasonError, match="connector.fc.bias"):
+        SegEarthModel.from_pretrained(tmp_path)
+
+    weights.write_bytes(good)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["format_version"] = 99
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GeoreasonError, match="format_version 99 is newer"):
+        SegEarthModel.from_pretrained(tmp_path)
+    config["format_version"] = 1
+    config["encoder"]["unknown_knob"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GeoreasonError, match=r"encoder: unknown key\(s\) unknown_knob"):
+        SegEarthModel.from_pretrained(tmp_path)
+    config["encoder"].pop("unknown_knob")
+    config["encoder"]["embed_dim"] = "eight"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(GeoreasonError, match="encoder.embed_dim: expected an integer"):
+        SegEarthModel.from_pretrained(tmp_path)
+
+
+def test_gradients_reach_trainable_parts_not_the_frozen_encoder():
+    model, tokenizer = build_model("tiny")
+    model.train()
+    assert not model.encoder.training  # frozen encoder stays in eval mode
+    pixels, prompt, targets = fixed_batch(model, tokenizer)
+    model(pixels, prompt, target_masks=targets).loss.backward()
+    for name, parameter in model.named_parameters():
+        if name.startswith("encoder."):
+            assert not parameter.requires_grad and parameter.grad is None, name
+        elif parameter.requires_grad:
+            assert parameter.grad is not None, f"no gradient reaches {name}"
+    for part in ("connector", "llm", "d_projector", "pixel_decoder", "mask_decoder"):
+        grads = [p.grad.abs().sum() for n, p in model.named_parameters() if n.startswith(part) and p.grad is not None]
+        assert torch.stack(grads).sum() > 0, part
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"mask_decoder__query": "learned"},
+    {"d_projector__enabled": False},
+    {"connector__depth": 0},
+    {"loss__mask_loss": "focal"},
+])
+def test_one_step_lowers_the_loss_for_every_ablation(changes):
+    torch.manual_seed(0)
+    model, tokenizer = build_model(tiny(**changes), seed=0)
+    model.train()
+    pixels, prompt, targets = fixed_batch(model, tokenizer)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        generator = torch.Generator().manual_seed(1)  # the same sampled points each step
+        loss = model(pixels, prompt, target_masks=targets, generator=generator).loss
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < losses[0]
+
+
+def test_batch_equals_single_and_answers_stop_at_seg():
+    model, tokenizer = build_model("tiny", seed=1)
+    model.eval()
+    builder = prompt_builder_for(model, tokenizer)
+    pixels = torch.randn(2, 3, 256, 256)
+    questions = ["where could a small plane land?", "a much longer question about where the lake is"]
+    stops = (builder.seg_id, builder.eos_id)
+    both = model.segment(pixels, builder.batch(questions, for_generation=True), answer=True, max_new_tokens=6,
+                         stop_ids=stops)
+    for row in range(2):
+        single = model.segment(pixels[row:row + 1], builder.batch(questions[row:row + 1], for_generation=True),
+                               answer=True, max_new_tokens=6, stop_ids=stops)
+        assert torch.allclose(single["logits"][0], both["logits"][row], atol=1e-4)
+        assert single["answer_ids"][0] == both["answer_ids"][row]
+    # The mask does not depend on the answer: reusing p alone reproduces it.
+    again = model.segment_with_description(pixels, both["description_embedding"])
+    assert torch.allclose(again, both["logits"], atol=1e-4)
+    assert builder.decode_answer(tokenizer.encode("AB") + [builder.seg_id] + tokenizer.encode("C")) == "AB"
+
+
+def test_prompt_errors_name_the_problem():
+    model, tokenizer = build_model("tiny")
+    builder = prompt_builder_for(model, tokenizer)
+    with pytest.raises(GeoreasonError, match="the question is empty"):
+        builder.encode("   ")
+    with pytest.raises(GeoreasonError, match="over the model's limit of 1024"):
+        builder.encode("why " * 400)
+    with pytest.raises(GeoreasonError, match="task must be 'reasoning' or 'referring'"):
+        builder.encode("where?", task="detection")
+
+
+@pytest.mark.skipif(not fixture_sets(), reason="no fixture sets")
+def test_mask2former_pkl_initialises_encoder_and_decoders(tmp_path):
+    from georeason.model.convert import load_released
+
+    root = fixture_sets()[0] / "model"
+    state = load_file(str(root / "model.safetensors"))
+    detectron2 = {}
+    for name, tensor in state.items():
+        if re.search(r"SEG_|CLASS_|new_query", name):
+            continue  # SegEarth-R1 additions that Mask2Former does not have
+        for old, new in (("model.vision_tower.", "backbone."), ("pixel_decoder.", "sem_seg_head.pixel_decoder."),
+                         ("predictor.", "sem_seg_head.predictor.")):
+            if name.startswith(old):
+                detectron2[new + name[len(old):]] = tensor.float().numpy()
+    detectron2["sem_seg_head.predictor.class_embed.weight"] = np.zeros((134, 8), np.float32)
+    checkpoint = tmp_path / "model_final.pkl"
+    checkpoint.write_bytes(pickle.dumps({"model": detectron2, "__author__": "test"}))
+    reference = load_released(root)
+    model = SegEarthModel(reference.config)
+    assert initialise_from_mask2former(model, checkpoint) == []
+    for name, tensor in reference.state_dict().items():
+        if name.startswith(("encoder.", "pixel_decoder.", "mask_decoder.")):
+            assert torch.equal(tensor, model.state_dict()[name]), name
+
+
+def test_mask2former_pickle_with_code_is_refused(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    checkpoint = tmp_path / "evil.pkl"
+    checkpoint.write_bytes(pickle.dumps({"model": {"backbone.x": Exploit()}}))
+    model, _ = build_model("tiny")
+    with pytest.raises(GeoreasonError, match="refusing to load builtins.print"):
+        initialise_from_mask2former(model, checkpoint)
+
+
+def test_mask2former_hf_layout_initialises(tmp_path):
+    source, _ = build_model("tiny", seed=5)
+    hf_state = {}
+    for name, tensor in source.state_dict().items():
+        new = (name.replace("encoder.backbone.swin.embeddings.", "model.pixel_level_module.encoder.embeddings.")
+               .replace("encoder.backbone.swin.encoder.", "model.pixel_level_module.encoder.encoder.")
+               .replace("encoder.backbone.hidden_states_norms.", "model.pixel_level_module.encoder.hidden_states_norms.")
+               .replace("pixel_decoder.decoder.", "model.pixel_level_module.decoder.")
+               .replace("mask_decoder.decoder.", "model.transformer_module.decoder.")
+               .replace("mask_decoder.level_embed.", "model.transformer_module.level_embed.")
+               .replace(".attention.q_proj.", ".attention.self.query."))
+        if new != name and "_1.0.bias" not in new:
+            hf_state[new] = tensor.clone()
+    hf_state["class_predictor.weight"] = torch.zeros(134, 32)
+    save_file(hf_state, str(tmp_path / "model.safetensors"))
+    target, _ = build_model("tiny", seed=6)
+    zeroed = initialise_from_mask2former(target, tmp_path)
+    assert sorted(zeroed) == ["pixel_decoder.decoder.adapter_1.0.bias", "pixel_decoder.decoder.layer_1.0.bias"]
+    for name, tensor in source.state_dict().items():
+        if name.startswith(("encoder.", "pixel_decoder.", "mask_decoder.decoder.")) and name not in zeroed:
+            assert torch.equal(tensor, target.state_dict()[name]), name
