@@ -46,6 +46,17 @@ def test_info_of_georeferenced_and_plain_images(tmp_path):
     assert plain.output_crs is None and info.output_crs == info.crs
 
 
+def test_paletted_image_shows_its_colours(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    paletted = Image.fromarray(image).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    paletted.save(tmp_path / "p.png")
+    with open_raster(tmp_path / "p.png") as src:
+        rgb, valid = read_rgb(src)
+        indexes, _ = read_rgb(src, bands=[1])
+    assert valid.all() and np.array_equal(rgb, np.asarray(paletted.convert("RGB")))
+    assert np.array_equal(indexes[..., 0], np.asarray(paletted))  # explicit bands read the raw indexes
+
+
 def test_band_selection_nodata_and_stretch(tmp_path):
     rng = np.random.default_rng(3)
     data = rng.integers(100, 4000, size=(4, 40, 50)).astype(np.uint16)

@@ -17,6 +17,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
@@ -167,6 +168,21 @@ def scene_limits(
     return np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
 
 
+def _palette(src: DatasetReader) -> np.ndarray | None:
+    """The colour table of a single-band 8-bit paletted raster as a [256, 3] uint8 lookup, else None."""
+    if src.count != 1 or src.dtypes[0] != "uint8" or src.colorinterp[0] != ColorInterp.palette:
+        return None
+    try:
+        colormap = src.colormap(1)
+    except ValueError:  # palette interpretation without a table
+        return None
+    lookup = np.zeros((256, 3), dtype=np.uint8)
+    for index, colour in colormap.items():
+        if 0 <= index < 256:
+            lookup[index] = colour[:3]
+    return lookup
+
+
 def needs_stretch(src: DatasetReader, bands: Sequence[int] | None = None) -> bool:
     """True unless every chosen band is already 8-bit."""
     return any(src.dtypes[b - 1] != "uint8" for b in resolve_bands(src, bands))
@@ -181,12 +197,18 @@ def read_rgb(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a window (or the scene) as RGB uint8 [h, w, 3] plus a validity mask bool [h, w].
 
-    8-bit bands pass through unless `limits` are given; other types are stretched with `limits`, which
+    8-bit bands pass through unless `limits` are given (a paletted image is expanded to its colours when
+    `bands` is None); other types are stretched with `limits`, which
     default to scene_limits() of the whole scene so that every tile of a scene gets the same stretch.
     `out_shape` (h, w) resamples (nearest) for previews. Nodata pixels are black in the image.
     """
     chosen = resolve_bands(src, bands)
     data, valid = _read_bands(src, chosen, window, out_shape)
+    palette = _palette(src) if bands is None else None
+    if palette is not None:  # a paletted image shows its colours, not its indexes
+        rgb = palette[data[..., 0]]
+        rgb[~valid] = 0
+        return rgb, valid
     if limits is None and needs_stretch(src, chosen):
         limits = scene_limits(src, chosen)
     if limits is None:

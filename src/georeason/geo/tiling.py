@@ -232,7 +232,7 @@ def _run_tiled(
             row, col = int(window.row_off), int(window.col_off)
             if row > top:
                 flush(row // block * block)  # rows above `row` are final; write whole block rows only
-            rgb, valid = read_rgb(src, window, chosen, limits)
+            rgb, valid = read_rgb(src, window, bands, limits)  # `bands` as given: None expands palettes
             if valid.any():
                 prob = _check_prediction(predict_fn(rgb, valid), valid, window)
                 contribution = np.where(valid, prob * weights, np.float32(np.nan))
