@@ -312,16 +312,18 @@ def test_annotate_unauthorised_endpoint_stops_the_run(tmp_path, capsys):
     assert "answered 401" in summary["stopped_by"] and summary["generated"] == 0
 
 
-def test_annotate_images_without_category_are_reported(tmp_path):
+def test_annotate_reports_images_without_category_and_unreadable_images(tmp_path):
     csv_path = make_images(tmp_path / "scenes", ["lake", "stadium", "harbor"])
-    csv_path.write_text("image,category\nimg_00.png,lake\nimg_01,stadium\nghost.png,airport\n")
+    (tmp_path / "scenes" / "broken.jpg").write_bytes(b"not a jpeg")
+    csv_path.write_text("image,category\nimg_00.png,lake\nimg_01,stadium\nghost.png,airport\nbroken,bridge\n")
     llm = ScriptedLLM()
     with LoopbackServer(llm) as server:
         code = georeason_main(annotate_args(tmp_path / "scenes", csv_path, tmp_path / "ds", server))
-    assert code == 0
+    assert code == 1
     summary = json.loads((tmp_path / "ds" / "annotate_summary.json").read_text())
     assert summary["no_category"] == ["img_02.png"] and summary["categories_without_image"] == ["ghost.png"]
     assert summary["generated"] == 2 and len(llm.log) == 6
+    assert summary["failed"]["broken"].startswith("cannot read the image:")
 
 
 def test_annotate_resumes_after_sigkill_without_repeating_answered_requests(tmp_path):

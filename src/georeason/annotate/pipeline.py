@@ -216,11 +216,14 @@ class Annotator:
         words = sorted(category_words(category, self.rules.generic_words)) or [category]
         forbidden = ", ".join(f'"{w}"' for w in words)
         common = dict(category=category, forbidden=forbidden)
-        text = p.fill(p.step1_vision if self.vision else p.step1_text,
-                      metadata=backends.describe_image(item.image), **common)
+        try:  # an unreadable image fails alone, the run goes on
+            metadata = backends.describe_image(item.image)
+            url = await asyncio.to_thread(backends.image_data_url, item.image, self.max_side) if self.vision else ""
+        except (OSError, ValueError, GeoreasonError) as error:
+            raise ImageFailed(f"cannot read the image: {error}") from error
+        text = p.fill(p.step1_vision if self.vision else p.step1_text, metadata=metadata, **common)
         content: Any = text
         if self.vision:
-            url = await asyncio.to_thread(backends.image_data_url, item.image, self.max_side)
             content = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]
         sent = Counter()  # new replies this image paid for (the summary's counters are shared by all workers)
         question, answer = await self._ask(
