@@ -20,7 +20,7 @@ from rasterio.windows import Window
 
 from georeason.errors import GeoreasonError
 from georeason.geo.atomic import atomic_output
-from georeason.geo.raster import RasterInfo
+from georeason.geo.raster import GDAL_ERRORS, RasterInfo
 
 MASK_NODATA = 255  # uint8 masks: 0 = background, 1 = answer, 255 = no input data
 AUTO = "auto"
@@ -98,14 +98,16 @@ class GeoTiffWindowWriter:
         """Write a 2-D array at `window` (row_off, col_off, height, width) of the output."""
         if array.shape != (int(window.height), int(window.width)):
             raise GeoreasonError(f"{self.path}: array of shape {array.shape} does not fit window {window}")
-        self._dataset.write(array.astype(self.profile["dtype"], copy=False), 1, window=window)
+        try:
+            self._dataset.write(array.astype(self.profile["dtype"], copy=False), 1, window=window)
+        except GDAL_ERRORS as exc:  # e.g. the disk is full
+            raise GeoreasonError(f"{self.path}: cannot write the output ({exc})") from exc
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
         # Closing the dataset first flushes GDAL's blocks; then atomic_output fsyncs and renames (or cleans up).
         return self._stack.__exit__(exc_type, exc, tb)
-
 
 
 def _as_output_array(array: np.ndarray, dtype: str | None) -> tuple[np.ndarray, str]:

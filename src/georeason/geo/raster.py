@@ -33,7 +33,7 @@ try:  # GDAL errors surface as rasterio._err.CPLE_*; they are not RasterioError 
 except ImportError:  # pragma: no cover - layout of a future rasterio
     _GdalError = RasterioError
 
-_READ_ERRORS = (RasterioError, _GdalError)
+GDAL_ERRORS = (RasterioError, _GdalError)
 
 
 def _reason(exc: BaseException) -> str:
@@ -84,7 +84,7 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[DatasetReader]:
             # Plain PNG/JPEG inputs are fine: raster_info() records georeferenced=False instead.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             dataset = rasterio.open(path)
-    except _READ_ERRORS as exc:
+    except GDAL_ERRORS as exc:
         raise GeoreasonError(f"{path}: cannot read this raster (not a raster GDAL can open: {_reason(exc)})") from exc
     with dataset:
         if dataset.width <= 0 or dataset.height <= 0 or dataset.count <= 0:
@@ -144,7 +144,7 @@ def _read_bands(
     try:
         data = src.read(unique, window=window, out_shape=shape)
         masks = src.read_masks(unique, window=window, out_shape=shape)
-    except _READ_ERRORS as exc:
+    except GDAL_ERRORS as exc:
         reason = _reason(exc)
         raise GeoreasonError(f"{src.name}: cannot read the pixels (truncated or corrupt file?): {reason}") from exc
     valid = np.all(masks != 0, axis=0)
