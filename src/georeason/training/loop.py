@@ -1,0 +1,299 @@
+"""The training loop: model + data + AdamW/cosine under accelerate, checkpoints, logs, final model.
+
+Implements the training recipe of SPEC 3 (paper Table 8): AdamW, warmup then cosine decay, global batch
+through per-device batch x processes x accumulation, gradient checkpointing, frozen encoder in eval mode.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from georeason.errors import GeoreasonError
+from georeason.training import checkpoint as ckpt
+from georeason.training.recipe import TrainRecipe, apply_model_overrides
+from georeason.training.sampling import SampleStream, StreamDataset, collate_samples, rank_positions
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based): linear warmup, then cosine to 0.
+
+    Same shape as transformers' get_cosine_schedule_with_warmup, used by the released scripts.
+    """
+    if step < warmup_steps:
+        return float(step) / float(max(1, warmup_steps))
+    progress = float(step - warmup_steps) / float(max(1, max_steps - warmup_steps))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def build_model_for_recipe(recipe: TrainRecipe):
+    """(model, tokenizer) from a preset name (+ model_config overrides) or a model folder."""
+    from georeason.config import PRESETS, preset
+
+    model_dir = Path(recipe.model)
+    if recipe.model not in PRESETS and model_dir.is_dir():
+        if recipe.model_config:
+            raise GeoreasonError("recipe model_config: overrides only apply to a preset, not to a model folder")
+        from transformers import AutoTokenizer
+
+        from georeason.model.segearth import SegEarthModel
+
+        model = SegEarthModel.from_pretrained(model_dir)
+        return model, AutoTokenizer.from_pretrained(str(model_dir))
+    if recipe.model not in PRESETS:
+        raise GeoreasonError(f"recipe model: {recipe.model!r} is neither a preset ({', '.join(PRESETS)}) "
+                             "nor a model folder")
+    from georeason.model.factory import build_model
+
+    config = apply_model_overrides(preset(recipe.model), recipe.model_config)
+    return build_model(config, seed=recipe.seed, llm_path=recipe.llm_path or None)
+
+
+def apply_lora(model, lora) -> Any:
+    """LoRA adapters on the LLM's attention projections; base LLM weights frozen except embeddings/head."""
+    try:
+        from peft import LoraConfig
+        from peft.tuners.lora import LoraModel
+    except ImportError:
+        raise GeoreasonError("recipe lora: needs peft (pip install 'georeason[lora]')") from None
+    causal_lm = model.llm.causal_lm
+    for parameter in causal_lm.parameters():
+        parameter.requires_grad_(False)
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules))
+    try:
+        wrapper = LoraModel(causal_lm, config, "default")
+    except ValueError as error:
+        raise GeoreasonError(f"recipe lora.target_modules: {error}") from None
+    causal_lm.get_input_embeddings().weight.requires_grad_(True)
+    causal_lm.get_output_embeddings().weight.requires_grad_(True)
+    return wrapper
+
+
+def open_training_data(recipe: TrainRecipe, image_size: int):
+    from georeason.data import open_dataset
+    from georeason.data.transforms import SampleTransform
+
+    transform = SampleTransform(image_size)
+    datasets = []
+    for source in recipe.data:
+        if not Path(source.path).exists():
+            raise GeoreasonError(f"recipe data: {source.path}: no such dataset")
+        datasets.append(open_dataset(source.path, recipe.split, mode="train", transforms=transform, seed=recipe.seed))
+    stream = SampleStream([len(d) for d in datasets], [s.weight for s in recipe.data], recipe.seed)
+    blind = recipe.blind_question if recipe.text_blind else None
+    return StreamDataset(datasets, stream, blind)
+
+
+def prepare_output_dir(recipe: TrainRecipe, resume: bool, overwrite: bool, is_main: bool) -> None:
+    out = Path(recipe.output_dir)
+    if resume and overwrite:
+        raise GeoreasonError("--resume and --overwrite exclude each other")
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
+        raise GeoreasonError(f"output_dir {out} already exists; pass --resume to continue it or --overwrite to "
+                             "replace it")
+    if resume and not out.exists():
+        raise GeoreasonError(f"--resume: output_dir {out} does not exist")
+    if is_main:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+
+
+class Logger:
+    """metrics.jsonl always; TensorBoard when installed (said once when it is not)."""
+
+    def __init__(self, output_dir: Path, enabled: bool, start_step: int):
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        self.path = output_dir / "metrics.jsonl"
+        if self.path.exists():  # drop lines past the resumed step (they will be written again)
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+        except ImportError:
+            print("note: tensorboard is not installed; logging to metrics.jsonl only "
+                  "(pip install 'georeason[tensorboard]')", file=sys.stderr)
+
+    def log(self, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(values) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, values["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> Path:
+    """Run (or resume) training; returns output_dir/final. `stop_after`: stop at that step (tests)."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    mixed = recipe.mixed_precision
+    if mixed == "auto":
+        mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accumulation = recipe.gradient_accumulation(PartialState().num_processes)
+    # find_unused_parameters: ablations (learned queries, no D-Projector) leave some parameters unused.
+    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=accumulation,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    rank, world = accelerator.process_index, accelerator.num_processes
+    prepare_output_dir(recipe, resume, overwrite, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    out = Path(recipe.output_dir)
+
+    model, tokenizer = build_model_for_recipe(recipe)
+    from georeason.model import prompt_builder_for
+
+    prompts = prompt_builder_for(model, tokenizer)
+    lora_wrapper = apply_lora(model, recipe.lora) if recipe.lora is not None else None
+    if recipe.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    model_config = model.config.to_dict()
+    recipe_dict = recipe.to_dict()
+    fingerprint = recipe.trajectory_fingerprint()
+
+    # Resume: find the newest complete checkpoint, refuse one from a different config.
+    start_step, resume_folder = 0, None
+    if resume:
+        found = ckpt.list_checkpoints(out)
+        if found:
+            start_step, resume_folder = found[-1]
+            info = ckpt.read_info(resume_folder)
+            ckpt.check_compatible(resume_folder, info, recipe_dict, fingerprint, model_config)
+            ckpt.load_model_weights(model, resume_folder)
+    if accelerator.is_main_process:
+        (out / "recipe.json").write_text(json.dumps(recipe_dict, indent=1) + "\n")
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=recipe.lr, betas=tuple(recipe.betas),
+                                  weight_decay=recipe.weight_decay)
+    warmup = recipe.warmup_steps()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, recipe.max_steps))
+    # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it once
+    # per process); the DataLoader is ours, already sharded by rank.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if resume_folder is not None:
+        state = ckpt.load_training_state(resume_folder)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng = ckpt.load_rank_rng(resume_folder, rank)
+        if rng is not None:
+            ckpt.set_rng_state(rng)
+    else:
+        torch.manual_seed(recipe.seed + rank)
+
+    data = open_training_data(recipe, model_config["image_size"])
+    positions = list(rank_positions(start_step, recipe.max_steps, recipe.global_batch_size,
+                                    recipe.per_device_batch_size, world, rank))
+    loader = torch.utils.data.DataLoader(data, batch_size=recipe.per_device_batch_size, sampler=positions,
+                                         collate_fn=collate_samples, num_workers=recipe.num_workers)
+    batches = iter(loader)
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.train()  # the frozen encoder keeps itself in eval mode
+    logger = Logger(out, accelerator.is_main_process, start_step)
+    bar = None
+    if progress and accelerator.is_main_process:
+        from tqdm import tqdm
+
+        bar = tqdm(total=recipe.max_steps, initial=start_step, desc="train", dynamic_ncols=True)
+    device = accelerator.device
+    last_end = start_step if stop_after is None else min(stop_after, recipe.max_steps)
+    end_step = recipe.max_steps if stop_after is None else last_end
+
+    for step in range(start_step, end_step):
+        started = time.perf_counter()
+        totals: dict[str, float] = {}
+        for micro in range(accumulation):
+            batch = next(batches)
+            prompt = prompts.batch(batch["question"], batch["answer"], batch["task"]).to(device)
+            # Point sampling of the mask loss: seeded by the micro-batch's first stream position, so the
+            # same samples get the same points in any world size and after a resume.
+            generator = torch.Generator(device="cpu").manual_seed(recipe.seed * 1_000_003 + batch["position"][0])
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    output = model(batch["pixel_values"].to(device), prompt, target_masks=batch["target"].to(device),
+                                   generator=generator)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and recipe.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(trainable, recipe.max_grad_norm)
+                for key in ("lm", "mask", "dice", "score"):
+                    totals[key] = totals.get(key, 0.0) + float(output.losses[key].detach()) / accumulation
+                totals["loss"] = totals.get("loss", 0.0) + float(output.loss.detach()) / accumulation
+        if not accelerator.sync_gradients:
+            raise GeoreasonError("internal: gradient accumulation out of step with the data")
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        seconds = time.perf_counter() - started
+        record = {"step": done, "lr": scheduler.get_last_lr()[0], "samples_per_s": recipe.global_batch_size / seconds,
+                  "epoch": batch["epoch"][-1], **totals}
+        if done % recipe.log_every == 0 or done == recipe.max_steps or done == start_step + 1:
+            logger.log(record)
+        if bar is not None:
+            bar.set_postfix(loss=f"{totals['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                            img_s=f"{record['samples_per_s']:.2f}")
+            bar.update(1)
+        if done % recipe.save_every == 0 or done == recipe.max_steps:
+            save_checkpoint(accelerator, model, optimizer, scheduler, recipe, recipe_dict, fingerprint,
+                            model_config, done, world, data.stream.epoch_length)
+    if bar is not None:
+        bar.close()
+    logger.close()
+    final = out / "final"
+    if end_step == recipe.max_steps and accelerator.is_main_process:
+        if lora_wrapper is not None:
+            lora_wrapper.merge_and_unload()
+            for parameter in unwrapped.parameters():
+                parameter.requires_grad_(True)
+        unwrapped.save_pretrained(final, tokenizer=tokenizer)
+        # Read by georeason eval: a text-blind model is scored with the constant question it learned.
+        (final / "train_recipe.json").write_text(json.dumps(recipe_dict, indent=1) + "\n")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final
+
+
+def save_checkpoint(accelerator, model, optimizer, scheduler, recipe: TrainRecipe, recipe_dict: dict,
+                    fingerprint: str, model_config: dict, step: int, world: int, stream_length: int) -> None:
+    """Atomic checkpoint: every rank writes its RNG state into the temporary folder, then the main
+    process writes weights/optimizer/info and renames the folder into place."""
+    folder = ckpt.temporary_folder(recipe.output_dir, step)
+    if accelerator.is_main_process:
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    ckpt.write_rank_rng(folder, accelerator.process_index)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        consumed = step * recipe.global_batch_size
+        epoch, offset = divmod(consumed, stream_length)
+        info = {"step": step, "world_size": world, "recipe": recipe_dict, "recipe_fingerprint": fingerprint,
+                "model_config": model_config,
+                "sampler": {"consumed_samples": consumed, "epoch": epoch, "offset_in_epoch": offset,
+                            "seed": recipe.seed}}
+        state = ckpt.unique_state_dict(accelerator.unwrap_model(model))
+        ckpt.write_checkpoint(folder, ckpt.step_folder(recipe.output_dir, step), state, optimizer.state_dict(),
+                              scheduler.state_dict(), info, recipe.keep_last)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,115 @@
+"""Deterministic data order for training: one global sample stream, sharded by rank and micro-step.
+
+Supports the recipe of SPEC 3 (global batch 16 through per-device batch x processes x accumulation): the
+stream depends only on the seed, so 1 process with accumulation 2 sees exactly what 2 processes see.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+
+class SampleStream:
+    """Position p of an endless stream -> (dataset, index), epoch by epoch.
+
+    One epoch is `sum(len(datasets))` positions. With one dataset it is a seeded permutation; with several,
+    dataset k gets round(weight_k / total_weight * epoch_length) positions (its own permutations,
+    repeated when it is short) and the epoch is shuffled jointly.
+    """
+
+    def __init__(self, lengths: Sequence[int], weights: Sequence[float], seed: int):
+        self.lengths = [int(n) for n in lengths]
+        self.weights = [float(w) for w in weights]
+        self.seed = int(seed)
+        self.epoch_length = sum(self.lengths)
+        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(dataset number, index in that dataset) for every position of `epoch`."""
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1], self._cache[2]
+        rng = np.random.default_rng([self.seed, epoch, 7919])
+        if len(self.lengths) == 1:
+            sources = np.zeros(self.epoch_length, dtype=np.int64)
+            indices = rng.permutation(self.lengths[0])
+        else:
+            total = sum(self.weights)
+            counts = [int(round(w / total * self.epoch_length)) for w in self.weights]
+            counts[-1] = self.epoch_length - sum(counts[:-1])
+            parts_source, parts_index = [], []
+            for k, (count, length) in enumerate(zip(counts, self.lengths)):
+                repeats = -(-count // length) if count > 0 else 0
+                order = np.concatenate([rng.permutation(length) for _ in range(repeats)])[:count] if repeats else \
+                    np.zeros(0, dtype=np.int64)
+                parts_source.append(np.full(count, k, dtype=np.int64))
+                parts_index.append(order)
+            shuffle = rng.permutation(self.epoch_length)
+            sources = np.concatenate(parts_source)[shuffle]
+            indices = np.concatenate(parts_index)[shuffle]
+        self._cache = (epoch, sources, indices)
+        return sources, indices
+
+    def locate(self, position: int) -> tuple[int, int, int]:
+        """(epoch, dataset number, index) of a stream position."""
+        epoch, offset = divmod(int(position), self.epoch_length)
+        sources, indices = self.epoch_order(epoch)
+        return epoch, int(sources[offset]), int(indices[offset])
+
+
+def rank_positions(start_step: int, max_steps: int, global_batch: int, per_device: int, world_size: int,
+                   rank: int) -> Iterator[int]:
+    """Stream positions read by `rank`, micro-batch after micro-batch, from `start_step` on.
+
+    Optimizer step s covers positions [s*G, (s+1)*G); micro-step k of rank r takes the slice
+    (k*world + r)*per_device of it, so a micro-batch holds the same samples whatever the world size.
+    """
+    accumulation = global_batch // (per_device * world_size)
+    for step in range(start_step, max_steps):
+        for micro in range(accumulation):
+            first = step * global_batch + (micro * world_size + rank) * per_device
+            yield from range(first, first + per_device)
+
+
+class StreamDataset:
+    """Map-style dataset over stream positions (torch DataLoader friendly, picklable for workers).
+
+    The question/answer of a training sample is drawn from a generator seeded by the stream position (the
+    dataset's own per-visit draw is reset through set_epoch), so it does not depend on worker or rank.
+    """
+
+    def __init__(self, datasets: Sequence[Any], stream: SampleStream, text_blind_question: str | None = None):
+        self.datasets = list(datasets)
+        self.stream = stream
+        self.text_blind_question = text_blind_question
+
+    def __len__(self) -> int:  # positions are unbounded; the sampler decides which are read
+        return 2**62
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        epoch, source, index = self.stream.locate(position)
+        dataset = self.datasets[source]
+        dataset.set_epoch(int(position))  # seeds the question choice by position (and clears visit counts)
+        sample = dataset[index]
+        if self.text_blind_question is not None:
+            sample["question"] = self.text_blind_question
+        sample["position"] = int(position)
+        sample["epoch"] = epoch
+        return sample
+
+
+def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack model tensors; keep the text and identity fields as lists."""
+    import torch
+
+    return {
+        "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
+        "target": torch.stack([s["target"] for s in samples]),
+        "question": [s["question"] for s in samples],
+        "answer": [s["answer"] for s in samples],
+        "task": [s["task"] for s in samples],
+        "id": [s["id"] for s in samples],
+        "position": [s["position"] for s in samples],
+        "epoch": [s["epoch"] for s in samples],
+    }
