@@ -6,6 +6,7 @@ categories absent from train and held-out question phrasings used only in test, 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -78,6 +79,7 @@ class Canvas:
         self.occupied = np.zeros((height, width), bool)
         self.target = np.zeros((height, width), bool)
         self.water = np.zeros((height, width), bool)
+        self.river_width = 0.0
         self.objects = np.zeros((height, width), bool)  # placed sprites: roads must not run over them
         self.roads: list[tuple[np.ndarray, float, float]] = []  # (polyline, width, angle)
 
@@ -164,6 +166,7 @@ class Canvas:
         cv2.polylines(centre, [points.astype(np.int32)], False, 1, 1)
         distance = cv2.distanceTransform(1 - centre, cv2.DIST_L2, 5)
         width = rng.uniform(14, 34) * s
+        self.river_width = width
         edge = width / 2 * (1 + 0.12 * draw.smooth_noise(rng, h, w, 40 * s))
         water = distance < edge
         bank = (distance < edge + rng.uniform(4, 9) * s) & ~water
@@ -203,6 +206,8 @@ class Canvas:
                 continue
             if must_cross and not crosses:
                 continue
+            if crosses and (mask & self.water).sum() > 2.5 * width * self.river_width:
+                continue  # nearly parallel to the river: not a plausible bridge
             if (mask & self.objects).any():
                 continue  # would run over a placed object
             self._paint_road(mask, points, width)
@@ -553,8 +558,14 @@ def save_sample_grid(root: str | Path, png: str | Path, count: int = 12, columns
         if (root / split / "images").is_dir() and any((root / split / "images").iterdir()):
             data = EarthReason(root, split, mode="eval")
             samples += [data[i] for i in range(len(data))]
+    # Distinct categories, and an empty-target sample when there is one.
     rng = np.random.default_rng(seed)
-    chosen = [samples[i] for i in sorted(rng.permutation(len(samples))[:count])]
+    order = [samples[i] for i in rng.permutation(len(samples))]
+    chosen = [next(x for x in order if x["empty"])] if any(x["empty"] for x in order) else []
+    for sample in order:
+        if len(chosen) < count and sample["category"] not in {c["category"] for c in chosen}:
+            chosen.append(sample)
+    chosen += [x for x in order if all(x is not c for c in chosen)][: count - len(chosen)]
     rows = math.ceil(len(chosen) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.9 * rows))
     for ax in np.atleast_1d(axes).ravel():
@@ -562,7 +573,7 @@ def save_sample_grid(root: str | Path, png: str | Path, count: int = 12, columns
     for ax, sample in zip(np.atleast_1d(axes).ravel(), chosen):
         image = sample["image"].copy()
         contours, _ = cv2.findContours(sample["mask"].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(image, contours, -1, (255, 230, 0), max(1, image.shape[0] // 200))
+        cv2.drawContours(image, contours, -1, (255, 230, 0), max(2, max(image.shape[:2]) // 130))
         ax.imshow(image)
         title = f"{sample['category']}{' (empty)' if sample['empty'] else ''}  {image.shape[1]}x{image.shape[0]}"
         question = _wrap(sample["question"], 48)
@@ -570,8 +581,13 @@ def save_sample_grid(root: str | Path, png: str | Path, count: int = 12, columns
     figure.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png, dpi=70)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=70)
     plt.close(figure)
+    from PIL import Image
+
+    # A 256-colour palette keeps the PNG small enough for the docs.
+    Image.open(buffer).convert("RGB").quantize(colors=256).save(png, optimize=True)
     return png
 
 

@@ -94,8 +94,7 @@ def runway(rng: np.random.Generator, s: float, length: float) -> Sprite:
     taxi_w, gap = width * 0.45, width * 1.3
     apron_h = rng.uniform(22, 34) * s
     L, h = int(length), int(width + gap + taxi_w + apron_h + 4 * s)
-    rgb = textured(rng, h, L, (120, 128, 92), 0.05, 20)  # grass strips between paved surfaces
-    foot = np.ones((h, L), bool)
+    rgb = textured(rng, h, L, (120, 128, 92), 0.05, 20)
     target = np.zeros((h, L), bool)
     y0, y1 = 0, int(width)
     concrete = textured(rng, y1, L, (172, 172, 166), 0.05, 10, 4)
@@ -122,18 +121,22 @@ def runway(rng: np.random.Generator, s: float, length: float) -> Sprite:
     # taxiway with connectors and an apron with parked aircraft
     ty0 = int(width + gap)
     asphalt = (96, 96, 94)
-    cv2.rectangle(rgb, (int(0.05 * L), ty0), (int(0.95 * L), int(ty0 + taxi_w)), asphalt, -1)
-    for x in (int(0.05 * L), int(0.5 * L), int(0.95 * L) - int(taxi_w)):
-        cv2.rectangle(rgb, (x, y1), (x + int(taxi_w), ty0), asphalt, -1)
+    paved = np.zeros((h, L), np.uint8)  # the footprint: grass between the paved parts stays the scene's
+    paved[y0:y1] = 1
+    for canvas_, colour in ((rgb, asphalt), (paved, 1)):
+        cv2.rectangle(canvas_, (int(0.05 * L), ty0), (int(0.95 * L), int(ty0 + taxi_w)), colour, -1)
+        for x in (int(0.05 * L), int(0.5 * L), int(0.95 * L) - int(taxi_w)):
+            cv2.rectangle(canvas_, (x, y1), (x + int(taxi_w), ty0), colour, -1)
     cv2.line(rgb, (int(0.05 * L), int(ty0 + taxi_w / 2)), (int(0.95 * L), int(ty0 + taxi_w / 2)),
              (200, 170, 60), 1)
     ax0, ax1 = int(rng.uniform(0.2, 0.5) * L), int(rng.uniform(0.6, 0.85) * L)
     ay0 = int(ty0 + taxi_w)
     cv2.rectangle(rgb, (ax0, ay0), (ax1, h - 1), (140, 140, 136), -1)
+    cv2.rectangle(paved, (ax0, ay0), (ax1, h - 1), 1, -1)
     for _ in range(int(rng.integers(1, 4))):
         px, py = rng.uniform(ax0 + 12 * s, ax1 - 12 * s), rng.uniform(ay0 + 10 * s, h - 10 * s)
         aircraft(rgb, px, py, rng.uniform(7, 11) * s, rng.uniform(0, 2 * np.pi))
-    return _sprite(rgb, foot, target)
+    return _sprite(rgb, paved.astype(bool), target)
 
 
 def aircraft(rgb: np.ndarray, x: float, y: float, size: float, angle: float) -> None:
