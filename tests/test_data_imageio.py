@@ -118,3 +118,23 @@ def test_refusals(tmp_path):
         load_image(tmp_path / "missing.png")
     with pytest.raises(GeoreasonError, match="empty"):
         load_image(np.zeros((0, 5, 3), np.uint8))
+
+
+def test_pil_decompression_bomb_is_mapped(tmp_path, monkeypatch):
+    Image.fromarray(_rgb(40, 40)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses above 2x this
+    with pytest.raises(GeoreasonError, match="bomb.png: refused as a possible decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+
+
+def test_load_mask_any_nonzero_is_target(tmp_path):
+    from georeason.data.imageio import load_mask
+
+    label = np.zeros((6, 8, 3), np.uint8)
+    label[1, 2, 0] = 255
+    label[3, 4, 2] = 1
+    Image.fromarray(label).save(tmp_path / "m.png")
+    mask = load_mask(tmp_path / "m.png")
+    assert mask.dtype == np.bool_ and mask.sum() == 2 and mask[1, 2] and mask[3, 4]
+    with pytest.raises(GeoreasonError, match="no such mask file"):
+        load_mask(tmp_path / "nope.png")
