@@ -1,0 +1,117 @@
+"""What the inference thread does for one request: predict, then write the result files.
+
+Web demo and REST service (issue 6); not in the paper. Runs only on the InferenceWorker thread, so
+decoding, the model and the file writers never run concurrently and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# GeoJSON larger than this is not inlined in the JSON response (it stays downloadable).
+MAX_INLINE_GEOJSON_BYTES = 5_000_000
+
+
+@dataclass
+class JobRequest:
+    image_path: Path
+    question: str
+    answer: bool
+    vectors: bool
+    result_folder: Path
+    preview_max_side: int
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class JobResult:
+    answer: str | None
+    empty: bool
+    target_pixels: int
+    width: int
+    height: int
+    mask_png_base64: str
+    georeferenced: bool
+    crs: str | None
+    geojson: dict[str, Any] | None
+    files: list[str]
+    warnings: list[str]
+    queue_seconds: float
+    inference_seconds: float
+    outputs_seconds: float
+    model_seconds: dict[str, float]
+
+
+def _save_preview(image: np.ndarray, path: Path, max_side: int) -> None:
+    from PIL import Image
+
+    preview = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    if max(preview.size) > max_side:
+        scale = max_side / max(preview.size)
+        preview = preview.resize((max(1, round(preview.width * scale)), max(1, round(preview.height * scale))),
+                                 Image.Resampling.BILINEAR)
+    preview.save(path, format="PNG", compress_level=3)
+
+
+def _georeferencing(prediction: Any) -> tuple[bool, str | None]:
+    raster = getattr(prediction, "raster", None)
+    if raster is None or getattr(raster, "crs", None) is None:
+        return False, None
+    if not getattr(raster, "georeferenced", True):
+        return False, None
+    return True, raster.crs.to_string()
+
+
+def run_job(reasoner: Any, job: JobRequest) -> JobResult:
+    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors."""
+    started = time.perf_counter()
+    prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer)
+    predicted = time.perf_counter()
+    # The files record their source; the server's temporary path means nothing to the client.
+    prediction.source = f"upload{job.image_path.suffix}"
+    folder = job.result_folder
+    prediction.save_mask_png(folder / "mask.png")
+    prediction.save_geotiff(folder / "mask.tif")
+    prediction.save_overlay(folder / "overlay.png")
+    _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
+    georeferenced, crs = _georeferencing(prediction)
+    warnings: list[str] = []
+    geojson = None
+    if job.vectors:
+        prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
+        if georeferenced:
+            prediction.save_vectors(folder / "vectors.geojson", driver="GeoJSON")
+            size = (folder / "vectors.geojson").stat().st_size
+            if size <= MAX_INLINE_GEOJSON_BYTES:
+                geojson = json.loads((folder / "vectors.geojson").read_text())
+            else:
+                warnings.append(f"the GeoJSON ({size / 1e6:.1f} MB) is too large to inline; download vectors_geojson")
+        else:
+            warnings.append("the image has no georeferencing: vectors.gpkg is in pixel coordinates (x = column, "
+                            "y = row) without a CRS, and no GeoJSON is produced")
+    mask = np.asarray(prediction.mask, dtype=bool)
+    finished = time.perf_counter()
+    return JobResult(
+        answer=prediction.answer,
+        empty=bool(prediction.empty),
+        target_pixels=int(mask.sum()),
+        width=int(mask.shape[1]),
+        height=int(mask.shape[0]),
+        mask_png_base64=base64.b64encode((folder / "mask.png").read_bytes()).decode("ascii"),
+        georeferenced=georeferenced,
+        crs=crs,
+        geojson=geojson,
+        files=sorted(p.name for p in folder.iterdir()),
+        warnings=warnings,
+        queue_seconds=started - job.submitted,
+        inference_seconds=predicted - started,
+        outputs_seconds=finished - predicted,
+        model_seconds={str(k): float(v) for k, v in dict(getattr(prediction, "seconds", {}) or {}).items()},
+    )
