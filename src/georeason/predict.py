@@ -1,0 +1,373 @@
+"""`georeason predict`: masks, answers, overlays, GeoTIFFs and vectors for images and GeoTIFF scenes.
+
+Inference of paper Sec. 4 / SPEC 1.8 through georeason.reasoner; under torchrun/accelerate the inputs
+are split across processes (input i goes to rank i mod N) and rank 0 writes the merged summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from georeason.errors import GeoreasonError
+
+CLI_DESCRIPTION = """Segment what answers a question in images or GeoTIFF scenes.
+
+Writes, per image and question, into --out: NAME.mask.png (original size, 255 = answer),
+NAME.overlay.png (mask over the image, question and answer below) and NAME.gpkg (or .geojson)
+polygons; for raster inputs (GeoTIFF etc.) also NAME.mask.tif (source CRS/transform, 1 = answer,
+0 = background, 255 = nodata). summary.json lists inputs, outputs, answers, timings and the model.
+Scenes above --max-pixels need --tile (tiled inference, constant memory)."""
+
+CLI_EPILOG = """examples:
+  georeason predict --model runs/smol IMG_0001.jpg --question "Where could a small plane land?" --out pred
+  georeason predict --model runs/smol scene.tif --question "Which fields are flooded?" --tile --out pred
+  georeason predict --model runs/smol --questions pairs.jsonl --out pred --vector-format geojson
+  torchrun --nproc_per_node 2 -m georeason.cli predict --model runs/smol --questions pairs.jsonl --out pred
+"""
+
+SUMMARY_NAME = "summary.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image or raster files (with --question)")
+    parser.add_argument("--model", required=True, metavar="DIR", help="model folder (config.json, weights, tokenizer)")
+    parser.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--question", metavar="TEXT", help="the question asked about every IMAGE")
+    source.add_argument("--questions", metavar="FILE.jsonl",
+                        help='one {"image": path, "question": text} per line (paths relative to the file)')
+    parser.add_argument("--bands", metavar="B,B,B", help="1-based bands to use as R,G,B, e.g. 3,2,1 (default 1,2,3)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--tile", dest="mode", action="store_const", const="tile",
+                      help="tiled inference: any scene size, GeoTIFF written window by window")
+    mode.add_argument("--whole", dest="mode", action="store_const", const="whole",
+                      help="resize the whole image to the model size (the paper's way; the default)")
+    parser.add_argument("--tile-size", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
+    parser.add_argument("--overlap", type=int, default=128, metavar="PX",
+                        help="overlap of neighbouring tiles, blended linearly (default 128, at most tile/2)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="largest scene read whole (default 64000000); larger scenes need --tile")
+    parser.add_argument("--vector-format", choices=("gpkg", "geojson"), default="gpkg",
+                        help="gpkg keeps the source CRS; geojson is RFC 7946 lon/lat (EPSG:4326)")
+    parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
+                        help="simplify polygons with this tolerance in map units (0 = exact pixel edges)")
+    parser.add_argument("--min-area", type=float, default=0.0, metavar="A",
+                        help="drop polygons smaller than this area in map units squared")
+    parser.add_argument("--no-answer", action="store_true", help="mask only; do not generate the answer text")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="model precision (default float32; bfloat16 halves memory)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
+                        help="images per model call in whole-image mode (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+@dataclass
+class Job:
+    """One (image, question) pair and where its outputs go."""
+
+    index: int
+    image: str
+    question: str
+    name: str
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        bands = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise GeoreasonError(f"--bands: expected 1-based band numbers separated by commas like 3,2,1, got {text!r}") from None
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise GeoreasonError(f"--bands: expected one or three band numbers >= 1 like 3,2,1, got {text!r}")
+    return bands
+
+
+def read_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(image, question) pairs from IMAGE... --question or from --questions FILE.jsonl."""
+    if args.question is not None:
+        if not args.images:
+            raise GeoreasonError("IMAGE: give at least one image file with --question")
+        return [(image, args.question) for image in args.images]
+    if args.images:
+        raise GeoreasonError("IMAGE: give images either on the command line (with --question) or in --questions, "
+                             "not both")
+    path = Path(args.questions)
+    if not path.is_file():
+        raise GeoreasonError(f"{path}: no such questions file (--questions expects a JSONL file)")
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise GeoreasonError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("image"), str) \
+                or not isinstance(record.get("question"), str):
+            raise GeoreasonError(f'{path}:{number}: expected {{"image": "path", "question": "text"}}')
+        image = Path(record["image"])
+        pairs.append((str(image if image.is_absolute() else path.parent / image), record["question"]))
+    if not pairs:
+        raise GeoreasonError(f"{path}: the questions file has no entries")
+    return pairs
+
+
+def plan_jobs(pairs: list[tuple[str, str]]) -> list[Job]:
+    """Jobs with unique output names: the image stem, then -2, -3 ... when a stem repeats."""
+    for image, _ in pairs:
+        if not Path(image).is_file():
+            raise GeoreasonError(f"{image}: no such image file")
+    seen: Counter[str] = Counter()
+    jobs = []
+    for index, (image, question) in enumerate(pairs):
+        stem = Path(image).stem
+        seen[stem] += 1
+        name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
+        jobs.append(Job(index, image, question, name))
+    return jobs
+
+
+def output_paths(out: Path, job: Job, vector_format: str) -> dict[str, Path]:
+    """Every file a job may write (the GeoTIFF only for raster inputs)."""
+    return {"mask_png": out / f"{job.name}.mask.png", "overlay_png": out / f"{job.name}.overlay.png",
+            "mask_geotiff": out / f"{job.name}.mask.tif", "vectors": out / f"{job.name}.{vector_format}"}
+
+
+def refuse_existing_outputs(out: Path, jobs: list[Job], vector_format: str, overwrite: bool) -> None:
+    if overwrite:
+        return
+    for path in [out / SUMMARY_NAME] + [p for job in jobs for p in output_paths(out, job, vector_format).values()]:
+        if path.exists():
+            raise GeoreasonError(f"{path}: output file already exists; pass --overwrite to replace it")
+
+
+def distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the torchrun / accelerate launch environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if world > 1 and not 0 <= rank < world:
+        raise GeoreasonError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world, local
+
+
+def _raster_summary(raster) -> dict[str, Any] | None:
+    if raster is None:
+        return None
+    return {"width": raster.width, "height": raster.height, "crs": None if raster.crs is None else raster.crs.to_string(),
+            "transform": list(raster.transform)[:6], "nodata": raster.nodata, "georeferenced": raster.georeferenced}
+
+
+def _written(paths: dict[str, Path], kind: str, writer) -> Any:
+    """Run a writer and record its path, so a failure later in the job can remove it."""
+    value = writer()
+    paths[kind] = Path(value["path"]) if isinstance(value, dict) else Path(value)
+    return value
+
+
+def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool) -> dict[str, Any]:
+    """All outputs of one prediction; if one fails, the ones already written for it are removed."""
+    targets = output_paths(out, job, args.vector_format)
+    written: dict[str, Path] = {"mask_geotiff": prediction.geotiff} if tiled else {}
+    try:
+        _written(written, "mask_png", lambda: prediction.save_mask_png(targets["mask_png"], args.overwrite))
+        _written(written, "overlay_png", lambda: prediction.save_overlay(targets["overlay_png"], args.overwrite))
+        if not tiled and prediction.raster is not None:
+            _written(written, "mask_geotiff", lambda: prediction.save_geotiff(targets["mask_geotiff"], args.overwrite))
+        vectors = _written(written, "vectors", lambda: prediction.save_vectors(
+            targets["vectors"], "GeoJSON" if args.vector_format == "geojson" else "GPKG", args.simplify,
+            args.min_area, args.overwrite))
+    except BaseException:
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
+    return {"outputs": {kind: str(path) for kind, path in written.items()}, "vectors": vectors}
+
+
+def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int) -> None:
+    raster = prediction.raster
+    job.result = {
+        "status": "ok", "rank": rank, "mode": "tile" if tiled else "whole", "answer": prediction.answer,
+        "empty": bool(prediction.empty), "raster": _raster_summary(raster), **files,
+        "seconds": {k: round(v, 4) for k, v in prediction.seconds.items()},
+    }
+    if tiled:
+        job.result["tiles"] = prediction.tiles
+        job.result["positive_pixels"] = prediction.positive_pixels
+
+
+def _fail(job: Job, error: GeoreasonError, rank: int) -> None:
+    job.result = {"status": "failed", "rank": rank, "error": str(error)}
+    print(f"georeason predict: error: {error}", file=sys.stderr)
+
+
+def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank: int, bar) -> None:
+    """Predict this process's jobs: whole-mode ones in batches, tiled ones one scene at a time."""
+    from georeason.reasoner import load_input
+
+    bands = parse_bands(args.bands)
+    if args.mode == "tile":
+        for job in jobs:
+            try:
+                geotiff = output_paths(out, job, args.vector_format)["mask_geotiff"]
+                tiles = _tile_progress(bar, job)
+                prediction = reasoner.predict_tiled(job.image, job.question, geotiff, args.tile_size, args.overlap,
+                                                    answer=not args.no_answer, bands=bands, overwrite=args.overwrite,
+                                                    progress=tiles)
+                started = time.perf_counter()
+                files = write_outputs(prediction, job, out, args, tiled=True)
+                prediction.seconds["outputs"] = time.perf_counter() - started
+                _record(job, prediction, True, files, rank)
+            except GeoreasonError as error:
+                _fail(job, error, rank)
+            bar.update(1)
+        return
+    for start in range(0, len(jobs), args.batch_size):
+        batch = jobs[start : start + args.batch_size]
+        loaded = []
+        for job in batch:
+            try:
+                loaded.append((job, load_input(job.image, bands, reasoner.max_pixels)))
+            except GeoreasonError as error:
+                _fail(job, error, rank)
+                bar.update(1)
+        if not loaded:
+            continue
+        predictions = reasoner.predict_loaded([item for _, item in loaded], [job.question for job, _ in loaded],
+                                              answer=not args.no_answer)
+        for (job, _), prediction in zip(loaded, predictions):
+            try:
+                started = time.perf_counter()
+                files = write_outputs(prediction, job, out, args, tiled=False)
+                prediction.seconds["outputs"] = time.perf_counter() - started
+                _record(job, prediction, False, files, rank)
+            except GeoreasonError as error:
+                _fail(job, error, rank)
+            bar.update(1)
+
+
+def _tile_progress(bar, job: Job):
+    """A progress callback showing tiles done of the current scene in the bar's postfix."""
+    def update(done: int, total: int) -> None:
+        bar.set_postfix_str(f"{job.name}: tile {done}/{total}", refresh=done == total or done % 8 == 0)
+    return update
+
+
+def _gather(jobs: list[Job], world: int) -> list[dict[str, Any]]:
+    """Every rank's job results on rank 0 (after a barrier); other ranks get []."""
+    mine = [{"index": job.index, **job.result} for job in jobs]
+    if world == 1:
+        return mine
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world if dist.get_rank() == 0 else None  # type: ignore[assignment]
+    dist.gather_object(mine, gathered, dst=0)
+    return [] if gathered is None else [entry for part in gathered for entry in part]
+
+
+def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]], reasoner, args, world: int,
+                  seconds: dict[str, float]) -> dict[str, Any]:
+    from georeason import __version__
+    from georeason.geo.atomic import atomic_output
+
+    by_index = {entry["index"]: entry for entry in results}
+    inputs = [{"index": job.index, "image": job.image, "question": job.question, "name": job.name,
+               **{k: v for k, v in by_index.get(job.index, {"status": "missing"}).items() if k != "index"}}
+              for job in all_jobs]
+    counts = Counter(entry["status"] for entry in inputs)
+    summary = {
+        "georeason_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "georeason predict " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["predict"] else sys.argv[1:]),
+        "model": reasoner.fingerprint(),
+        "settings": {"mode": args.mode or "whole", "tile_size": args.tile_size, "overlap": args.overlap,
+                     "bands": args.bands, "answer": not args.no_answer, "vector_format": args.vector_format,
+                     "simplify": args.simplify, "min_area": args.min_area, "batch_size": args.batch_size,
+                     "max_pixels": reasoner.max_pixels},
+        "processes": world,
+        "counts": {"inputs": len(inputs), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
+                   "missing": counts.get("missing", 0)},
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "inputs": inputs,
+    }
+    with atomic_output(path, overwrite=args.overwrite) as temporary:
+        temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return summary
+
+
+def _report(summary: dict[str, Any], path: Path) -> None:
+    for entry in summary["inputs"]:
+        if entry["status"] != "ok":
+            continue
+        answer = "(no answer)" if entry["answer"] is None else repr(entry["answer"])
+        print(f"{entry['image']}: {answer}{' [empty mask]' if entry['empty'] else ''} -> "
+              + ", ".join(Path(p).name for p in entry["outputs"].values()))
+        warning = entry["vectors"].get("warning")
+        if warning:
+            print(f"  note: {warning}")
+    counts = summary["counts"]
+    print(f"{counts['ok']} of {counts['inputs']} predictions written; {counts['failed']} failed; summary: {path}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from georeason.reasoner import WHOLE_MAX_PIXELS, GeoReasoner
+
+    started = time.perf_counter()
+    if args.batch_size < 1:
+        raise GeoreasonError(f"--batch-size: expected at least 1, got {args.batch_size}")
+    parse_bands(args.bands)
+    if args.mode == "tile":
+        from georeason.geo import plan_tiles
+
+        plan_tiles(args.tile_size, args.tile_size, args.tile_size, args.overlap)  # validates --tile-size/--overlap
+    if args.simplify < 0 or args.min_area < 0:
+        raise GeoreasonError("--simplify and --min-area: expected values >= 0")
+    jobs = plan_jobs(read_pairs(args))
+    out = Path(args.out)
+    refuse_existing_outputs(out, jobs, args.vector_format, args.overwrite)
+    rank, world, local = distributed()
+    device = args.device
+    if world > 1 and device in ("cuda", "auto"):
+        device = f"cuda:{local}" if device == "cuda" else device
+    reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
+                                           max_pixels=args.max_pixels or WHOLE_MAX_PIXELS)
+    for job in jobs:  # refuse bad questions before writing anything
+        job.question = reasoner.check_question(job.question)
+    loaded = time.perf_counter()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        mine = jobs[rank::world]
+        from tqdm import tqdm
+
+        with tqdm(total=len(mine), desc=f"predict[{rank}]" if world > 1 else "predict", unit="image",
+                  disable=args.no_progress, position=rank, file=sys.stderr) as bar:
+            process(reasoner, mine, out, args, rank, bar)
+        results = _gather(mine, world)
+        if rank == 0:
+            seconds = {"model_load": loaded - started, "total": time.perf_counter() - started}
+            summary = write_summary(out / SUMMARY_NAME, jobs, results, reasoner, args, world, seconds)
+            _report(summary, out / SUMMARY_NAME)
+            return 0 if summary["counts"]["ok"] == len(jobs) else 2
+        return 0 if all(job.result.get("status") == "ok" for job in mine) else 2
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

@@ -1,0 +1,463 @@
+"""The Python inference API: GeoReasoner (image + question -> Prediction with mask, answer and outputs).
+
+Inference of paper Sec. 4 / SPEC 1.8 (mask from the prompt alone, answer generated from the same KV
+cache, mask back at the original size); tiled GeoTIFF inference reuses one description embedding p.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from georeason.data.imageio import load_image
+from georeason.data.transforms import preprocess_image, restore_to_original
+from georeason.errors import GeoreasonError
+from georeason.geo import (
+    RasterInfo,
+    check_scene_size,
+    mask_to_polygons,
+    open_raster,
+    plan_tiles,
+    raster_info,
+    read_rgb,
+    resolve_bands,
+    run_tiled,
+    scene_limits,
+    write_mask_geotiff,
+    write_mask_png,
+    write_vectors,
+)
+from georeason.geo.atomic import atomic_output
+from georeason.geo.raster import needs_stretch
+from georeason.render import overlay_png
+
+# Whole-image mode reads the scene at once; above this many pixels it asks for --tile instead.
+WHOLE_MAX_PIXELS = 64_000_000
+OVERLAY_MAX_SIDE = 2048  # overlays and the tiled-mode overview are at most this long
+DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128
+TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff", ".vrt", ".img", ".jp2"}
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+
+
+@dataclass
+class Prediction:
+    """One answer to one question about one image, at the image's original size."""
+
+    mask: np.ndarray  # bool [H, W]
+    probability: np.ndarray  # float32 [H, W]; 0 on nodata pixels
+    empty: bool
+    answer: str | None
+    question: str
+    seconds: dict[str, float]
+    image: np.ndarray  # uint8 [H, W, 3] as shown to the model
+    raster: RasterInfo | None  # set when the input was read as a raster (CRS, transform, nodata)
+    source: str
+    valid: np.ndarray | None = None  # bool [H, W]: False on nodata pixels; None = all valid
+    model: str = ""
+
+    def tags(self) -> dict[str, str]:
+        return {"georeason_question": self.question, "georeason_answer": self.answer or "",
+                "georeason_model": self.model, "georeason_source": self.source}
+
+    def save_mask_png(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """8-bit PNG at the original size: 255 = answer, 0 = background (and nodata)."""
+        return write_mask_png(path, self.mask, overwrite=overwrite)
+
+    def save_overlay(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """The mask filled and outlined over the image, the question and answer in the caption."""
+        return overlay_png(path, self.image, self.mask, caption(self.question, self.answer, self.empty),
+                           max_side=OVERLAY_MAX_SIDE, overwrite=overwrite)
+
+    def save_geotiff(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """uint8 GeoTIFF (1 = answer, 0 = background, 255 = nodata) with the source CRS and transform."""
+        return write_mask_geotiff(path, self.mask, profile_from=self.raster, valid=self.valid,
+                                  overwrite=overwrite, tags=self.tags(),
+                                  description="georeason mask: 1 = answer, 0 = background, 255 = no data")
+
+    def save_vectors(self, path: str | os.PathLike[str], driver: str = "GPKG", simplify: float = 0.0,
+                     min_area: float = 0.0, overwrite: bool = False) -> dict[str, Any]:
+        """Polygons of the mask with question/answer/model/source/area; see save_mask_vectors."""
+        return save_mask_vectors(path, self.mask, self.raster, self._attributes(), driver, simplify, min_area,
+                                 overwrite)
+
+    def _attributes(self) -> dict[str, str]:
+        return {"question": self.question, "answer": self.answer or "", "model": self.model,
+                "source": self.source}
+
+
+@dataclass
+class TiledPrediction:
+    """A scene predicted tile by tile; the full-resolution mask lives in the GeoTIFF at `geotiff`."""
+
+    geotiff: Path
+    question: str
+    answer: str | None
+    empty: bool
+    raster: RasterInfo
+    source: str
+    model: str
+    preview: np.ndarray  # uint8 [h, w, 3] overview of the scene (long side <= OVERLAY_MAX_SIDE)
+    preview_mask: np.ndarray  # bool [h, w], the mask at the preview size
+    tiles: int
+    valid_pixels: int
+    positive_pixels: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def save_mask_png(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Full-resolution 0/255 PNG streamed from the GeoTIFF block row by block row (flat memory)."""
+        with open_raster(self.geotiff) as src:
+            return write_png_rows(path, src.width, src.height, _mask_rows(src), overwrite)
+
+    def save_overlay(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        return overlay_png(path, self.preview, self.preview_mask, caption(self.question, self.answer, self.empty),
+                           max_side=OVERLAY_MAX_SIDE, overwrite=overwrite)
+
+    def save_vectors(self, path: str | os.PathLike[str], driver: str = "GPKG", simplify: float = 0.0,
+                     min_area: float = 0.0, overwrite: bool = False) -> dict[str, Any]:
+        """Polygons of the full-resolution mask (needs about 3 bytes per scene pixel while polygonising)."""
+        with open_raster(self.geotiff) as src:
+            mask = src.read(1) == 1
+        attributes = {"question": self.question, "answer": self.answer or "", "model": self.model,
+                      "source": self.source}
+        return save_mask_vectors(path, mask, self.raster, attributes, driver, simplify, min_area, overwrite)
+
+
+def _mask_rows(src, rows: int = 512):
+    """uint8 0/255 blocks of `rows` rows of a georeason mask GeoTIFF (1 = answer)."""
+    for top in range(0, src.height, rows):
+        window = ((top, min(top + rows, src.height)), (0, src.width))
+        yield np.where(src.read(1, window=window) == 1, 255, 0).astype(np.uint8)
+
+
+def caption(question: str, answer: str | None, empty: bool) -> list[str]:
+    lines = [f"Q: {question}", f"A: {answer}" if answer is not None else "A: (not generated)"]
+    if empty:
+        lines.append("(empty mask: nothing in the image answers the question)")
+    return lines
+
+
+def save_mask_vectors(path: str | os.PathLike[str], mask: np.ndarray, raster: RasterInfo | None,
+                      attributes: dict[str, str], driver: str = "GPKG", simplify: float = 0.0,
+                      min_area: float = 0.0, overwrite: bool = False) -> dict[str, Any]:
+    """Polygonise a mask (map coordinates when `raster` is georeferenced, else pixels) and write it."""
+    drivers = {"gpkg": "GPKG", "geojson": "GeoJSON"}
+    if str(driver).lower() not in drivers:
+        raise GeoreasonError(f"driver: expected GPKG or GeoJSON, got {driver!r}")
+    georeferenced = raster is not None and raster.georeferenced
+    polygons = mask_to_polygons(mask, raster.transform if georeferenced else None, simplify, min_area)
+    written = write_vectors(path, polygons, attributes, raster.crs if georeferenced else None,
+                            driver=drivers[str(driver).lower()], overwrite=overwrite)
+    return {"path": str(written.path), "count": written.count, "georeferenced": written.georeferenced,
+            "crs": written.crs, "warning": written.warning, "dropped_small": polygons.dropped_small}
+
+
+def write_png_rows(path: str | os.PathLike[str], width: int, height: int, row_blocks, overwrite: bool) -> Path:
+    """Write an 8-bit grayscale PNG from an iterable of uint8 [rows, width] blocks, never holding the image."""
+
+    def chunk(stream, kind: bytes, data: bytes) -> None:
+        stream.write(struct.pack(">I", len(data)) + kind + data)
+        stream.write(struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    with atomic_output(path, overwrite=overwrite) as temporary, open(temporary, "wb") as stream:
+        stream.write(b"\x89PNG\r\n\x1a\n")
+        chunk(stream, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        compressor = zlib.compressobj(6)
+        written = 0
+        for block in row_blocks:
+            block = np.ascontiguousarray(block, dtype=np.uint8)
+            filtered = np.zeros((block.shape[0], width + 1), dtype=np.uint8)  # filter byte 0 = none
+            filtered[:, 1:] = block
+            written += block.shape[0]
+            data = compressor.compress(filtered.tobytes())
+            if data:
+                chunk(stream, b"IDAT", data)
+        chunk(stream, b"IDAT", compressor.flush())
+        chunk(stream, b"IEND", b"")
+        if written != height:
+            raise GeoreasonError(f"{path}: wrote {written} rows for a {height}-row PNG")
+    return Path(path)
+
+
+@dataclass
+class LoadedImage:
+    """An input read and converted to what the model sees."""
+
+    rgb: np.ndarray
+    valid: np.ndarray | None
+    raster: RasterInfo | None
+    source: str
+    seconds: float
+
+
+def _is_dataset(image: Any) -> bool:
+    return hasattr(image, "read_masks") and hasattr(image, "transform") and hasattr(image, "count")
+
+
+def _probe(path: Path) -> RasterInfo | None:
+    """The raster header if GDAL can open the file, else None (PIL may still read it)."""
+    try:
+        with open_raster(path) as src:
+            return raster_info(src)
+    except GeoreasonError:
+        return None
+
+
+def load_input(image: Any, bands: Sequence[int] | None = None, max_pixels: int = WHOLE_MAX_PIXELS) -> LoadedImage:
+    """Read a path, PIL image, numpy array or open rasterio dataset as RGB uint8 (+ validity, raster info).
+
+    TIFF-family files and georeferenced rasters go through georeason.geo (nodata, scene stretch, CRS);
+    other files, PIL images and arrays through georeason.data.imageio.
+    """
+    started = time.perf_counter()
+    if _is_dataset(image):
+        info = raster_info(image)
+        check_scene_size(info, max_pixels)
+        rgb, valid = read_rgb(image, bands=bands)
+        return LoadedImage(rgb, None if valid.all() else valid, info, str(image.name), time.perf_counter() - started)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        info = _probe(path)
+        if info is not None:
+            check_scene_size(info, max_pixels)
+            if path.suffix.lower() in TIFF_SUFFIXES or info.georeferenced:
+                with open_raster(path) as src:
+                    rgb, valid = read_rgb(src, bands=bands)
+                return LoadedImage(rgb, None if valid.all() else valid, info, str(path), time.perf_counter() - started)
+        rgb = load_image(path, bands, max_pixels=max_pixels)
+        return LoadedImage(rgb, None, None, str(path), time.perf_counter() - started)
+    name = "array" if isinstance(image, np.ndarray) else (getattr(image, "filename", "") or "PIL image")
+    rgb = load_image(image, bands, max_pixels=max_pixels)
+    return LoadedImage(rgb, None, None, str(name), time.perf_counter() - started)
+
+
+def resolve_device(device: str) -> str:
+    """'cpu', 'cuda', 'cuda:N', 'mps' or 'auto' -> a device torch accepts; a clear error when absent."""
+    import torch
+
+    name = str(device).strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise GeoreasonError(f"device: {device!r} was requested but no CUDA GPU is available "
+                                 "(torch.cuda.is_available() is False); use --device cpu")
+        index = int(name.split(":")[1]) if ":" in name and name.split(":")[1].isdigit() else 0
+        if index >= torch.cuda.device_count():
+            raise GeoreasonError(f"device: {device!r} does not exist; {torch.cuda.device_count()} GPU(s) found")
+        return name
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise GeoreasonError("device: 'mps' was requested but the Apple GPU backend is not available")
+        return name
+    raise GeoreasonError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
+
+
+class GeoReasoner:
+    """A loaded SegEarth-R1 model answering questions about images: masks, answers and map outputs."""
+
+    def __init__(self, model, prompts, folder: Path, device: str, dtype: str,
+                 max_pixels: int = WHOLE_MAX_PIXELS) -> None:
+        self.model = model
+        self.prompts = prompts
+        self.folder = folder
+        self.device = device
+        self.dtype = dtype
+        self.max_pixels = max_pixels
+        self.image_size = int(model.config.image_size)
+        self.name = f"{model.config.preset}@{folder.name}"
+        self._torch_dtype = getattr(__import__("torch"), dtype)
+        self.max_question_tokens = self._question_budget()
+        self._fingerprint: dict[str, Any] | None = None
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32",
+                        max_pixels: int = WHOLE_MAX_PIXELS) -> GeoReasoner:
+        """Load a model folder (config.json + model.safetensors + tokenizer) for inference."""
+        import torch
+
+        from georeason.model import load_pretrained
+
+        dtype_name = DTYPES.get(str(dtype).lower().removeprefix("torch."))
+        if dtype_name is None:
+            raise GeoreasonError(f"dtype: expected float32 or bfloat16 (or float16 on a GPU), got {dtype!r}")
+        device_name = resolve_device(device)
+        if dtype_name == "float16" and device_name == "cpu":
+            raise GeoreasonError("dtype: float16 is not supported on the CPU; use float32 or bfloat16")
+        folder = Path(folder)
+        model, prompts = load_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
+        return cls(model, prompts, folder, device_name, dtype_name, max_pixels)
+
+    # -- description ------------------------------------------------------------------------------
+    def _question_budget(self) -> int:
+        """Tokens left for the question: context minus the template around it and the answer room."""
+        template = len(self.prompts.encode("x", for_generation=True)["input_ids"])
+        question = len(self.prompts.tokenizer.encode(" x", add_special_tokens=False))
+        answer_room = int(self.model.config.prompt.max_answer_tokens)
+        return self.prompts.max_length - (template - question) - answer_room
+
+    def check_question(self, question: Any) -> str:
+        """The question stripped; a GeoreasonError for an empty or over-long one (naming the limit)."""
+        if not isinstance(question, str) or not question.strip():
+            raise GeoreasonError("question: the question is empty; expected a text question about the image")
+        question = question.strip()
+        tokens = len(self.prompts.tokenizer.encode(" " + question, add_special_tokens=False))
+        if tokens > self.max_question_tokens:
+            raise GeoreasonError(
+                f"question: {tokens} tokens is over this model's limit of {self.max_question_tokens} tokens "
+                f"(preset {self.model.config.preset}); shorten the question ({question[:40]!r}...)")
+        return question
+
+    def info(self) -> dict[str, Any]:
+        return {"preset": self.model.config.preset, "parameters": int(self.model.num_parameters()),
+                "device": self.device, "dtype": self.dtype, "image_size": self.image_size,
+                "max_question_tokens": self.max_question_tokens, "folder": str(self.folder)}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """info() plus SHA-256 of the weights and config, to tie outputs to the exact model."""
+        if self._fingerprint is None:
+            digests = {}
+            for name in ("model.safetensors", "config.json"):
+                digest = hashlib.sha256()
+                with open(self.folder / name, "rb") as stream:
+                    for block in iter(lambda: stream.read(1 << 22), b""):
+                        digest.update(block)
+                digests[name.split(".")[0] + "_sha256"] = digest.hexdigest()
+            self._fingerprint = {**self.info(), "name": self.name, **digests}
+        return self._fingerprint
+
+    # -- whole-image inference --------------------------------------------------------------------
+    def _pixels(self, rgbs: Sequence[np.ndarray]):
+        import torch
+
+        prepared = [preprocess_image(rgb, self.image_size) for rgb in rgbs]
+        tensor = torch.from_numpy(np.stack([p for p, _ in prepared]))
+        return tensor.to(self.device, self._torch_dtype), [g for _, g in prepared]
+
+    def predict_loaded(self, loaded: Sequence[LoadedImage], questions: Sequence[str],
+                       answer: bool = True) -> list[Prediction]:
+        """One model call for already loaded images (a batch) and their questions."""
+        import torch
+
+        questions = [self.check_question(q) for q in questions]
+        started = time.perf_counter()
+        pixels, geometries = self._pixels([item.rgb for item in loaded])
+        prompt = self.prompts.batch(list(questions), for_generation=True).to(self.device)
+        prepared = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.segment(pixels, prompt, answer=answer,
+                                     stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
+        logits = out["logits"].float().cpu().numpy()
+        segmented = time.perf_counter()
+        share = 1.0 / len(loaded)  # the batch's model time, split evenly
+        predictions = []
+        for row, item in enumerate(loaded):
+            restore_started = time.perf_counter()
+            probability = expit(restore_to_original(logits[row], geometries[row])).astype(np.float32)
+            if item.valid is not None:
+                probability[~item.valid] = 0.0
+            mask = probability > 0.5
+            text = self.prompts.decode_answer(out["answer_ids"][row]) if answer else None
+            seconds = {"load": item.seconds, "preprocess": (prepared - started) * share,
+                       "model": (segmented - prepared) * share, "restore": time.perf_counter() - restore_started}
+            seconds["total"] = sum(seconds.values())
+            predictions.append(Prediction(mask, probability, not mask.any(), text, questions[row], seconds,
+                                          item.rgb, item.raster, item.source, item.valid, self.name))
+        return predictions
+
+    def predict(self, image: Any, question: str, answer: bool = True,
+                bands: Sequence[int] | None = None) -> Prediction:
+        """Segment what answers `question` in `image` (path, PIL image, numpy array or rasterio dataset)."""
+        question = self.check_question(question)
+        return self.predict_loaded([load_input(image, bands, self.max_pixels)], [question], answer)[0]
+
+    def predict_batch(self, images: Sequence[Any], questions: str | Sequence[str], answer: bool = True,
+                      batch_size: int = 4, bands: Sequence[int] | None = None) -> list[Prediction]:
+        """predict() for many images (one question for all, or one per image), batch_size per model call."""
+        if isinstance(questions, str):
+            questions = [questions] * len(images)
+        if len(questions) != len(images):
+            raise GeoreasonError(f"questions: {len(questions)} questions for {len(images)} images; "
+                                 "give one question or one per image")
+        if batch_size < 1:
+            raise GeoreasonError(f"batch_size: expected at least 1, got {batch_size}")
+        questions = [self.check_question(q) for q in questions]
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), batch_size):
+            chunk = [load_input(image, bands, self.max_pixels) for image in images[start : start + batch_size]]
+            predictions += self.predict_loaded(chunk, questions[start : start + batch_size], answer)
+        return predictions
+
+    # -- tiled inference --------------------------------------------------------------------------
+    def predict_tiled(self, path: str | os.PathLike[str], question: str, geotiff_path: str | os.PathLike[str],
+                      tile_size: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, answer: bool = True,
+                      bands: Sequence[int] | None = None, overwrite: bool = False,
+                      progress: Callable[[int, int], None] | None = None) -> TiledPrediction:
+        """Predict a scene of any size tile by tile, streaming the mask GeoTIFF to `geotiff_path`.
+
+        The description embedding p is computed once, by model.segment on an overview of the whole scene
+        (the answer comes from that call too); every tile then runs model.segment_with_description with p.
+        A scene that fits in one tile uses the full-resolution scene as overview, which reproduces
+        whole-image mode exactly.
+        """
+        import torch
+
+        question = self.check_question(question)
+        plan_tiles(tile_size, tile_size, tile_size, overlap)  # validates tile/overlap before any work
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        with open_raster(path) as src:
+            info = raster_info(src)
+            chosen = resolve_bands(src, bands)
+            limits = scene_limits(src, chosen) if needs_stretch(src, chosen) else None
+            one_tile = info.height <= tile_size and info.width <= tile_size
+            scale = 1.0 if one_tile else min(1.0, OVERLAY_MAX_SIDE / max(info.height, info.width))
+            shape = None if scale == 1.0 else (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
+            preview, _ = read_rgb(src, None, chosen, limits, out_shape=shape)
+            seconds["overview"] = time.perf_counter() - started
+
+            step = time.perf_counter()
+            pixels, _ = self._pixels([preview])
+            prompt = self.prompts.batch([question], for_generation=True).to(self.device)
+            with torch.inference_mode():
+                out = self.model.segment(pixels, prompt, answer=answer,
+                                         stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
+            description = out["description_embedding"]
+            text = self.prompts.decode_answer(out["answer_ids"][0]) if answer else None
+            seconds["description"] = time.perf_counter() - step
+
+            def predict_fn(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+                tile_pixels, (geometry,) = self._pixels([rgb])
+                with torch.inference_mode():
+                    logits = self.model.segment_with_description(tile_pixels, description)
+                return expit(restore_to_original(logits[0].float().cpu().numpy(), geometry)).astype(np.float32)
+
+            step = time.perf_counter()
+            tags = {"georeason_question": question, "georeason_answer": text or "", "georeason_model": self.name,
+                    "georeason_source": str(path), "georeason_tile_size": str(tile_size),
+                    "georeason_overlap": str(overlap)}
+            result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=chosen,
+                               limits=limits, overwrite=overwrite, tags=tags, progress=progress)
+            seconds["tiles"] = time.perf_counter() - step
+        with open_raster(geotiff_path) as written:
+            preview_mask = written.read(1, out_shape=preview.shape[:2]) == 1
+        seconds["total"] = time.perf_counter() - started
+        return TiledPrediction(Path(geotiff_path), question, text, result.positive_pixels == 0, info, str(path),
+                               self.name, preview, preview_mask, result.tiles, result.valid_pixels,
+                               result.positive_pixels, seconds)
+
+
+__all__ = ["GeoReasoner", "LoadedImage", "Prediction", "TiledPrediction", "load_input", "resolve_device",
+           "save_mask_vectors", "write_png_rows"]
