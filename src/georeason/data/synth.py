@@ -235,8 +235,11 @@ class Canvas:
         """Where roads cross water, a concrete deck with railings and a shadow on the water."""
         near_water = cv2.dilate(self.water.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         deck = self._road_mask() & near_water
-        if not deck.any():
+        if not (deck & self.water).any():
             return
+        # Keep only the road pieces that really cross water (not a road grazing the bank).
+        _, labels = cv2.connectedComponents(deck.astype(np.uint8))
+        deck = np.isin(labels, np.unique(labels[deck & self.water])) & deck
         concrete = draw.textured(self.rng, self.h, self.w, (170, 168, 162), 0.04, 6, 3)
         dx, dy = int(round(self.sun[0] * 5 * self.s)), int(round(self.sun[1] * 5 * self.s))
         shadow = np.roll(np.roll(deck, dy, axis=0), dx, axis=1) & self.water & ~deck
