@@ -257,3 +257,29 @@ def test_mask2former_hf_layout_initialises(tmp_path):
     for name, tensor in source.state_dict().items():
         if name.startswith(("encoder.", "pixel_decoder.", "mask_decoder.decoder.")) and name not in zeroed:
             assert torch.equal(tensor, target.state_dict()[name]), name
+
+
+def test_frozen_encoder_stored_once_across_checkpoints(tmp_path):
+    model, tokenizer = build_model("tiny", seed=2)
+    shared = tmp_path / "encoder.safetensors"
+    for step in (1, 2):
+        model.save_pretrained(tmp_path / f"step-{step}", tokenizer=tokenizer, shared_encoder=shared)
+    assert shared.is_file()
+    assert not any(k.startswith("encoder.") for k in load_file(str(tmp_path / "step-1" / "model.safetensors")))
+    loaded = SegEarthModel.from_pretrained(tmp_path / "step-2")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    shared.unlink()
+    with pytest.raises(GeoreasonError, match="encoder.safetensors: missing weights file"):
+        SegEarthModel.from_pretrained(tmp_path / "step-1")
+
+
+def test_tied_embeddings_round_trip(tmp_path):
+    config = preset("tiny")
+    config.llm.hf_config["tie_word_embeddings"] = True
+    model, tokenizer = build_model(config, seed=4)
+    assert model.llm.causal_lm.lm_head.weight is model.llm.causal_lm.model.embed_tokens.weight
+    model.save_pretrained(tmp_path, tokenizer=tokenizer)
+    loaded = SegEarthModel.from_pretrained(tmp_path)
+    assert loaded.llm.causal_lm.lm_head.weight is loaded.llm.causal_lm.model.embed_tokens.weight
+    assert torch.equal(loaded.llm.causal_lm.lm_head.weight, model.llm.causal_lm.lm_head.weight)

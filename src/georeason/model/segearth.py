@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from georeason.config import SegEarthConfig
@@ -280,21 +281,31 @@ class SegEarthModel(nn.Module):
         return total
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
-        """Write config.json + model.safetensors (+ tokenizer files) atomically into `folder`."""
+    def save_pretrained(self, folder: str | Path, tokenizer=None, shared_encoder: str | Path | None = None) -> None:
+        """Write config.json + model.safetensors (+ tokenizer files) atomically into `folder`.
+
+        `shared_encoder` stores a frozen encoder once, in that file (written if absent), and leaves it
+        out of model.safetensors: checkpoints of one training run then share a single copy.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.save(folder / CONFIG_NAME)
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".model-", suffix=".safetensors")
-        os.close(handle)
-        try:
-            save_model(self, temporary, metadata={"format": "pt", "georeason_preset": self.config.preset})
-            with open(temporary, "rb") as stream:
-                os.fsync(stream.fileno())
-            os.replace(temporary, folder / WEIGHTS_NAME)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
+        state, seen = {}, set()
+        for name, tensor in self.state_dict().items():
+            if tensor.data_ptr() in seen:  # tied weights are stored once and re-tied on load
+                continue
+            seen.add(tensor.data_ptr())
+            state[name] = tensor.contiguous()
+        metadata = {"format": "pt", "georeason_preset": self.config.preset}
+        if shared_encoder is not None:
+            if not self.config.encoder.frozen:
+                raise GeoreasonError("shared_encoder needs a frozen encoder: a trained one differs per checkpoint")
+            shared_encoder = Path(shared_encoder).resolve()
+            encoder_state = {k: state.pop(k) for k in list(state) if k.startswith("encoder.")}
+            if not shared_encoder.exists():
+                _atomic_save(encoder_state, shared_encoder, {"format": "pt"})
+            metadata["encoder_weights"] = os.path.relpath(shared_encoder, folder.resolve())
+        _atomic_save(state, folder / WEIGHTS_NAME, metadata)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(folder))
 
@@ -317,14 +328,45 @@ class SegEarthModel(nn.Module):
         return model.to(device)
 
 
+def _atomic_save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".safetensors")
+    os.close(handle)
+    try:
+        save_file(state, temporary, metadata=metadata)
+        with open(temporary, "rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            return {name: handle.get_tensor(name) for name in handle.keys()}, metadata
+    except FileNotFoundError:
+        raise GeoreasonError(f"{path}: missing weights file") from None
+    except Exception as error:  # safetensors raises its own error type for corrupt or truncated files
+        raise GeoreasonError(f"{path}: unreadable or corrupted safetensors file ({error})") from None
+
+
 def load_weights(model: nn.Module, weights: Path) -> None:
     """Strict load: every missing, unexpected or wrong-shape tensor is an error naming it."""
-    try:
-        load_model(model, str(weights), strict=True)
-    except RuntimeError as error:
-        text = str(error)
-        if len(text) > 2000:
-            text = text[:2000] + " ..."
-        raise GeoreasonError(f"{weights}: does not match the model in config.json: {text}") from None
-    except Exception as error:  # safetensors raises its own error type for corrupt or truncated files
-        raise GeoreasonError(f"{weights}: unreadable or corrupted safetensors file ({error})") from None
+    from georeason.model.convert import load_state_into
+
+    state, metadata = _read_safetensors(weights)
+    if "encoder_weights" in metadata:
+        encoder_state, _ = _read_safetensors(weights.parent / metadata["encoder_weights"])
+        state.update(encoder_state)
+    # Re-tie shared weights (e.g. tied input/output embeddings) that were stored once.
+    names_by_pointer: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict().items():
+        names_by_pointer.setdefault(tensor.data_ptr(), []).append(name)
+    for names in names_by_pointer.values():
+        present = [n for n in names if n in state]
+        for name in names:
+            if present and name not in state:
+                state[name] = state[present[0]]
+    load_state_into(model, state, f"{weights} (does not match the model in config.json)")
