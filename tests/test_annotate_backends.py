@@ -74,17 +74,20 @@ def test_resolve_local_model(tmp_path):
 def test_transformers_backend_drives_both_steps_with_a_fake_generator(tmp_path):
     seen: list[list[dict]] = []
 
-    def fake_generate(messages):
+    def fake_generate(messages, reply_prefix):
+        # Returns what follows the reply prefix of each step (prompts.toml), as a local model would.
         seen.append(messages)
         text = messages[1]["content"]
         if '"questions"' in text:
-            if len(messages) == 2:  # first try: a numbered list instead of JSON
-                return "1. Where is it?\n2. What is it?"
-            return json.dumps({"questions": [f"Question number {w} about water storage?" for w in
-                                             ("one", "two", "three", "four", "five", "six")]})
+            assert reply_prefix == '{"questions": ["'
+            if len(messages) == 2:  # first try: the model breaks the JSON
+                return "Where is it?\n2. What is it?"
+            return '", "'.join(f"Question number {w} about water storage?" for w in
+                               ("one", "two", "three", "four", "five", "six")) + '"]}'
         if '"answers"' in text:
-            return json.dumps({"answers": ["Alpha answer text.", "Bravo answer words.", "Charlie reply here."]})
-        return 'Sure: {"question": "Where would a town store drinking water?", "answer": "The dark basin."}'
+            return 'Alpha answer text.", "Bravo answer words.", "Charlie reply here."]}'
+        assert reply_prefix == '{"question": "'
+        return 'Where would a town store drinking water?", "answer": "The dark basin."} I hope this helps.'
 
     image = tmp_path / "scene.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
@@ -100,11 +103,11 @@ def test_transformers_backend_drives_both_steps_with_a_fake_generator(tmp_path):
     assert record["answer"] == ["The dark basin.", "Alpha answer text.", "Bravo answer words."]
     assert (record["vision"], record["backend"], record["model"]) == (False, "transformers", "fake")
     assert len(seen) == 4 and summary.malformed_replies == {"not json": 1}
-    # The repair turn shows the model its own reply.
-    assert seen[2][2] == {"role": "assistant", "content": "1. Where is it?\n2. What is it?"}
+    # The repair turn shows the model its own reply, prefix included.
+    assert seen[2][2] == {"role": "assistant", "content": '{"questions": ["Where is it?\n2. What is it?'}
     assert "The image is 8 x 8 pixels" in seen[0][1]["content"]
     # Greedy decoding: the payload has the token budget, not the temperature.
-    payload = backend.payload(seen[0], 0.7)
+    payload = backend.payload(seen[0], 0.7, "{")
     assert "temperature" not in payload and (payload["max_new_tokens"], payload["reply_prefix"]) == (512, "{")
     with pytest.raises(GeoreasonError, match="text only"):
         backend.payload([{"role": "user", "content": [{"type": "text", "text": "x"}]}], 0.7)
@@ -141,9 +144,9 @@ def test_transformers_backend_loads_and_runs_a_tiny_local_model(tmp_path):
     backend = TransformersBackend(str(folder), max_new_tokens=6)
     assert backend.model == "tiny"
     messages = [{"role": "system", "content": "where"}, {"role": "user", "content": "lake ?"}]
-    first = backend.generate(messages)
-    assert first == backend.generate(messages)  # greedy: deterministic
-    assert first.startswith("{")  # the reply is opened as JSON
+    first = backend.generate(messages, "{")
+    assert first == backend.generate(messages, "{")  # greedy: deterministic
+    assert first.startswith("{")  # the reply starts with the prefix
     assert set(first[1:].split()) <= set(words) and len(first[1:].split()) <= 6
 
 

@@ -190,7 +190,9 @@ def test_annotate_end_to_end_with_retries_repairs_and_a_failure(tmp_path, monkey
     # Requests: 4 good images x 3 steps, + 1 repair each for harbor, lake, stadium, + 2 transport retries for
     # airport, + 3 attempts for forest (max-retries 2) that all name the category.
     assert len(llm.log) == 4 * 3 + 3 + 2 + 3
+    assert all(set(r["payload"]) == {"model", "messages", "temperature"} for r in llm.log)
     assert all(r["payload"]["model"] == "test-model" for r in llm.log)
+    assert {r["payload"]["temperature"] for r in llm.log} == {0.7, 0.9}  # prompts.toml: step 1, step 2
     airport = [r for r in llm.log if r["category"] == "airport" and r["step"] == "step1"]
     assert [r["status"] for r in airport] == [429, 500, 200]
     assert airport[1]["time"] - airport[0]["time"] >= 0.9  # Retry-After: 1 was honoured

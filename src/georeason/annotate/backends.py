@@ -92,7 +92,8 @@ class OpenAIBackend:
             headers=headers, timeout=policy.timeout,
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
 
-    def payload(self, messages: Messages, temperature: float) -> dict[str, Any]:
+    def payload(self, messages: Messages, temperature: float, reply_prefix: str = "") -> dict[str, Any]:
+        # Chat-completions has no standard way to start the assistant's reply: reply_prefix is not sent.
         return {"model": self.model, "messages": messages, "temperature": temperature}
 
     async def complete(self, payload: dict[str, Any]) -> str:
@@ -169,49 +170,49 @@ def resolve_local_model(model: str | None) -> tuple[Path, str | None]:
 class TransformersBackend:
     """A local causal LM, greedy decoding: text only, one request at a time (the cache still applies).
 
-    The assistant turn is started with `reply_prefix` ("{" by default) and the reply includes it: small models
-    answer in prose unless their reply is already opened as JSON. `generate_fn` replaces the model (tests); it
-    receives the messages and returns the whole reply.
+    The assistant turn is started with the step's `reply_prefix` (prompts.toml, e.g. '{"question": "') and the
+    reply includes it: small models answer in prose, or in JSON of their own design, unless their reply is
+    already opened the right way. `generate_fn(messages, reply_prefix)` replaces the model (tests) and returns
+    the continuation.
     """
 
     name = "transformers"
     supports_vision = False
 
-    def __init__(self, model: str | None, max_new_tokens: int = 512, reply_prefix: str = "{",
-                 generate_fn: Callable[[Messages], str] | None = None):
+    def __init__(self, model: str | None, max_new_tokens: int = 512,
+                 generate_fn: Callable[[Messages, str], str] | None = None):
         self.folder, self.gguf_file = resolve_local_model(model) if generate_fn is None else (Path("."), None)
         self.model = self.gguf_file or (self.folder.name if generate_fn is None else "fake")
         self.max_new_tokens = max_new_tokens
-        self.reply_prefix = reply_prefix
         self._generate_fn = generate_fn
         self._lock = asyncio.Lock()
         self._loaded: tuple[Any, Any] | None = None
 
-    def payload(self, messages: Messages, temperature: float) -> dict[str, Any]:
+    def payload(self, messages: Messages, temperature: float, reply_prefix: str = "") -> dict[str, Any]:
         # Greedy decoding: the temperature is not part of the request, the token budget is.
         for message in messages:
             if not isinstance(message["content"], str):
                 raise GeoreasonError("--backend transformers is text only: use --no-vision")
         return {"backend": self.name, "model": self.model, "messages": messages,
-                "max_new_tokens": self.max_new_tokens, "reply_prefix": self.reply_prefix}
+                "max_new_tokens": self.max_new_tokens, "reply_prefix": reply_prefix}
 
     async def complete(self, payload: dict[str, Any]) -> str:
         async with self._lock:  # one model in memory, one generation at a time
-            return await asyncio.to_thread(self.generate, payload["messages"])
+            return await asyncio.to_thread(self.generate, payload["messages"], payload["reply_prefix"])
 
-    def generate(self, messages: Messages) -> str:
+    def generate(self, messages: Messages, reply_prefix: str = "") -> str:
+        """The reply to `messages`: `reply_prefix` followed by what the model writes after it."""
         if self._generate_fn is not None:
-            return self._generate_fn(messages)
+            return reply_prefix + self._generate_fn(messages, reply_prefix)
         import torch
 
         tokenizer, model = self._load()
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = tokenizer(prompt + self.reply_prefix, return_tensors="pt", add_special_tokens=False)
+        inputs = tokenizer(prompt + reply_prefix, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        return self.reply_prefix + tokenizer.decode(output[0, inputs["input_ids"].shape[1]:],
-                                                    skip_special_tokens=True)
+        return reply_prefix + tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def _load(self) -> tuple[Any, Any]:
         if self._loaded is None:

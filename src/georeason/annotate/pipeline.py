@@ -56,10 +56,13 @@ class Prompts:
     step1_vision: str
     step1_text: str
     step1_temperature: float
+    step1_prefix: str
     expand_questions: str
     expand_questions_temperature: float
+    expand_questions_prefix: str
     expand_answers: str
     expand_answers_temperature: float
+    expand_answers_prefix: str
     repair: str
     n_questions: int
     n_answers: int
@@ -91,8 +94,8 @@ def load_prompts(path: Path | None = None) -> Prompts:
     except tomllib.TOMLDecodeError as error:
         raise GeoreasonError(f"--template {source}: not valid TOML ({error})") from error
 
-    def get(table: str, key: str, kind: type) -> Any:
-        value = data.get(table, {}).get(key)
+    def get(table: str, key: str, kind: type, default: Any = None) -> Any:
+        value = data.get(table, {}).get(key, default)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -117,11 +120,13 @@ def load_prompts(path: Path | None = None) -> Prompts:
     prompts = Prompts(
         system=get("persona", "system", str),
         step1_vision=get("step1", "user_vision", str), step1_text=get("step1", "user_text", str),
-        step1_temperature=get("step1", "temperature", float),
+        step1_temperature=get("step1", "temperature", float), step1_prefix=get("step1", "reply_prefix", str, ""),
         expand_questions=get("expand_questions", "user", str),
         expand_questions_temperature=get("expand_questions", "temperature", float),
+        expand_questions_prefix=get("expand_questions", "reply_prefix", str, ""),
         expand_answers=get("expand_answers", "user", str),
         expand_answers_temperature=get("expand_answers", "temperature", float),
+        expand_answers_prefix=get("expand_answers", "reply_prefix", str, ""),
         repair=get("repair", "user", str),
         n_questions=get("output", "questions", int), n_answers=get("output", "answers", int),
         near_duplicate=get("validation", "near_duplicate", float),
@@ -227,19 +232,19 @@ class Annotator:
             content = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]
         sent = Counter()  # new replies this image paid for (the summary's counters are shared by all workers)
         question, answer = await self._ask(
-            "step 1", self.qa_backend, [self._system(), {"role": "user", "content": content}], p.step1_temperature,
-            lambda reply: parse_step1(reply, category, self.rules), sent)
+            "step 1", self.qa_backend, [self._system(), {"role": "user", "content": content}],
+            p.step1_temperature, p.step1_prefix, lambda reply: parse_step1(reply, category, self.rules), sent)
         questions = await self._ask(
             "question expansion", self.expand_backend,
             [self._system(), {"role": "user", "content": p.fill(p.expand_questions, question=question,
                                                                 count=p.n_questions, **common)}],
-            p.expand_questions_temperature,
+            p.expand_questions_temperature, p.expand_questions_prefix,
             lambda reply: parse_variations(reply, "questions", p.n_questions, question, category, self.rules), sent)
         answers = await self._ask(
             "answer expansion", self.expand_backend,
             [self._system(), {"role": "user", "content": p.fill(p.expand_answers, answer=answer,
                                                                 count=p.n_answers, **common)}],
-            p.expand_answers_temperature,
+            p.expand_answers_temperature, p.expand_answers_prefix,
             lambda reply: parse_variations(reply, "answers", p.n_answers, answer, None, self.rules), sent)
         return {"questions": questions, "answer": answers, "category": category, "vision": self.vision,
                 "backend": _backend_label(self.qa_backend, self.expand_backend),
@@ -250,14 +255,14 @@ class Annotator:
         return {"role": "system", "content": self.prompts.system}
 
     async def _ask(self, step: str, backend: Any, messages: list[dict[str, Any]], temperature: float,
-                   parse: Callable[[str], Any], sent: Counter) -> Any:
+                   reply_prefix: str, parse: Callable[[str], Any], sent: Counter) -> Any:
         from georeason.annotate.backends import BackendError
         from georeason.annotate.cache import payload_key
         from georeason.annotate.validate import MalformedReply
 
         conversation = messages
         for _ in range(self.max_retries + 1):
-            payload = backend.payload(conversation, temperature)
+            payload = backend.payload(conversation, temperature, reply_prefix)
             key = payload_key(payload)
             reply = self.cache.get(key)
             if reply is None:
