@@ -39,12 +39,13 @@ NATURAL = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.pn
 
 
 def median_seconds(function, runs: int = RUNS) -> float:
-    function()  # warm-up: first-call allocations and BLAS thread start-up are not the steady cost
+    """Median CPU seconds of this (single-threaded) process: robust to other jobs on a shared machine."""
+    function()  # warm-up: first-call allocations are not the steady cost
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start = time.process_time()
         function()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return statistics.median(times)
 
 
@@ -72,8 +73,8 @@ def timing_table() -> list[str]:
         Image.fromarray(np.stack([gray] * 3, axis=-1)).save(path)
         task = redundancy.ImageTask("bench", str(path), 32, 1024, None)
         t_image = median_seconds(lambda: redundancy.analyse_image(task))
-    lines = [f"Time per megapixel, 1024x1024 gray image, median of {RUNS} runs after a warm-up, one process with "
-             "one BLAS thread (as each worker of the command; it runs one worker per core):", "",
+    lines = [f"CPU time per megapixel, 1024x1024 gray image, median of {RUNS} runs after a warm-up, one process with "
+             "one BLAS thread (as each worker of the command, which runs one worker per core):", "",
              "| measure | s / MP |", "|---|---|",
              f"| R_e (Eq. 1, 256-bin histogram) | {t_entropy / megapixels:.4f} |",
              f"| R_s (Eq. 2-3, patch 32, N = {len(patches32)}) | {t_structural / megapixels:.4f} |",
@@ -81,7 +82,7 @@ def timing_table() -> list[str]:
     rows = ["R_s cost vs patch count on the same 1024x1024 image. Halving the patch side multiplies N by 4: the "
             "covariance matmul (N²·P = N·pixels multiply-adds) by 4, the elementwise rest of Eq. 2 (N² terms) "
             "by 16. Only the upper triangle of the symmetric M is computed.", "",
-            "| patch | N patches | seconds | x previous | N ratio | N² ratio |", "|---|---|---|---|---|---|"]
+            "| patch | N patches | CPU seconds | x previous | N ratio | N² ratio |", "|---|---|---|---|---|---|"]
     previous: tuple[int, float] | None = None
     for patch in (64, 32, 16, 8):
         count = (1024 // patch) ** 2
