@@ -338,6 +338,11 @@ class GeoReasoner:
             self._fingerprint = {**self.info(), "name": self.name, **digests}
         return self._fingerprint
 
+    def _answer_text(self, token_ids: list[int]) -> str:
+        """The decoded answer without control characters (NUL cannot be stored in GPKG or TIFF tags)."""
+        text = self.prompts.decode_answer(token_ids)
+        return "".join(char for char in text if char.isprintable() or char in "\n\t").strip()
+
     # -- whole-image inference --------------------------------------------------------------------
     def _pixels(self, rgbs: Sequence[np.ndarray]):
         import torch
@@ -369,7 +374,7 @@ class GeoReasoner:
             if item.valid is not None:
                 probability[~item.valid] = 0.0
             mask = probability > 0.5
-            text = self.prompts.decode_answer(out["answer_ids"][row]) if answer else None
+            text = self._answer_text(out["answer_ids"][row]) if answer else None
             seconds = {"load": item.seconds, "preprocess": (prepared - started) * share,
                        "model": (segmented - prepared) * share, "restore": time.perf_counter() - restore_started}
             seconds["total"] = sum(seconds.values())
@@ -435,7 +440,7 @@ class GeoReasoner:
                 out = self.model.segment(pixels, prompt, answer=answer,
                                          stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
             description = out["description_embedding"]
-            text = self.prompts.decode_answer(out["answer_ids"][0]) if answer else None
+            text = self._answer_text(out["answer_ids"][0]) if answer else None
             seconds["description"] = time.perf_counter() - step
 
             def predict_fn(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
