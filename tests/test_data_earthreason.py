@@ -90,6 +90,8 @@ def test_custom_category_pattern_and_transforms(tmp_path):
     sample = next(data[i] for i in range(3) if data.records[i].id == "P0003")
     assert sample["category"] == "p" and sample["target"].sum().item() == 0
     assert category_from_name("storage_tank_12") == "storage tank" and category_from_name("img12") is None
+    assert category_from_name("ground_track_field_4_2_rgb") == "ground track field"  # fMoW style
+    assert category_from_name("P0003") is None and category_from_name("lake_1_final") is None
 
 
 def test_missing_and_extra_files_are_named(tmp_path):

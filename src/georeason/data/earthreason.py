@@ -20,8 +20,9 @@ SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 # Category from the file stem: "<category words>_<number>", words joined by "_" ("running_track_0012"
-# -> "running track"). A "category" key in the QA file wins over the name. No match -> None.
-DEFAULT_CATEGORY_PATTERN = r"^(?P<category>[A-Za-z]+(?:_[A-Za-z]+)*)_\d+$"
+# -> "running track"), also fMoW-style "<category>_<n>_<n>[_rgb|_msrgb]" ("airport_12_3_rgb" -> "airport").
+# A "category" key in the QA file wins over the name. No match -> None.
+DEFAULT_CATEGORY_PATTERN = r"^(?P<category>[A-Za-z]+(?:_[A-Za-z]+)*)_\d+(?:_\d+)*(?:_(?:rgb|msrgb|ms))?$"
 
 
 def category_from_name(stem: str, pattern: str | None = DEFAULT_CATEGORY_PATTERN) -> str | None:
