@@ -332,7 +332,7 @@ def _qwen() -> SegEarthConfig:
         "rms_norm_eps": 1e-6,
         "rope_theta": 1000000.0,
         "max_position_embeddings": 32768,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": True,
     }
     return SegEarthConfig(preset="qwen2.5-0.5b", llm=LLMConfig(hf_config=hf, source="Qwen/Qwen2.5-0.5B"))
 
