@@ -208,7 +208,7 @@ def test_annotate_end_to_end_with_retries_repairs_and_a_failure(tmp_path, monkey
     assert (jpeg.format, jpeg.size) == ("JPEG", (40, 30))
 
     summary = json.loads((out / "annotate_summary.json").read_text())
-    assert summary["generated"] == 4 and summary["already_done"] == 0 and summary["selected"] == 5
+    assert (summary["done"], summary["generated"], summary["already_done"], summary["selected"]) == (4, 4, 0, 5)
     assert summary["retries"] == {"http 429": 1, "http 500": 1}
     assert summary["malformed_replies"] == {"names category": 4, "not json": 1, "wrong count": 1}
     assert list(summary["failed"]) == ["img_04"]

@@ -164,7 +164,7 @@ class Summary:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items()}
+        data = {"done": self.already_done + self.generated, **self.__dict__}
         data["retries"] = dict(sorted(self.retries.items()))
         data["malformed_replies"] = dict(sorted(self.malformed_replies.items()))
         data["failed"] = dict(sorted(self.failed.items()))
