@@ -299,7 +299,7 @@ def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]]
                      "max_pixels": reasoner.max_pixels},
         "processes": world,
         "counts": {"inputs": len(inputs), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
-                   "missing": counts.get("missing", 0)},
+                   "missing": counts.get("missing", 0), "results": len(results)},
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "inputs": inputs,
     }
