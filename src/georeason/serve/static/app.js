@@ -203,8 +203,8 @@ async function showResult(result) {
     ? "none found: the mask is empty"
     : `${(100 * result.target_pixels / total).toFixed(1)}% of the image (${result.target_pixels.toLocaleString()} px)`;
   const t = result.timings;
-  $("time-text").textContent = `${t.total.toFixed(2)} s (model ${t.inference.toFixed(2)} s, ` +
-    `waiting ${t.queue.toFixed(2)} s, files ${t.outputs.toFixed(2)} s)`;
+  $("time-text").textContent = `${t.total.toFixed(2)} s\nmodel ${t.inference.toFixed(2)} s · ` +
+    `queue ${t.queue.toFixed(2)} s · files ${t.outputs.toFixed(2)} s`;
   $("size-text").textContent = `${result.image.width} x ${result.image.height} px` +
     (result.georeferenced ? `, georeferenced (${result.crs})` : ", not georeferenced");
 
@@ -228,15 +228,20 @@ async function showResult(result) {
   $("result").dataset.ready = "1";
 }
 
-// Show the image as large as the panel allows (small images are enlarged), keeping its aspect ratio;
-// the mask canvas covers the image exactly because it fills the same box.
+// Show the image as large as the panel allows (small images are enlarged), keeping its aspect ratio,
+// with the details beside it on a wide panel and below it on a narrow one. The mask canvas fills the
+// same box as the image, so the two always line up.
+const DETAILS_WIDTH = 280;
+
 function fitStage() {
   const image = $("base");
   if (!image.naturalWidth || $("result").hidden) return;
   const panel = document.querySelector(".result-panel");
   const style = getComputedStyle(panel);
-  const width = panel.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  const height = Math.max(240, window.innerHeight * 0.6);
+  const inner = panel.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const beside = inner >= 720;
+  const width = beside ? inner - DETAILS_WIDTH - 24 : inner;
+  const height = Math.max(240, window.innerHeight - (beside ? 190 : 320));
   const scale = Math.min(width / image.naturalWidth, height / image.naturalHeight);
   image.style.width = `${Math.floor(image.naturalWidth * scale)}px`;
   image.style.height = `${Math.floor(image.naturalHeight * scale)}px`;
