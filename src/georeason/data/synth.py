@@ -32,7 +32,9 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 JPEG_QUALITY = 92
 # Categories drawn as a feature across the scene rather than a placed object.
 LINEAR = ("river", "bridge")
-MULTI_INSTANCE = {"swimming pool": (1, 4)}
+# How many separate instances a category gets (low, high exclusive); the target is their union.
+MULTI_INSTANCE = {"swimming pool": (1, 4), "lake": (1, 3), "forest": (1, 3), "bare land": (1, 3),
+                  "parking lot": (1, 3), "soccer field": (1, 3)}
 
 
 @dataclass(frozen=True)
