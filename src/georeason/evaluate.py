@@ -186,6 +186,14 @@ def constant_predictor(kind: str) -> Predictor:
     return predict
 
 
+def _state():
+    """accelerate's process state; on a machine without a GPU, multi-process CPU (gloo) when launched so."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 # -- the evaluation ---------------------------------------------------------------------------------
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
@@ -291,9 +299,7 @@ def _write_outputs(batch, row, logits, save_masks, save_overlays, texts) -> None
 
 def gather_states(state: EvalState) -> EvalState:
     """Merge every process's counts (exact: integer sums, float sums of IoU)."""
-    from accelerate import PartialState
-
-    partial = PartialState()
+    partial = _state()
     if partial.num_processes == 1:
         return EvalState.merged([state.state_dict()])
     from accelerate.utils import gather_object
@@ -364,10 +370,8 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
 
     Runs this process's share and merges all processes' counts; every process gets the full report.
     """
-    from accelerate import PartialState
-
     started = time.perf_counter()
-    partial = PartialState()
+    partial = _state()
     question = None
     if baseline is None:
         from georeason.model import load_pretrained
@@ -442,16 +446,14 @@ def check_outputs(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from accelerate import PartialState
-
     check_outputs(args)
-    if args.device.startswith("cuda") and PartialState().num_processes > 1:
-        args.device = str(PartialState().device)
+    if args.device.startswith("cuda") and _state().num_processes > 1:
+        args.device = str(_state().device)
     report = evaluate(args.model, args.data, args.split, args.batch_size, args.all_questions, args.answers,
                       args.at_original_size, args.save_masks, args.save_overlays, args.device,
                       torch.bfloat16 if args.bf16 else None, question_index=args.question_index,
                       num_workers=args.num_workers, progress=sys.stderr.isatty())
-    if PartialState().is_main_process:
+    if _state().is_main_process:
         print(format_table(report))
         print(f"{report['data']['items']} items in {report['elapsed_s']:.1f} s")
         if args.report is not None:

@@ -152,9 +152,11 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     mixed = recipe.mixed_precision
     if mixed == "auto":
         mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accumulation = recipe.gradient_accumulation(PartialState().num_processes)
+    # cpu=True without a GPU: accelerate only sets up gloo multi-process CPU training when told so.
+    cpu = not torch.cuda.is_available()
+    accumulation = recipe.gradient_accumulation(PartialState(cpu=cpu).num_processes)
     # find_unused_parameters: ablations (learned queries, no D-Projector) leave some parameters unused.
-    accelerator = Accelerator(mixed_precision=mixed, gradient_accumulation_steps=accumulation,
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=accumulation,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     rank, world = accelerator.process_index, accelerator.num_processes
     prepare_output_dir(recipe, resume, overwrite, accelerator.is_main_process)
