@@ -113,5 +113,5 @@ def run_job(reasoner: Any, job: JobRequest) -> JobResult:
         queue_seconds=started - job.submitted,
         inference_seconds=predicted - started,
         outputs_seconds=finished - predicted,
-        model_seconds={str(k): float(v) for k, v in dict(getattr(prediction, "seconds", {}) or {}).items()},
+        model_seconds={str(k): round(float(v), 4) for k, v in dict(getattr(prediction, "seconds", {}) or {}).items()},
     )
