@@ -133,7 +133,7 @@ def check_compatible(folder: Path, info: dict[str, Any], recipe: dict[str, Any],
     """Refuse a checkpoint written by a different recipe or model configuration."""
     if info.get("recipe_fingerprint") != recipe_fingerprint:
         theirs = info.get("recipe", {})
-        ignored = {"output_dir", "save_every", "keep_last", "log_every", "num_workers"}
+        ignored = {"output_dir", "save_every", "keep_last", "log_every", "num_workers", "max_minutes"}
         changed = sorted(k for k in (set(theirs) | set(recipe)) - ignored if theirs.get(k) != recipe.get(k))
         detail = f" (different: {', '.join(changed)})" if changed else ""
         raise GeoreasonError(

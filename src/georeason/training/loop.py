@@ -219,9 +219,11 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
 
         bar = tqdm(total=recipe.max_steps, initial=start_step, desc="train", dynamic_ncols=True)
     device = accelerator.device
-    last_end = start_step if stop_after is None else min(stop_after, recipe.max_steps)
-    end_step = recipe.max_steps if stop_after is None else last_end
+    end_step = recipe.max_steps if stop_after is None else min(stop_after, recipe.max_steps)
 
+    loop_started = time.perf_counter()
+    stopped_by_time = False
+    done = start_step
     for step in range(start_step, end_step):
         started = time.perf_counter()
         totals: dict[str, float] = {}
@@ -256,14 +258,28 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
             bar.set_postfix(loss=f"{totals['loss']:.3f}", lr=f"{record['lr']:.2e}",
                             img_s=f"{record['samples_per_s']:.2f}")
             bar.update(1)
-        if done % recipe.save_every == 0 or done == recipe.max_steps:
+        over_time = recipe.max_minutes is not None and time.perf_counter() - loop_started > 60 * recipe.max_minutes
+        # Every process must agree to stop at the same step.
+        stopped_by_time = bool(accelerator.reduce(torch.tensor([float(over_time)], device=device), "max")[0]) \
+            if world > 1 else over_time
+        if done % recipe.save_every == 0 or done == recipe.max_steps or stopped_by_time:
             save_checkpoint(accelerator, model, optimizer, scheduler, recipe, recipe_dict, fingerprint,
                             model_config, done, world, data.stream.epoch_length)
+        if stopped_by_time:
+            break
     if bar is not None:
         bar.close()
     logger.close()
     final = out / "final"
-    if end_step == recipe.max_steps and accelerator.is_main_process:
+    if accelerator.is_main_process:
+        summary = {"steps_done": done, "max_steps": recipe.max_steps, "stopped_by_max_minutes": stopped_by_time,
+                   "train_seconds": time.perf_counter() - loop_started, "processes": world,
+                   "gradient_accumulation": accumulation}
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if stopped_by_time:
+            print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",
+                  file=sys.stderr)
+    if (done == recipe.max_steps or stopped_by_time) and accelerator.is_main_process:
         if lora_wrapper is not None:
             lora_wrapper.merge_and_unload()
             for parameter in unwrapped.parameters():

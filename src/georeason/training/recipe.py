@@ -66,6 +66,7 @@ class TrainRecipe:
     log_every: int = 10
     seed: int = 0
     num_workers: int = 0
+    max_minutes: float | None = None  # wall-clock budget: stop (checkpoint + final) when exceeded
     text_blind: bool = False  # baseline: every question replaced by `blind_question`
     blind_question: str = "Segment the target in this image."
 
@@ -120,7 +121,7 @@ class TrainRecipe:
     def trajectory_fingerprint(self) -> str:
         """sha256 of the fields that decide the training trajectory (not where or how often it saves)."""
         values = self.to_dict()
-        for name in ("output_dir", "save_every", "keep_last", "log_every", "num_workers"):
+        for name in ("output_dir", "save_every", "keep_last", "log_every", "num_workers", "max_minutes"):
             values.pop(name)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 

@@ -1,0 +1,226 @@
+"""Does the smol model learn geospatial pixel reasoning? Train on the synthetic benchmark, score the test split.
+
+Writes the "## Learning (synthetic benchmark)" section of bench/RESULTS.md. Runs `georeason synth` data,
+`georeason train` (smol preset, real SmolLM2 weights) and georeason.evaluate (the code of `georeason eval`),
+against predict-empty, predict-everything and a text-blind model; `--ablation` adds the Table 5 rows.
+
+Run: `python bench/bench_learning.py` (about 2 x --minutes of training plus evaluation on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION = "## Learning (synthetic benchmark)"
+
+ABLATIONS = {  # Table 5 rows: name -> model_config overrides of the smol preset
+    "SegEarth-R1 (description query, D-Projector, connector d=2)": {},
+    "learned queries (PSALM-style mask decoder)": {"mask_decoder.query": "learned"},
+    "no D-Projector": {"d_projector.enabled": False},
+    "connector depth 0 (no token compression)": {"connector.depth": 0},
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/georeason-bench-learning"))
+    parser.add_argument("--train-images", type=int, default=600)
+    parser.add_argument("--test-images", type=int, default=80)
+    parser.add_argument("--steps", type=int, default=150, help="optimizer steps per model (cosine schedule length)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per model")
+    parser.add_argument("--batch", type=int, default=4, help="global batch (per-device 2, accumulation batch/2)")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--parallel", action="store_true",
+                        help="train the model and its text-blind twin at the same time (1 core each)")
+    parser.add_argument("--ablation", action="store_true", help="run the Table 5 rows instead (shorter budget)")
+    parser.add_argument("--ablation-minutes", type=float, default=8.0)
+    parser.add_argument("--ablation-steps", type=int, default=40)
+    parser.add_argument("--eval-batch", type=int, default=4)
+    parser.add_argument("--no-results", action="store_true", help="do not touch bench/RESULTS.md")
+    return parser.parse_args()
+
+
+def make_data(args: argparse.Namespace) -> Path:
+    data = args.workdir / "synth"
+    if (data / "synth_meta.json").is_file():
+        counts = json.loads((data / "synth_meta.json").read_text())["counts"]
+        if counts["train"]["samples"] == args.train_images and counts["test"]["samples"] == args.test_images:
+            return data
+    command = [sys.executable, "-m", "georeason.cli", "synth", str(data), "--num-train", str(args.train_images),
+               "--num-val", "0", "--num-test", str(args.test_images), "--min-size", "256", "--max-size", "512",
+               "--seed", "0", "--workers", "2"]
+    subprocess.run(command, check=True)
+    return data
+
+
+def recipe(args: argparse.Namespace, data: Path, name: str, steps: int, minutes: float, **changes) -> Path:
+    values = {
+        "model": "smol", "data": str(data), "output_dir": str(args.workdir / "runs" / name), "max_steps": steps,
+        "max_minutes": minutes, "global_batch_size": args.batch, "per_device_batch_size": 2, "lr": args.lr,
+        "warmup_ratio": 0.05, "gradient_checkpointing": False, "mixed_precision": "no", "save_every": 25,
+        "keep_last": 1, "log_every": 5, "seed": 0,
+    }
+    values.update(changes)
+    path = args.workdir / f"recipe-{name}.json"
+    path.write_text(json.dumps(values, indent=1) + "\n")
+    return path
+
+
+def start_training(recipe_path: Path, threads: int) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+    log = open(recipe_path.with_suffix(".log"), "w")
+    return subprocess.Popen([sys.executable, "-m", "georeason.cli", "train", str(recipe_path), "--overwrite",
+                             "--no-progress"], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def train_all(jobs: list[Path], parallel: bool) -> None:
+    if parallel:
+        processes = [start_training(job, 1) for job in jobs]
+        codes = [p.wait() for p in processes]
+    else:
+        codes = [start_training(job, 2).wait() for job in jobs]
+    for job, code in zip(jobs, codes):
+        if code != 0:
+            raise SystemExit(f"training {job} failed (exit {code}); see {job.with_suffix('.log')}")
+
+
+def summary(output_dir: Path) -> dict:
+    return json.loads((output_dir / "train_summary.json").read_text())
+
+
+def evaluate_row(name: str, data: Path, args: argparse.Namespace, model_dir: Path | None = None,
+                 baseline: str | None = None) -> dict:
+    import torch
+
+    from georeason.evaluate import evaluate
+
+    torch.set_num_threads(2)
+    report = evaluate(model_dir, data, "test", batch_size=args.eval_batch, baseline=baseline,
+                      image_size=None if model_dir else 512)
+    tag = name.split(" ")[0].lower().replace("(", "").replace(")", "")
+    (args.workdir / f"report-{tag}-{int(time.time())}.json").write_text(json.dumps(report, indent=1))
+    flags = report["flags"]
+    row = {"name": name, "all": report["metrics"], "empty_accuracy": report["empty_target_accuracy"],
+           "phrasing": flags.get("heldout_phrasing", {}).get("true"),
+           "category": flags.get("heldout_category", {}).get("true"),
+           "model_fingerprint": report["model"]["fingerprint"],
+           "eval_seconds": report["elapsed_s"]}
+    if model_dir is not None:
+        run = summary(model_dir.parent)
+        row["train"] = f"{run['steps_done']}/{run['max_steps']} steps, {run['train_seconds'] / 60:.1f} min" + \
+            (" (time limit)" if run["stopped_by_max_minutes"] else "")
+        lines = [json.loads(x) for x in (model_dir.parent / "metrics.jsonl").read_text().splitlines()]
+        row["loss"] = f"{lines[0]['loss']:.2f} -> {lines[-1]['loss']:.2f}"
+    print(f"{name}: gIoU {pct(row['all']['gIoU'])} cIoU {pct(row['all']['cIoU'])}", flush=True)
+    return row
+
+
+def pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| model | training | gIoU | cIoU | P@0.5 | held-out phrasing gIoU / cIoU (n) | "
+             "held-out category gIoU / cIoU (n) | empty-target acc. |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        sub = []
+        for key in ("phrasing", "category"):
+            m = row[key]
+            sub.append("-" if m is None else f"{pct(m['gIoU'])} / {pct(m['cIoU'])} ({m['n']})")
+        m = row["all"]
+        lines.append(f"| {row['name']} | {row.get('train', '-')} | {pct(m['gIoU'])} | {pct(m['cIoU'])} | "
+                     f"{pct(m['P@0.5'])} | {sub[0]} | {sub[1]} | {pct(row['empty_accuracy'])} |")
+    return lines
+
+
+def write_section(lines: list[str], subsection: str) -> None:
+    """Replace this script's section (main or ablation part) of bench/RESULTS.md, keeping the other part."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        text = text.rstrip() + "\n\n" + SECTION + "\n\n"
+        start = text.find(SECTION + "\n")
+    end = text.find("\n## ", start + len(SECTION))
+    body = text[start + len(SECTION) + 1: end if end >= 0 else len(text)]
+    parts = {"main": "", "ablation": ""}
+    marker = "\n### Ablation"
+    if marker in body:
+        parts["main"], parts["ablation"] = body.split(marker, 1)
+        parts["ablation"] = "### Ablation" + parts["ablation"]
+    else:
+        parts["main"] = body
+    parts[subsection] = "\n".join(lines).strip() + "\n"
+    new_body = "\n" + parts["main"].strip() + "\n" + ("\n" + parts["ablation"].strip() + "\n" if parts["ablation"].strip() else "")
+    text = text[:start] + SECTION + "\n" + new_body + (text[end:] if end >= 0 else "")
+    RESULTS.write_text(text)
+
+
+def environment_line(args: argparse.Namespace) -> str:
+    load = os.getloadavg()[0]
+    return (f"`python bench/bench_learning.py {' '.join(sys.argv[1:])}` on {os.cpu_count()} cores "
+            f"(1-min load average {load:.1f} at the end: other jobs shared the machine), {time.strftime('%Y-%m-%d')}.")
+
+
+def main() -> None:
+    args = parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    data = make_data(args)
+    meta = json.loads((data / "synth_meta.json").read_text())["counts"]
+    if args.ablation:
+        jobs = {name: recipe(args, data, f"ablation-{k}", args.ablation_steps, args.ablation_minutes,
+                             model_config=overrides) for k, (name, overrides) in enumerate(ABLATIONS.items())}
+        train_all(list(jobs.values()), parallel=False)
+        rows = [evaluate_row(name, data, args, args.workdir / "runs" / f"ablation-{k}" / "final")
+                for k, name in enumerate(jobs)]
+        lines = ["### Ablation (paper Table 5 rows, shorter budget)", "",
+                 f"Each row: smol preset, {args.ablation_steps} steps or {args.ablation_minutes:g} minutes, whichever "
+                 f"comes first, global batch {args.batch}, lr {args.lr:g}; test split of the same benchmark.", ""]
+        lines += table(rows)
+        subsection = "ablation"
+    else:
+        main_recipe = recipe(args, data, "main", args.steps, args.minutes)
+        blind_recipe = recipe(args, data, "text-blind", args.steps, args.minutes, text_blind=True)
+        train_all([main_recipe, blind_recipe], args.parallel)
+        rows = [evaluate_row("SegEarth-R1 smol", data, args, args.workdir / "runs" / "main" / "final"),
+                evaluate_row("text-blind (constant question)", data, args,
+                             args.workdir / "runs" / "text-blind" / "final"),
+                evaluate_row("predict empty", data, args, baseline="empty"),
+                evaluate_row("predict everything", data, args, baseline="everything")]
+        lines = [environment_line(args), "",
+                 f"Data: `georeason synth` seed 0, {meta['train']['samples']} train images "
+                 f"({meta['train']['empty']} empty targets, held-out categories absent), "
+                 f"{meta['test']['samples']} test images ({meta['test']['heldout_phrasing']} with held-out "
+                 f"phrasings, {meta['test']['heldout_category']} of held-out categories, {meta['test']['empty']} "
+                 "empty), sides 256-512 px.",
+                 f"Training: smol preset (SmolLM2-135M from the GGUF + small Swin, 512 px input, everything "
+                 f"trainable), AdamW lr {args.lr:g}, 5% warmup + cosine over {args.steps} steps, global batch "
+                 f"{args.batch} (2 per step x accumulation), fp32, budget {args.minutes:g} min per model"
+                 + (" (both models trained at the same time, 1 core each)" if args.parallel else "") + ".",
+                 "Scores: released protocol (padded 512 x 512), question 0 of each test image, percent.", ""]
+        lines += table(rows)
+        for row in rows:
+            if "loss" in row:
+                lines.append(f"- {row['name']}: training loss {row['loss']} (first -> last logged step); "
+                             f"evaluation {row['eval_seconds']:.0f} s.")
+        lines.append(f"- Reproduce a row: `georeason eval --model {args.workdir}/runs/main/final --data {data} "
+                     "--split test` (the bench calls the same georeason.evaluate.evaluate).")
+        lines.append(f"- Total bench time {(time.time() - started) / 60:.0f} min.")
+        subsection = "main"
+    print("\n".join(lines))
+    if not args.no_results:
+        write_section(lines, subsection)
+        print(f"wrote the '{SECTION}' section of {RESULTS}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
