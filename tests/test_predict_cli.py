@@ -69,7 +69,7 @@ def test_whole_mode_writes_every_output_and_the_summary(tiny_model_dir, tmp_path
     assert isinstance(field_entry["answer"], str) and field_entry["raster"]["crs"] == CRS
     assert field_entry["raster"]["transform"] == list(TRANSFORM)[:6] and field_entry["raster"]["nodata"] == 0
     assert field_entry["outputs"]["mask_geotiff"] == str(out / "field.mask.tif")
-    assert {"load", "preprocess", "model", "restore", "outputs", "total"} <= set(field_entry["seconds"])
+    assert {"load", "preprocess", "mask", "answer", "restore", "outputs", "total"} <= set(field_entry["seconds"])
     assert photo_entry["raster"] is None and "mask_geotiff" not in photo_entry["outputs"]
     assert photo_entry["vectors"]["georeferenced"] is False and summary["seconds"]["total"] > 0
     assert leftovers(out) == []

@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import sys
 import time
 from collections import Counter
@@ -291,7 +292,7 @@ def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]]
     summary = {
         "georeason_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "georeason predict " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["predict"] else sys.argv[1:]),
+        "command": shlex.join(sys.argv) if "predict" in sys.argv else None,
         "model": reasoner.fingerprint(),
         "settings": {"mode": args.mode or "whole", "tile_size": args.tile_size, "overlap": args.overlap,
                      "bands": args.bands, "answer": not args.no_answer, "vector_format": args.vector_format,
@@ -341,7 +342,10 @@ def run(args: argparse.Namespace) -> int:
     rank, world, local = distributed()
     device = args.device
     if world > 1 and device in ("cuda", "auto"):
-        device = f"cuda:{local}" if device == "cuda" else device
+        import torch
+
+        if device == "cuda" or torch.cuda.is_available():
+            device = f"cuda:{local}"  # one GPU per process; a missing GPU is still reported by the reasoner
     reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
                                            max_pixels=args.max_pixels or WHOLE_MAX_PIXELS)
     for job in jobs:  # refuse bad questions before writing anything

@@ -343,6 +343,22 @@ class GeoReasoner:
         text = self.prompts.decode_answer(token_ids)
         return "".join(char for char in text if char.isprintable() or char in "\n\t").strip()
 
+    def _segment(self, pixels, prompt, answer: bool) -> tuple[dict[str, Any], float]:
+        """model.segment, plus the time the mask was ready (the answer is generated after it)."""
+        import torch
+
+        marks: list[float] = []
+        # The mask decoder is the last step of the mask; a forward hook times it without touching the model.
+        hook = self.model.mask_decoder.register_forward_hook(lambda *_: marks.append(time.perf_counter()))
+        try:
+            with torch.inference_mode():
+                out = self.model.segment(pixels, prompt, answer=answer,
+                                         stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
+        finally:
+            hook.remove()
+        done = time.perf_counter()
+        return out, marks[-1] if marks else done
+
     # -- whole-image inference --------------------------------------------------------------------
     def _pixels(self, rgbs: Sequence[np.ndarray]):
         import torch
@@ -361,9 +377,7 @@ class GeoReasoner:
         pixels, geometries = self._pixels([item.rgb for item in loaded])
         prompt = self.prompts.batch(list(questions), for_generation=True).to(self.device)
         prepared = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.segment(pixels, prompt, answer=answer,
-                                     stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
+        out, mask_done = self._segment(pixels, prompt, answer)
         logits = out["logits"].float().cpu().numpy()
         segmented = time.perf_counter()
         share = 1.0 / len(loaded)  # the batch's model time, split evenly
@@ -376,7 +390,8 @@ class GeoReasoner:
             mask = probability > 0.5
             text = self._answer_text(out["answer_ids"][row]) if answer else None
             seconds = {"load": item.seconds, "preprocess": (prepared - started) * share,
-                       "model": (segmented - prepared) * share, "restore": time.perf_counter() - restore_started}
+                       "mask": (mask_done - prepared) * share, "answer": (segmented - mask_done) * share,
+                       "restore": time.perf_counter() - restore_started}
             seconds["total"] = sum(seconds.values())
             predictions.append(Prediction(mask, probability, not mask.any(), text, questions[row], seconds,
                                           item.rgb, item.raster, item.source, item.valid, self.name))
@@ -436,12 +451,11 @@ class GeoReasoner:
             step = time.perf_counter()
             pixels, _ = self._pixels([preview])
             prompt = self.prompts.batch([question], for_generation=True).to(self.device)
-            with torch.inference_mode():
-                out = self.model.segment(pixels, prompt, answer=answer,
-                                         stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
+            out, mask_done = self._segment(pixels, prompt, answer)
             description = out["description_embedding"]
             text = self._answer_text(out["answer_ids"][0]) if answer else None
-            seconds["description"] = time.perf_counter() - step
+            seconds["description"] = mask_done - step
+            seconds["answer"] = time.perf_counter() - mask_done
 
             def predict_fn(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
                 tile_pixels, (geometry,) = self._pixels([rgb])
