@@ -59,7 +59,8 @@ def test_predict_png_round_trips_every_download(client):
     mask = _decode_png(base64.b64decode(body["mask_png_base64"]))
     assert mask.shape == (32, 48) and set(np.unique(mask)) <= {0, 255}
     assert body["target_pixels"] == int((mask == 255).sum()) and body["empty"] == (body["target_pixels"] == 0)
-    assert body["timings"]["total"] >= body["timings"]["inference"] > 0 and "model" in body["timings"]["model"]
+    assert body["timings"]["total"] >= body["timings"]["inference"] > 0
+    assert body["timings"]["model"] and all(v >= 0 for v in body["timings"]["model"].values())
     assert any("pixel coordinates" in warning for warning in body["warnings"])
     downloads = body["downloads"]
     assert downloads["vectors_geojson"] is None and downloads["vectors_gpkg"].endswith("/vectors.gpkg")
@@ -101,6 +102,33 @@ def test_predict_geotiff_gives_wgs84_geojson(client, tmp_path):
     assert pyogrio.read_info(tmp_path / "v.gpkg")["crs"] == "EPSG:4326"
     with rasterio.MemoryFile(client.get(body["downloads"]["mask_tif"]).content) as memory, memory.open() as tif:
         assert tif.crs.to_epsg() == 4326 and tif.bounds == bounds
+
+
+def test_bands_choose_what_the_model_sees(client):
+    data = (SAMPLES / "rmnp-west.tif").read_bytes()
+    swapped = client.post("/v1/predict", files={"image": ("s.tif", data)},
+                          data={"question": "lake?", "bands": "3,2,1", "vectors": "false"}).json()
+    image = _decode_png(client.get(swapped["downloads"]["image_png"]).content)
+    with rasterio.MemoryFile(data) as memory, memory.open() as source:
+        red, blue = source.read(1), source.read(3)
+        valid = np.all(source.read_masks() != 0, axis=0)  # nodata pixels are shown black
+    assert np.array_equal(image[..., 0][valid], blue[valid]) and np.array_equal(image[..., 2][valid], red[valid])
+    missing = client.post("/v1/predict", files={"image": ("s.tif", data)}, data={"question": "q", "bands": "7"})
+    assert missing.status_code == 422 and "band 7 does not exist" in missing.json()["detail"]
+    assert "/tmp" not in missing.json()["detail"] and "uploaded image" in missing.json()["detail"]
+    bad = client.post("/v1/predict", files={"image": ("s.tif", data)}, data={"question": "q", "bands": "1,2"})
+    assert bad.status_code == 422 and "bands: expected 1 or 3" in bad.json()["detail"]
+
+
+def test_jpeg_with_exif_rotation_gives_mask_in_display_orientation(client):
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(np.full((30, 50, 3), 120, np.uint8)).save(buffer, format="JPEG", exif=exif)
+    body = client.post("/v1/predict", files={"image": ("p.jpg", buffer.getvalue())},
+                       data={"question": "q", "answer": "0"}).json()
+    assert body["image"] == {"width": 30, "height": 50}
+    assert _decode_png(base64.b64decode(body["mask_png_base64"])).shape == (50, 30)
 
 
 def test_vectors_false_writes_no_vectors(client):
@@ -151,7 +179,7 @@ def test_page_is_offline_and_served_with_csp(client):
 def test_openapi_documents_every_field(client):
     schema = client.get("/openapi.json").json()
     form = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert set(form["properties"]) == {"image", "question", "answer", "vectors"}
+    assert set(form["properties"]) == {"image", "question", "answer", "vectors", "bands"}
     assert all(prop.get("description") for prop in form["properties"].values())
     responses = schema["paths"]["/v1/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(responses)

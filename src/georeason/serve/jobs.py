@@ -27,6 +27,7 @@ class JobRequest:
     vectors: bool
     result_folder: Path
     preview_max_side: int
+    bands: list[int] | None = None
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -72,7 +73,7 @@ def _georeferencing(prediction: Any) -> tuple[bool, str | None]:
 def run_job(reasoner: Any, job: JobRequest) -> JobResult:
     """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors."""
     started = time.perf_counter()
-    prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer)
+    prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
     predicted = time.perf_counter()
     # The files record their source; the server's temporary path means nothing to the client.
     prediction.source = f"upload{job.image_path.suffix}"

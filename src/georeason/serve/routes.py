@@ -52,6 +52,9 @@ _FORM_SCHEMA = {
                 "vectors": {"type": "boolean", "default": True,
                             "description": "Also polygonise the mask (GeoPackage, and GeoJSON in EPSG:4326 for "
                                            "georeferenced input)."},
+                "bands": {"type": "string", "example": "3,2,1",
+                          "description": "Bands to show the model as R,G,B (1-based, e.g. 4,3,2 for a "
+                                         "multispectral GeoTIFF; one number = gray). Default: 1,2,3."},
             },
         }}},
     }
@@ -108,8 +111,22 @@ def _flag(fields: dict[str, str], name: str, default: bool) -> bool:
     raise UploadError(422, f"{name}: expected true or false, got {value[:20]!r}")
 
 
-def _check_form(upload: Upload, settings: ServeSettings) -> tuple[str, bool, bool, Path]:
-    """The question, the two flags and the image path (renamed by its sniffed type), or UploadError."""
+def _bands(fields: dict[str, str]) -> list[int] | None:
+    value = fields.get("bands", "").strip()
+    if not value:
+        return None
+    try:
+        bands = [int(part) for part in value.split(",")]
+    except ValueError:
+        bands = []
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise UploadError(422, f"bands: expected 1 or 3 comma-separated band numbers from 1, such as 3,2,1; "
+                               f"got {value[:20]!r}")
+    return bands
+
+
+def _check_form(upload: Upload, settings: ServeSettings) -> tuple[str, bool, bool, list[int] | None, Path]:
+    """The question, the two flags, the bands and the image path (renamed by its sniffed type), or UploadError."""
     question = upload.fields.get("question")
     if question is None:
         raise UploadError(422, "missing form field 'question': send the question about the image")
@@ -121,6 +138,7 @@ def _check_form(upload: Upload, settings: ServeSettings) -> tuple[str, bool, boo
                                f"{settings.max_question_chars} characters (--max-question-chars)")
     answer = _flag(upload.fields, "answer", True)
     vectors = _flag(upload.fields, "vectors", True)
+    bands = _bands(upload.fields)
     if upload.file_path is None:
         raise UploadError(422, "missing form field 'image': attach a PNG, JPEG or TIFF/GeoTIFF file")
     if upload.file_bytes == 0:
@@ -136,7 +154,7 @@ def _check_form(upload: Upload, settings: ServeSettings) -> tuple[str, bool, boo
                                f"{settings.max_pixels} pixels (--max-pixels; a decompression-bomb guard)")
     if width * height == 0:
         raise UploadError(422, "image: the image has no pixels")
-    return question, answer, vectors, path
+    return question, answer, vectors, bands, path
 
 
 def _job_in_worker(reasoner: Any, job: JobRequest, upload: Upload, store: ResultStore) -> JobResult:
@@ -228,14 +246,14 @@ def add_routes(app: FastAPI) -> None:
     @app.post("/v1/predict", response_model=PredictResponse, responses=_ERRORS, openapi_extra=_FORM_SCHEMA,
               summary="Segment what the question asks for, and answer it")
     async def predict(request: Request) -> Any:
-        """Multipart form: `image` (file), `question`, optional `answer` and `vectors` (true/false)."""
+        """Multipart form: `image` (file), `question`, optional `answer`, `vectors` (true/false) and `bands`."""
         started = time.perf_counter()
         upload = await read_form(request, settings.max_upload_bytes)
         owned_by_worker = False
         try:
-            question, answer, vectors, image_path = _check_form(upload, settings)
+            question, answer, vectors, bands, image_path = _check_form(upload, settings)
             result_id, folder = store.new_folder()
-            job = JobRequest(image_path, question, answer, vectors, folder, settings.preview_max_side)
+            job = JobRequest(image_path, question, answer, vectors, folder, settings.preview_max_side, bands)
             try:
                 future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store)
             except QueueFull as full:

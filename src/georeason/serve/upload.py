@@ -61,7 +61,7 @@ class Upload:
 
 
 def _megabytes(count: int) -> str:
-    return f"{count / 1e6:g} MB"
+    return f"{count / 1e6:.3g} MB"
 
 
 class _FormCollector:
@@ -153,7 +153,7 @@ async def read_form(
     request: Any,
     max_file_bytes: int,
     file_field: str = "image",
-    text_fields: tuple[str, ...] = ("question", "answer", "vectors"),
+    text_fields: tuple[str, ...] = ("question", "answer", "vectors", "bands"),
 ) -> Upload:
     """Stream a multipart/form-data request body into an Upload; raises UploadError (400/413/415/422)."""
     content_type = request.headers.get("content-type", "")
