@@ -139,7 +139,7 @@ def test_vectors_false_writes_no_vectors(client):
 
 
 def test_results_unknown_id_name_and_expiry(reasoner):
-    with TestClient(create_app(reasoner, ServeSettings(result_ttl=1))) as client:
+    with TestClient(create_app(reasoner, ServeSettings(result_ttl=2))) as client:
         body = client.post("/v1/predict", files={"image": ("a.png", png_bytes())}, data={"question": "q"}).json()
         url = body["downloads"]["mask_png"]
         assert client.get(url).status_code == 200
@@ -150,7 +150,7 @@ def test_results_unknown_id_name_and_expiry(reasoner):
         assert client.get("/v1/results/..%2F..%2Fetc/mask.png").status_code == 404
         import time
 
-        time.sleep(1.2)
+        time.sleep(2.2)
         assert client.get(url).status_code == 404
         assert client.get("/v1/health").json()["results_stored"] == 0
 

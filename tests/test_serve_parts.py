@@ -62,7 +62,7 @@ def test_worker_delivers_exceptions_and_keeps_running():
 
 
 def test_store_ids_files_expiry_and_eviction(tmp_path):
-    store = ResultStore(max_items=2, ttl_seconds=0.3)
+    store = ResultStore(max_items=2, ttl_seconds=1.0)
     assert stat.S_IMODE(os.stat(store.root).st_mode) == 0o700
     ids = []
     for index in range(3):
@@ -77,7 +77,7 @@ def test_store_ids_files_expiry_and_eviction(tmp_path):
     assert store.path(ids[2], "notes.txt") is None and store.path(ids[2], "mask.tif") is None
     assert store.path("../" + ids[2][3:], "mask.png") is None and store.path("x", "mask.png") is None
     assert len(set(ids)) == 3 and all(len(i) == 22 for i in ids)
-    time.sleep(0.35)
+    time.sleep(1.05)
     assert store.path(ids[2], "mask.png") is None and len(store) == 0
     store.close()
     assert not store.root.exists()
