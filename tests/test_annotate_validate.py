@@ -50,7 +50,8 @@ def test_parse_step1_accepts_a_good_reply_and_rejects_bad_ones():
     assert parse_step1(good, "harbor", RULES) == ("Where could boats shelter from a storm?", "The basin on the left.")
     cases = [("no json here", "not json"), ('{"question": "x"}', "wrong shape"),
              ('{"question": "", "answer": "a"}', "wrong shape"),
-             ('{"question": "Where is the harbor?", "answer": "a"}', "names category")]
+             ('{"question": "Where is the harbor?", "answer": "a"}', "names category"),
+             ('{"question": "<the question>", "answer": "<the answer>"}', "wrong shape")]
     for reply, kind in cases:
         with pytest.raises(MalformedReply) as problem:
             parse_step1(reply, "harbor", RULES)

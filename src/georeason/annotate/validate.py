@@ -126,6 +126,9 @@ def extract_json(reply: str) -> Any:
 def _text_field(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise MalformedReply(f"field {name!r} is not a non-empty string", "wrong shape")
+    if re.fullmatch(r"<[^<>]*>|\.\.\.", value.strip()):
+        # Small models copy the example of the prompt ("<version 1>") instead of writing text.
+        raise MalformedReply(f"field {name!r} is the placeholder {value.strip()!r}, not text", "wrong shape")
     return " ".join(value.split())
 
 
