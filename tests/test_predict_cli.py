@@ -92,21 +92,21 @@ def test_questions_file_unique_names_geojson_and_no_answer(tiny_model_dir, tmp_p
 
 
 def test_large_scene_needs_tile_and_tile_mode_streams_it(tiny_model_dir, tmp_path, capsys):
-    scene = write_geotiff(tmp_path / "scene.tif", _scene(300, 260), tiled=True)
+    scene = write_geotiff(tmp_path / "scene.tif", _scene(200, 230), tiled=True)
     whole = tmp_path / "whole"
     assert _predict("--model", tiny_model_dir, scene, "--question", QUESTION, "--out", whole,
-                    "--max-pixels", 50_000) == 2
-    assert "scene.tif: the scene is 260 x 300 px (0.1 Mpx), above the limit of 0.1 Mpx for whole-image mode; use " \
+                    "--max-pixels", 40_000) == 2
+    assert "scene.tif: the scene is 230 x 200 px (0.0 Mpx), above the limit of 0.0 Mpx for whole-image mode; use " \
            "--tile" in capsys.readouterr().err
     assert _outputs(whole) == ["summary.json"]
     failed = json.loads((whole / "summary.json").read_text())["inputs"][0]
     assert failed["status"] == "failed" and "use --tile" in failed["error"]
 
     tiled = tmp_path / "tiled"
-    assert _predict("--model", tiny_model_dir, scene, "--question", QUESTION, "--out", tiled, "--max-pixels", 50_000,
+    assert _predict("--model", tiny_model_dir, scene, "--question", QUESTION, "--out", tiled, "--max-pixels", 40_000,
                     "--tile", "--tile-size", 128, "--overlap", 16, "--min-area", 200) == 0
     entry = json.loads((tiled / "summary.json").read_text())["inputs"][0]
-    assert entry["mode"] == "tile" and entry["tiles"] == 9 and set(entry["seconds"]) >= {"description", "tiles"}
+    assert entry["mode"] == "tile" and entry["tiles"] == 4 and set(entry["seconds"]) >= {"description", "tiles"}
     with rasterio.open(tiled / "scene.mask.tif") as mask_tif:
         values = mask_tif.read(1)
         assert mask_tif.transform == TRANSFORM and mask_tif.profile["tiled"]
