@@ -49,33 +49,56 @@ def test_oversized_upload_is_413(reasoner, private_tmp):
     assert _uploads(private_tmp) == []
 
 
+HEAD = (b"--XyZ\r\nContent-Disposition: form-data; name=\"question\"\r\n\r\nq\r\n"
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n\x1a\n")
+
+
+def _asgi_post(app, receive) -> tuple[int, bytes]:
+    """POST /v1/predict straight through the ASGI interface, with a chunked body from `receive`."""
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "http_version": "1.1", "method": "POST", "path": "/v1/predict",
+             "raw_path": b"/v1/predict", "root_path": "", "scheme": "http", "query_string": b"",
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234),
+             "headers": [(b"content-type", b"multipart/form-data; boundary=XyZ"), (b"host", b"x")]}
+    asyncio.run(app(scope, receive, send))
+    app.state.worker.close()
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
 def test_upload_limit_is_enforced_while_streaming(reasoner, private_tmp):
     """A chunked body without Content-Length is refused after ~limit bytes; the rest is never read."""
-    app = create_app(reasoner, ServeSettings(max_upload_mb=0.1))
-    boundary = b"XyZ"
-    head = (b"--XyZ\r\nContent-Disposition: form-data; name=\"question\"\r\n\r\nq\r\n"
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n\x1a\n")
-    chunks = [head] + [b"\0" * 65536] * 200  # 13 MB offered
+    chunks = [HEAD] + [b"\0" * 65536] * 200  # 13 MB offered
     consumed = 0
-    sent: list[dict] = []
 
     async def receive():
         nonlocal consumed
         consumed += 1
         return {"type": "http.request", "body": chunks[consumed - 1], "more_body": consumed < len(chunks)}
 
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "http_version": "1.1", "method": "POST", "path": "/v1/predict", "raw_path": b"/v1/predict",
-             "root_path": "", "scheme": "http", "query_string": b"", "server": ("127.0.0.1", 80),
-             "client": ("127.0.0.1", 1234),
-             "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary), (b"host", b"x")]}
-    asyncio.run(app(scope, receive, send))
-    assert sent[0]["status"] == 413
-    assert b"larger than the server limit of 0.1 MB" in b"".join(m.get("body", b"") for m in sent[1:])
+    status, body = _asgi_post(create_app(reasoner, ServeSettings(max_upload_mb=0.1)), receive)
+    assert status == 413 and b"larger than the server limit of 0.1 MB" in body
     assert consumed <= 4  # 0.1 MB + 64 kB of overhead = 3 chunks of 64 kB, then stop
-    app.state.worker.close()
+    assert _uploads(private_tmp) == []
+
+
+def test_a_stalled_upload_times_out_with_408(reasoner, private_tmp):
+    calls = 0
+
+    async def receive():
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": HEAD, "more_body": True}
+        await asyncio.sleep(3600)  # the client stops sending
+
+    started = time.monotonic()
+    status, body = _asgi_post(create_app(reasoner, ServeSettings(upload_timeout=0.3)), receive)
+    assert status == 408 and b"did not arrive within 0.3 s (--upload-timeout)" in body
+    assert time.monotonic() - started < 10
     assert _uploads(private_tmp) == []
 
 

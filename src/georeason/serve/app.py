@@ -59,6 +59,7 @@ class ServeSettings:
     result_ttl: int = 900
     max_results: int = 64
     preview_max_side: int = 2048
+    upload_timeout: float = 120.0
     device: str = "cpu"
     dtype: str = "float32"
 
@@ -76,6 +77,8 @@ class ServeSettings:
             (self.result_ttl < 1, f"--result-ttl: expected >= 1 second, got {self.result_ttl}"),
             (self.max_results < 1, f"--max-results: expected >= 1, got {self.max_results}"),
             (self.preview_max_side < 16, f"--preview-max-side: expected >= 16, got {self.preview_max_side}"),
+            (self.upload_timeout <= 0, f"--upload-timeout: expected a positive number of seconds, "
+                                       f"got {self.upload_timeout}"),
         ]
         for failed, message in problems:
             if failed:
@@ -101,6 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"results kept at most; the oldest go first (default {d.max_results})")
     parser.add_argument("--preview-max-side", type=int, default=d.preview_max_side,
                         help=f"long side of the image preview shown on the page (default {d.preview_max_side})")
+    parser.add_argument("--upload-timeout", type=float, default=d.upload_timeout,
+                        help=f"seconds a client has to send the whole upload (default {d.upload_timeout:g}); "
+                             "slower -> 408")
     parser.add_argument("--device", default=d.device, help=f"torch device (default {d.device})")
     parser.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"],
                         help=f"weight dtype (default {d.dtype})")
@@ -113,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
         max_question_chars=args.max_question_chars, queue_size=args.queue_size, result_ttl=args.result_ttl,
-        max_results=args.max_results, preview_max_side=args.preview_max_side, device=args.device, dtype=args.dtype,
+        max_results=args.max_results, preview_max_side=args.preview_max_side, upload_timeout=args.upload_timeout,
+        device=args.device, dtype=args.dtype,
     )
     settings.check()
     if not _is_loopback(settings.host):

@@ -61,6 +61,7 @@ _FORM_SCHEMA = {
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed multipart body."},
+    408: {"model": ErrorResponse, "description": "The body did not arrive within upload_timeout seconds."},
     413: {"model": ErrorResponse, "description": "Upload larger than max_upload_bytes, or more pixels than "
                                                  "max_pixels (a decompression-bomb guard)."},
     415: {"model": ErrorResponse, "description": "Not multipart/form-data, or the file is not PNG, JPEG or TIFF."},
@@ -248,7 +249,7 @@ def add_routes(app: FastAPI) -> None:
     async def predict(request: Request) -> Any:
         """Multipart form: `image` (file), `question`, optional `answer`, `vectors` (true/false) and `bands`."""
         started = time.perf_counter()
-        upload = await read_form(request, settings.max_upload_bytes)
+        upload = await read_form(request, settings.max_upload_bytes, timeout=settings.upload_timeout)
         owned_by_worker = False
         try:
             question, answer, vectors, bands, image_path = _check_form(upload, settings)

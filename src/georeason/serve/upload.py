@@ -7,11 +7,13 @@ upload is refused after at most `limit` bytes and no client-supplied name is eve
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import IO, Any
 
 try:
@@ -154,8 +156,13 @@ async def read_form(
     max_file_bytes: int,
     file_field: str = "image",
     text_fields: tuple[str, ...] = ("question", "answer", "vectors", "bands"),
+    timeout: float = 120.0,
 ) -> Upload:
-    """Stream a multipart/form-data request body into an Upload; raises UploadError (400/413/415/422)."""
+    """Stream a multipart/form-data request body into an Upload; raises UploadError (400/408/413/415/422).
+
+    The whole body must arrive within `timeout` seconds, so a client that stalls or trickles bytes
+    cannot hold a connection and a temporary file forever.
+    """
     content_type = request.headers.get("content-type", "")
     kind, options = parse_options_header(content_type)
     if kind != b"multipart/form-data":
@@ -174,7 +181,7 @@ async def read_form(
     try:
         parser = MultipartParser(boundary, collector.callbacks())
         received = 0
-        async for chunk in request.stream():
+        async for chunk in _with_deadline(request.stream(), timeout):
             received += len(chunk)
             if received > body_limit:
                 raise UploadError(413, f"the request body is larger than the server limit of "
@@ -193,6 +200,21 @@ async def read_form(
         upload.discard()
         raise
     return upload
+
+
+async def _with_deadline(chunks: AsyncIterator[bytes], timeout: float) -> AsyncIterator[bytes]:
+    """The chunks of `chunks`, or UploadError 408 once `timeout` seconds have passed since the first call."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    iterator = chunks.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(iterator.__anext__(), max(0.0, deadline - loop.time()))
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise UploadError(408, f"the upload did not arrive within {timeout:g} s (--upload-timeout)") from None
+        yield chunk
 
 
 def sniff_image(path: Path) -> str | None:

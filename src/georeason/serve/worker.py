@@ -105,17 +105,20 @@ class InferenceWorker:
             with self._lock:
                 self._busy = True
             started = time.perf_counter()
+            error: BaseException | None = None
+            result: Any = None
             try:
                 result = fn(*args, **kwargs)
-            except BaseException as error:  # noqa: BLE001 - delivered to the waiting request
-                future.set_exception(error)
-                ok = False
-            else:
-                future.set_result(result)
-                ok = True
+            except BaseException as caught:  # noqa: BLE001 - delivered to the waiting request
+                error = caught
             elapsed = time.perf_counter() - started
+            # Counters first, then the future: whoever waits on it sees up-to-date stats.
             with self._lock:
                 self._busy = False
-                self._completed += ok
-                self._failed += not ok
+                self._completed += error is None
+                self._failed += error is not None
                 self._mean_seconds = elapsed if self._mean_seconds is None else 0.8 * self._mean_seconds + 0.2 * elapsed
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
