@@ -197,3 +197,18 @@ def test_two_processes_split_the_inputs_and_rank_0_merges(tiny_model_dir, tmp_pa
         mask = np.asarray(Image.open(out / f"s{index}.mask.png"))
         assert mask.shape == (24 + 4 * index, 32)
     assert done.stdout.count("predictions written") == 1  # only rank 0 reports
+
+
+def test_a_failing_output_removes_the_other_outputs_of_that_prediction(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from georeason.errors import GeoreasonError
+    from georeason.reasoner import Prediction
+
+    def disk_full(self, *args, **kwargs):
+        raise GeoreasonError("a.gpkg: disk full (simulated)")
+
+    monkeypatch.setattr(Prediction, "save_vectors", disk_full)
+    tif = write_geotiff(tmp_path / "a.tif", _scene(30, 30))
+    out = tmp_path / "out"
+    assert _predict("--model", tiny_model_dir, tif, "--question", QUESTION, "--out", out, "--no-answer") == 2
+    assert "a.gpkg: disk full (simulated)" in capsys.readouterr().err
+    assert _outputs(out) == ["summary.json"]  # mask PNG, overlay and GeoTIFF written before were removed

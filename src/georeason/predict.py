@@ -172,25 +172,18 @@ def _raster_summary(raster) -> dict[str, Any] | None:
             "transform": list(raster.transform)[:6], "nodata": raster.nodata, "georeferenced": raster.georeferenced}
 
 
-def _written(paths: dict[str, Path], kind: str, writer) -> Any:
-    """Run a writer and record its path, so a failure later in the job can remove it."""
-    value = writer()
-    paths[kind] = Path(value["path"]) if isinstance(value, dict) else Path(value)
-    return value
-
-
 def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool) -> dict[str, Any]:
     """All outputs of one prediction; if one fails, the ones already written for it are removed."""
     targets = output_paths(out, job, args.vector_format)
     written: dict[str, Path] = {"mask_geotiff": prediction.geotiff} if tiled else {}
     try:
-        _written(written, "mask_png", lambda: prediction.save_mask_png(targets["mask_png"], args.overwrite))
-        _written(written, "overlay_png", lambda: prediction.save_overlay(targets["overlay_png"], args.overwrite))
+        written["mask_png"] = prediction.save_mask_png(targets["mask_png"], args.overwrite)
+        written["overlay_png"] = prediction.save_overlay(targets["overlay_png"], args.overwrite)
         if not tiled and prediction.raster is not None:
-            _written(written, "mask_geotiff", lambda: prediction.save_geotiff(targets["mask_geotiff"], args.overwrite))
-        vectors = _written(written, "vectors", lambda: prediction.save_vectors(
-            targets["vectors"], "GeoJSON" if args.vector_format == "geojson" else "GPKG", args.simplify,
-            args.min_area, args.overwrite))
+            written["mask_geotiff"] = prediction.save_geotiff(targets["mask_geotiff"], args.overwrite)
+        driver = "GeoJSON" if args.vector_format == "geojson" else "GPKG"
+        vectors = prediction.save_vectors(targets["vectors"], driver, args.simplify, args.min_area, args.overwrite)
+        written["vectors"] = Path(vectors["path"])
     except BaseException:
         for path in written.values():
             path.unlink(missing_ok=True)
