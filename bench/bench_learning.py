@@ -33,11 +33,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/georeason-bench-learning"))
     parser.add_argument("--train-images", type=int, default=600)
-    parser.add_argument("--test-images", type=int, default=80)
-    parser.add_argument("--steps", type=int, default=150, help="optimizer steps per model (cosine schedule length)")
+    parser.add_argument("--test-images", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per model (cosine schedule length)")
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per model")
-    parser.add_argument("--batch", type=int, default=4, help="global batch (per-device 2, accumulation batch/2)")
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--batch", type=int, default=2, help="global batch (per-device 2, accumulation batch/2)")
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--lora", type=int, default=8, help="LoRA rank on the LLM attention (0: train the whole LLM)")
     parser.add_argument("--parallel", action="store_true",
                         help="train the model and its text-blind twin at the same time (1 core each)")
     parser.add_argument("--ablation", action="store_true", help="run the Table 5 rows instead (shorter budget)")
@@ -67,6 +68,7 @@ def recipe(args: argparse.Namespace, data: Path, name: str, steps: int, minutes:
         "max_minutes": minutes, "global_batch_size": args.batch, "per_device_batch_size": 2, "lr": args.lr,
         "warmup_ratio": 0.05, "gradient_checkpointing": False, "mixed_precision": "no", "save_every": 25,
         "keep_last": 1, "log_every": 5, "seed": 0,
+        "lora": {"r": args.lora, "alpha": 2 * args.lora} if args.lora else None,
     }
     values.update(changes)
     path = args.workdir / f"recipe-{name}.json"
@@ -202,8 +204,9 @@ def main() -> None:
                  f"{meta['test']['samples']} test images ({meta['test']['heldout_phrasing']} with held-out "
                  f"phrasings, {meta['test']['heldout_category']} of held-out categories, {meta['test']['empty']} "
                  "empty), sides 256-512 px.",
-                 f"Training: smol preset (SmolLM2-135M from the GGUF + small Swin, 512 px input, everything "
-                 f"trainable), AdamW lr {args.lr:g}, 5% warmup + cosine over {args.steps} steps, global batch "
+                 f"Training: smol preset (SmolLM2-135M from the GGUF + small Swin, 512 px input; "
+                 + (f"LoRA r={args.lora} on the LLM attention, everything else trainable" if args.lora else
+                    "everything trainable") + f"), AdamW lr {args.lr:g}, 5% warmup + cosine over {args.steps} steps, global batch "
                  f"{args.batch} (2 per step x accumulation), fp32, budget {args.minutes:g} min per model"
                  + (" (both models trained at the same time, 1 core each)" if args.parallel else "") + ".",
                  "Scores: released protocol (padded 512 x 512), question 0 of each test image, percent.", ""]
