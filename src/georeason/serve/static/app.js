@@ -226,6 +226,8 @@ async function showResult(result) {
   $("result").hidden = false;
   fitStage();
   $("result").dataset.ready = "1";
+  // One-column layout: the result is below the form, so bring it into view.
+  if (window.matchMedia("(max-width: 800px)").matches) $("result").scrollIntoView({ block: "start" });
 }
 
 // Show the image as large as the panel allows (small images are enlarged), keeping its aspect ratio,
