@@ -53,7 +53,7 @@ HEAD = (b"--XyZ\r\nContent-Disposition: form-data; name=\"question\"\r\n\r\nq\r\
         b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\r\n\x89PNG\r\n\x1a\n")
 
 
-def _asgi_post(app, receive) -> tuple[int, bytes]:
+def _asgi_post(app, receive, close: bool = True) -> tuple[int, bytes, dict[bytes, bytes]]:
     """POST /v1/predict straight through the ASGI interface, with a chunked body from `receive`."""
     sent: list[dict] = []
 
@@ -65,8 +65,9 @@ def _asgi_post(app, receive) -> tuple[int, bytes]:
              "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234),
              "headers": [(b"content-type", b"multipart/form-data; boundary=XyZ"), (b"host", b"x")]}
     asyncio.run(app(scope, receive, send))
-    app.state.worker.close()
-    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+    if close:
+        app.state.worker.close()
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), dict(sent[0]["headers"])
 
 
 def test_upload_limit_is_enforced_while_streaming(reasoner, private_tmp):
@@ -79,7 +80,7 @@ def test_upload_limit_is_enforced_while_streaming(reasoner, private_tmp):
         consumed += 1
         return {"type": "http.request", "body": chunks[consumed - 1], "more_body": consumed < len(chunks)}
 
-    status, body = _asgi_post(create_app(reasoner, ServeSettings(max_upload_mb=0.1)), receive)
+    status, body, _ = _asgi_post(create_app(reasoner, ServeSettings(max_upload_mb=0.1)), receive)
     assert status == 413 and b"larger than the server limit of 0.1 MB" in body
     assert consumed <= 4  # 0.1 MB + 64 kB of overhead = 3 chunks of 64 kB, then stop
     assert _uploads(private_tmp) == []
@@ -96,7 +97,7 @@ def test_a_stalled_upload_times_out_with_408(reasoner, private_tmp):
         await asyncio.sleep(3600)  # the client stops sending
 
     started = time.monotonic()
-    status, body = _asgi_post(create_app(reasoner, ServeSettings(upload_timeout=0.3)), receive)
+    status, body, _ = _asgi_post(create_app(reasoner, ServeSettings(upload_timeout=0.3)), receive)
     assert status == 408 and b"did not arrive within 0.3 s (--upload-timeout)" in body
     assert time.monotonic() - started < 10
     assert _uploads(private_tmp) == []
@@ -226,6 +227,33 @@ def test_full_queue_is_503_with_retry_after_and_uploads_are_private(reasoner, pr
         queue = client.get("/v1/health").json()["queue"]
         assert (queue["completed"], queue["refused"], queue["waiting"]) == (2, 1, 0)
     assert _uploads(private_tmp) == []  # every upload folder is gone after its request
+
+
+def test_full_queue_refuses_before_reading_the_body(reasoner, private_tmp):
+    app = create_app(reasoner, ServeSettings(queue_size=1))
+    gate = threading.Event()
+    blockers = [app.state.worker.submit(gate.wait, 30)]  # running
+    deadline = time.monotonic() + 10
+    while not app.state.worker.stats().busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    blockers.append(app.state.worker.submit(gate.wait, 30))  # waiting: the queue is now full
+    consumed = 0
+
+    async def receive():
+        nonlocal consumed
+        consumed += 1
+        return {"type": "http.request", "body": HEAD, "more_body": False}
+
+    try:
+        status, body, headers = _asgi_post(app, receive, close=False)
+        assert status == 503 and consumed == 0 and b"the inference queue is full" in body
+        assert int(headers[b"retry-after"]) >= 1
+        assert app.state.worker.stats().refused == 1
+    finally:
+        gate.set()
+        assert [b.result(10) for b in blockers] == [True, True]
+        app.state.worker.close()
+    assert _uploads(private_tmp) == []
 
 
 def test_internal_errors_are_500_without_a_traceback(reasoner):

@@ -163,7 +163,8 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
 
         if not Path(model).is_dir():
             raise GeoreasonError(f"--model {model}: no such model folder")
-        reasoner = GeoReasoner.from_pretrained(model, device=settings.device, dtype=settings.dtype)
+        reasoner = GeoReasoner.from_pretrained(model, device=settings.device, dtype=settings.dtype,
+                                               max_pixels=settings.max_pixels)
     else:
         reasoner = model
     worker = InferenceWorker(settings.queue_size)

@@ -101,6 +101,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
+def _busy(full: QueueFull) -> UploadError:
+    return UploadError(503, f"the server is busy: {full}", {"Retry-After": str(full.retry_after)})
+
+
 def _flag(fields: dict[str, str], name: str, default: bool) -> bool:
     value = fields.get(name)
     if value is None or value.strip() == "":
@@ -249,6 +253,10 @@ def add_routes(app: FastAPI) -> None:
     async def predict(request: Request) -> Any:
         """Multipart form: `image` (file), `question`, optional `answer`, `vectors` (true/false) and `bands`."""
         started = time.perf_counter()
+        try:
+            worker.refuse_if_full()  # before reading the body: no bandwidth or disk spent on it
+        except QueueFull as full:
+            raise _busy(full) from None
         upload = await read_form(request, settings.max_upload_bytes, timeout=settings.upload_timeout)
         owned_by_worker = False
         try:
@@ -259,8 +267,7 @@ def add_routes(app: FastAPI) -> None:
                 future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store)
             except QueueFull as full:
                 store.discard(folder)
-                raise UploadError(503, f"the server is busy: {full}",
-                                  {"Retry-After": str(full.retry_after)}) from None
+                raise _busy(full) from None
             owned_by_worker = True
         finally:
             if not owned_by_worker:

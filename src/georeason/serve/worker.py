@@ -71,6 +71,13 @@ class InferenceWorker:
             raise QueueFull(self.capacity, self.retry_after()) from None
         return future
 
+    def refuse_if_full(self) -> None:
+        """Raise QueueFull (and count it) when `submit` would refuse right now, before any work is done."""
+        if self._queue.full():
+            with self._lock:
+                self._refused += 1
+            raise QueueFull(self.capacity, self.retry_after())
+
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: the jobs ahead times the mean job time, 1..600."""
         mean = self._mean_seconds if self._mean_seconds is not None else 1.0
