@@ -15,6 +15,7 @@ import io
 import os
 import platform
 import queue
+import shutil
 import socket
 import statistics
 import subprocess
@@ -204,6 +205,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
 
     rows = []
     for number, result in enumerate(rounds, start=1):

@@ -110,7 +110,7 @@ def test_page_segments_a_sample_and_shows_overlay_answer_and_downloads(live_serv
     assert ("mask is empty" in target) == (drawn["opaque"] == 0)
     assert page.text_content("#answer-text").strip() != ""
     assert "320 x 256 px, not georeferenced" in page.text_content("#size-text")
-    assert re.fullmatch(r"[\d.]+ s\nmodel [\d.]+ s, files [\d.]+ s\nwaiting in queue [\d.]+ s",
+    assert re.fullmatch(r"[\d.]+ s in all\nmodel [\d.]+ s\nfiles [\d.]+ s, queue [\d.]+ s",
                         page.text_content("#time-text"))
     links = page.eval_on_selector_all("#downloads a", "links => links.map(a => a.textContent)")
     assert links == ["Mask PNG", "Mask GeoTIFF", "Overlay PNG", "GeoPackage"]

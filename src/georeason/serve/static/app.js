@@ -203,8 +203,8 @@ async function showResult(result) {
     ? "none found: the mask is empty"
     : `${(100 * result.target_pixels / total).toFixed(1)}% of the image (${result.target_pixels.toLocaleString()} px)`;
   const t = result.timings;
-  $("time-text").textContent = `${t.total.toFixed(2)} s\nmodel ${t.inference.toFixed(2)} s, ` +
-    `files ${t.outputs.toFixed(2)} s\nwaiting in queue ${t.queue.toFixed(2)} s`;
+  $("time-text").textContent = `${t.total.toFixed(2)} s in all\nmodel ${t.inference.toFixed(2)} s\n` +
+    `files ${t.outputs.toFixed(2)} s, queue ${t.queue.toFixed(2)} s`;
   $("size-text").textContent = `${result.image.width} x ${result.image.height} px` +
     (result.georeferenced ? `, georeferenced (${result.crs})` : ", not georeferenced");
 
