@@ -8,6 +8,7 @@ bench/RESULTS.md. Run: `python bench/bench_predict.py` (about 10-15 min on 2 cor
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -72,20 +73,28 @@ def build_models(folder: Path, presets: list[str]) -> dict[str, Path]:
 
 
 # -- workers (run in a fresh subprocess each) -------------------------------------------------------
+def reset_peak_rss() -> None:
+    """Restart the peak-RSS count (Linux clear_refs 5), so getrusage reports the peak of the next phase only."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as stream:
+        stream.write("5")
+
+
 def worker_tiled(model: str, scene: str, out: str, vectors: bool) -> dict:
     from georeason.reasoner import GeoReasoner
 
     reasoner = GeoReasoner.from_pretrained(model)
-    loaded_rss = current_rss_mb()
+    report = {"load_peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": current_rss_mb()}
+    reset_peak_rss()
     started = time.perf_counter()
     result = reasoner.predict_tiled(scene, QUESTION, Path(out) / "mask.tif", TILE, OVERLAP, answer=False)
-    tiled_seconds = time.perf_counter() - started
+    report["seconds"] = time.perf_counter() - started
     result.save_mask_png(Path(out) / "mask.png")
     result.save_overlay(Path(out) / "overlay.png")
-    report = {"seconds": tiled_seconds, "tiles": result.tiles, "pixels": result.raster.pixels,
-              "loaded_rss_mb": loaded_rss, "peak_rss_mb": peak_rss_mb(),
-              "description_s": result.seconds["description"]}
+    report.update(tiles=result.tiles, pixels=result.raster.pixels, peak_rss_mb=peak_rss_mb(),
+                  description_s=result.seconds["description"])
     if vectors:
+        reset_peak_rss()
         started = time.perf_counter()
         written = result.save_vectors(Path(out) / "mask.gpkg")
         report.update(vector_seconds=time.perf_counter() - started, polygons=written["count"],
@@ -174,14 +183,6 @@ def main() -> int:
             scenes[side] = work / f"scene{side}.tif"
             if not scenes[side].is_file():
                 run_worker("scene", str(scenes[side]), str(side))
-        whole_rows = []
-        for preset in presets:
-            for dtype in ("float32", "bfloat16"):
-                report = run_worker("whole", str(models[preset]), dtype, str(args.runs))
-                report.update(preset=preset, dtype=dtype)
-                whole_rows.append(report)
-                print(f"whole {preset} {dtype}: {report}", file=sys.stderr)
-
         tiled_rows, notes = [], []
         for preset in presets:
             per_tile = None
@@ -203,23 +204,32 @@ def main() -> int:
                 report.update(preset=preset, side=side)
                 tiled_rows.append(report)
                 print(f"tiled {preset} {side}: {report}", file=sys.stderr)
+        whole_rows = []
+        for preset in presets:
+            for dtype in ("float32", "bfloat16"):
+                report = run_worker("whole", str(models[preset]), dtype, str(args.runs))
+                report.update(preset=preset, dtype=dtype)
+                whole_rows.append(report)
+                print(f"whole {preset} {dtype}: {report}", file=sys.stderr)
     lines = [SECTION, "",
              f"`python bench/bench_predict.py` on {platform.machine()}, {os.cpu_count()} cores, "
              f"{time.strftime('%Y-%m-%d')}, load average at the end {os.getloadavg()[0]:.1f} "
              "(other jobs shared the machine), random-weight models (smol without its GGUF weights: "
              f"same shapes and speed). Total {(time.perf_counter() - began) / 60:.1f} min.", "",
              f"Tiled inference (`GeoReasoner.predict_tiled`, tile {TILE}, overlap {OVERLAP}, no answer) on a "
-             "generated 3-band uint8 GeoTIFF; each row a fresh process. Peak RSS covers model load, tiles, "
-             "streamed GeoTIFF + full-size mask PNG + overlay; 'with vectors' adds polygonising the "
-             "full-resolution mask (which holds the mask in memory).", "",
-             "| preset | scene | tiles | seconds | Mpx/s | s/tile | RSS after load MB | peak RSS MB | peak with vectors MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "generated 3-band uint8 GeoTIFF; each row a fresh process. Peak RSS (getrusage) per phase, the "
+             "count restarted after each phase via /proc/self/clear_refs: model load; the tiled run (overview, "
+             "description, tiles, streamed GeoTIFF, full-size mask PNG, overlay) - the figure that must stay "
+             "flat; polygonising the full-resolution mask (holds the mask in memory), on the largest scene.", "",
+             "| preset | scene | tiles | seconds | Mpx/s | s/tile | RSS after load MB | peak load MB "
+             "| peak tiled run MB | peak vectors MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in tiled_rows:
         vectors = f"{row['peak_rss_vectors_mb']:.0f} ({row['polygons']} polygons, {row['vector_seconds']:.1f} s)" \
             if "peak_rss_vectors_mb" in row else "-"
         lines.append(f"| {row['preset']} | {row['side']}x{row['side']} | {row['tiles']} | {row['seconds']:.1f} | "
                      f"{row['pixels'] / 1e6 / row['seconds']:.2f} | {row['seconds'] / row['tiles']:.2f} | "
-                     f"{row['loaded_rss_mb']:.0f} | {row['peak_rss_mb']:.0f} | {vectors} |")
+                     f"{row['loaded_rss_mb']:.0f} | {row['load_peak_rss_mb']:.0f} | {row['peak_rss_mb']:.0f} | {vectors} |")
     lines += notes
     lines += ["", f"Whole-image latency (`GeoReasoner.predict`, a 1024x1024 RGB array, median of {args.runs} "
               "after a warm-up; mask only, then one run generating the answer up to the preset's token limit "
