@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -468,9 +470,19 @@ def _questions_and_answers(plan: ScenePlan, rng: np.random.Generator, mask: np.n
 
 
 # -- the benchmark ------------------------------------------------------------------------------------------
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """spawn, not fork: a forked child can deadlock on locks held by the parent's OpenCV threads.
+
+    spawn re-imports the parent's main script; when that is not a file (python - < script), fork is
+    the only option."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main_file is None or Path(main_file).is_file():
+        return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context("fork")
+
+
 def _write_one(task: tuple[ScenePlan, int, int, int, str]) -> dict[str, Any]:
     plan, seed, min_size, max_size, out = task
-    cv2.setNumThreads(1)
     image, mask, qa, meta = render_scene(plan, seed, min_size, max_size)
     split_dir = Path(out) / plan.split
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -513,7 +525,8 @@ def generate_benchmark(
             if progress:
                 progress(k + 1, len(tasks))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+                                 initializer=cv2.setNumThreads, initargs=(1,)) as pool:
             for k, meta in enumerate(pool.map(_write_one, tasks, chunksize=4)):
                 samples.append(meta)
                 if progress:
