@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, dtype=args.dtype,
     )
     settings.check()
+    logging.basicConfig(format="%(levelname)s:     %(name)s: %(message)s")
+    log.setLevel(args.log_level.upper())
     if not _is_loopback(settings.host):
         print(f"georeason serve: warning: listening on {settings.host}: anyone who can reach this address can "
               "use the service (there is no authentication); put it behind a proxy with auth", file=sys.stderr)

@@ -163,9 +163,15 @@ def _check_form(upload: Upload, settings: ServeSettings) -> tuple[str, bool, boo
 
 
 def _job_in_worker(reasoner: Any, job: JobRequest, upload: Upload, store: ResultStore) -> JobResult:
-    """run_job, then always delete the upload; a failed job's result folder is deleted too."""
+    """run_job, then always delete the upload; a failed job's result folder is deleted too.
+
+    The result is committed here, not by the request handler, so a client that disconnects while
+    waiting still leaves a result the store will expire (rather than an orphaned folder).
+    """
     try:
-        return run_job(reasoner, job)
+        result = run_job(reasoner, job)
+        store.commit(job.result_folder.name, job.result_folder)
+        return result
     except BaseException:
         store.discard(job.result_folder)
         raise
@@ -281,7 +287,6 @@ def add_routes(app: FastAPI) -> None:
         except Exception:  # noqa: BLE001 - logged with its traceback; the client gets a plain message
             log.exception("prediction failed")
             return _error(500, "internal error while processing the image; the server log has the details")
-        store.commit(result_id, folder)
         base = f"/v1/results/{result_id}"
         downloads = Downloads(
             mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif", overlay_png=f"{base}/overlay.png",
