@@ -40,7 +40,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--lora", type=int, default=8, help="LoRA rank on the LLM attention (0: train the whole LLM)")
     parser.add_argument("--parallel", action="store_true",
-                        help="train the model and its text-blind twin at the same time (1 core each)")
+                        help="train the models at the same time (1 thread each): the model and its text-blind twin, "
+                        "or the ablation rows")
     parser.add_argument("--ablation", action="store_true", help="run the Table 5 rows instead (shorter budget)")
     parser.add_argument("--ablation-minutes", type=float, default=8.0)
     parser.add_argument("--ablation-steps", type=int, default=40)
@@ -181,7 +182,7 @@ def main() -> None:
     if args.ablation:
         jobs = {name: recipe(args, data, f"ablation-{k}", args.ablation_steps, args.ablation_minutes,
                              model_config=overrides) for k, (name, overrides) in enumerate(ABLATIONS.items())}
-        train_all(list(jobs.values()), parallel=False)
+        train_all(list(jobs.values()), parallel=args.parallel)
         rows = [evaluate_row(name, data, args, args.workdir / "runs" / f"ablation-{k}" / "final")
                 for k, name in enumerate(jobs)]
         lines = ["### Ablation (paper Table 5 rows, shorter budget)", "",

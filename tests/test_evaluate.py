@@ -129,6 +129,28 @@ def test_all_questions_answers_outputs_and_report(tiny_model_dir, jsonl_data, tm
     assert code == 2 and "--save-masks" in capsys.readouterr().err
 
 
+def test_two_processes_score_each_item_once_and_merge_exactly(tiny_model_dir, jsonl_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    single = evaluate(tiny_model_dir, jsonl_data, "test", batch_size=2)
+    report = tmp_path / "two.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29533", "-m", "georeason.cli", "eval", "--model", str(tiny_model_dir),
+                             "--data", str(jsonl_data), "--split", "test", "--batch-size", "2", "--report",
+                             str(report)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged = json.loads(report.read_text())
+    assert merged["processes"] == 2
+    assert [s["id"] for s in merged["samples"]] == [s["id"] for s in single["samples"]]  # each once, in order
+    for key in ("n", "sum_intersection", "sum_union", "true_empty", "false_empty"):
+        assert merged["metrics"][key] == single["metrics"][key], key
+    assert merged["metrics"]["gIoU"] == pytest.approx(single["metrics"]["gIoU"], abs=1e-6)
+    assert merged["flags"]["heldout_phrasing"]["true"]["n"] == 2
+
+
 def test_answer_scores():
     assert normalize_answer("  The Runway, on the LEFT! ") == "the runway on the left"
     assert answer_scores("the runway on the left.", ["A lake.", "The runway on the left"]) == (1.0, 1.0)

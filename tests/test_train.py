@@ -171,7 +171,7 @@ def test_one_step_lowers_the_loss_and_gradients_reach_every_trainable_part():
     optimizer.step()
     with torch.no_grad():
         after = model(pixels, prompt, target_masks=targets, point_coords=points).loss
-    assert float(after) < float(loss) - 1e-3
+    assert float(after) < float(loss.detach()) - 1e-3
 
 
 def test_smol_preset_trains_its_encoder():

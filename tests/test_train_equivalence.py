@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-MAX_STEPS = 5
+MAX_STEPS = 4
 
 
 @pytest.fixture(scope="module")
