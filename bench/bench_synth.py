@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -25,25 +26,30 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Synthetic benchmark generation"
 
 
-def per_scene_seconds(size: int, count: int = 7) -> float:
-    """Median wall time of rendering one scene of size x size-ish (one process, no file I/O)."""
+def per_scene_seconds(size: int, count: int = 7) -> tuple[float, float]:
+    """Median (CPU, wall) seconds to render one scene of about size x size (one process, no file I/O).
+
+    CPU time is what the scene costs; wall time also counts waiting for a core on a shared machine."""
     plans = plan_split("train", count + 1, seed=123)
-    times = []
+    cpu, wall = [], []
     for k, plan in enumerate(plans):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         render_scene(plan, 123, size, size)
         if k:  # the first one warms up caches and imports
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+            cpu.append(time.process_time() - started_cpu)
+            wall.append(time.perf_counter() - started)
+    return statistics.median(cpu), statistics.median(wall)
 
 
 def throughput(scenes: int, workers: int) -> tuple[float, float]:
-    """(seconds, scenes per second) of a full write with the default 256-768 sizes."""
+    """(wall seconds, CPU seconds of the worker processes) of a full write with the default 256-768 sizes."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         generate_benchmark(out, scenes, 0, 0, seed=5, workers=workers)
         seconds = time.perf_counter() - started
-    return seconds, scenes / seconds
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def write_section(lines: list[str]) -> None:
@@ -62,22 +68,24 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-results", action="store_true", help="print only; leave bench/RESULTS.md alone")
     args = parser.parse_args()
-    rows = [(size, per_scene_seconds(size)) for size in (256, 512, 768)]
-    seconds, rate = throughput(args.scenes, args.workers)
+    rows = [(size, *per_scene_seconds(size)) for size in (256, 512, 768)]
+    seconds, cpu = throughput(args.scenes, args.workers)
     load = os.getloadavg()[0]
+    idle_minutes = 2800 * cpu / args.scenes / min(args.workers, os.cpu_count() or 1) / 60
     lines = [
         f"`python bench/bench_synth.py` on {platform.machine()}, {os.cpu_count()} cores, {date.today()}; "
-        f"load average {load:.1f} at the end (other jobs share the machine: figures are upper bounds).",
+        f"load average {load:.1f} at the end (other jobs shared the machine, so wall times are inflated; "
+        "CPU times are what the work costs).",
         "",
         "Render time per scene (one process, median of 7 after a warm-up, no file writing):",
         "",
-        "| scene side | s / scene |",
-        "|---|---|",
-        *[f"| {size} | {value:.3f} |" for size, value in rows],
+        "| scene side | CPU s / scene | wall s / scene |",
+        "|---|---|---|",
+        *[f"| {size} | {c:.3f} | {w:.3f} |" for size, c, w in rows],
         "",
-        f"Full write (JPEG + PNG + JSON, sizes 256-768, {args.workers} workers): {args.scenes} scenes in "
-        f"{seconds:.1f} s = {rate:.1f} scenes/s, i.e. {2800 / rate / 60:.1f} min for 2,800 scenes "
-        "(2000/300/500).",
+        f"Full write (JPEG + PNG + JSON, sizes 256-768, {args.workers} spawned workers): {args.scenes} scenes in "
+        f"{seconds:.1f} s wall, {cpu / args.scenes:.3f} CPU s per scene. On {args.workers} idle cores 2,800 scenes "
+        f"(2000/300/500) would take about {idle_minutes:.1f} min.",
     ]
     print("\n".join(lines))
     if not args.no_results:
