@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 RELEASED_SECONDS = 19.9  # SPEC 7: released code, paper size, fp32, 2 threads, median after warm-up
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -42,7 +44,7 @@ def measure(preset_name: str, dtype_name: str, repeats: int) -> dict:
     vocab = config.llm.hf_config["vocab_size"]
     prompt = PromptBatch(torch.randint(0, min(vocab, 1000), (1, length)), torch.tensor([kinds]),
                          torch.ones(1, length, dtype=torch.long), torch.full((1, length), -100))
-    pixels = torch.randn(1, 3, size, size, dtype=dtype)
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dtype)
 
     def timed(fn):
         start = time.perf_counter()
@@ -66,15 +68,23 @@ def measure(preset_name: str, dtype_name: str, repeats: int) -> dict:
             projected, t_dp = timed(lambda: model.d_projector(p, features[3]))
             (mask_features, multi), t_pd = timed(lambda: model.pixel_decoder(features))
             _, t_md = timed(lambda: model.mask_decoder(projected["query"], mask_features, multi))
-            _, t_total = timed(lambda: model.segment(pixels, prompt))
+            result, t_total = timed(lambda: model.segment(pixels, prompt))
             if repeat == 0:
                 continue
             for key, value in zip(rows, (t_enc, t_con, t_llm, t_dp, t_pd, t_md, t_total)):
                 rows[key].append(value)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    # Same seed, same random weights in every child: the float32 mask is the reference for agreement.
+    mask = (result["logits"][0] > 0).numpy()
+    reference = Path(f"/tmp/georeason-bench-{preset_name}-float32-mask.npy")
+    agreement = None
+    if dtype_name == "float32":
+        np.save(reference, mask)
+    elif reference.exists():
+        agreement = float((np.load(reference) == mask).mean())
     return {"preset": preset_name, "dtype": dtype_name, "build_seconds": build_seconds,
             "parameters": model.num_parameters(), "median": {k: statistics.median(v) for k, v in rows.items()},
-            "peak_rss_gb": peak_gb, "prompt_positions": length, "image_size": size, "repeats": repeats}
+            "peak_rss_gb": peak_gb, "mask_agreement_with_fp32": agreement, "prompt_positions": length, "image_size": size, "repeats": repeats}
 
 
 def write_results(results: list[dict], machine_note: str) -> str:
@@ -82,14 +92,15 @@ def write_results(results: list[dict], machine_note: str) -> str:
              f"Random weights, 2 threads, mask only, median of {results[0]['repeats']} runs after one warm-up, "
              f"{results[0]['prompt_positions']} prompt positions. {machine_note}", "",
              "| preset | dtype | encoder s | connector s | LLM s | D-Projector s | pixel decoder s | mask decoder s "
-             "| total s | vs released 19.9 s | peak RSS GB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| total s | vs released 19.9 s | peak RSS GB | mask = fp32 mask |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         m = r["median"]
+        agree = "-" if r["mask_agreement_with_fp32"] is None else f"{100 * r['mask_agreement_with_fp32']:.2f}%"
         ratio = RELEASED_SECONDS / m["total (segment)"] if r["preset"] == "paper" else float("nan")
         lines.append(f"| {r['preset']} | {r['dtype']} | {m['encoder']:.2f} | {m['connector']:.3f} | {m['llm']:.2f} | "
                      f"{m['d_projector']:.3f} | {m['pixel_decoder']:.2f} | {m['mask_decoder']:.2f} | "
-                     f"{m['total (segment)']:.2f} | {ratio:.1f}x faster | {r['peak_rss_gb']:.1f} |")
+                     f"{m['total (segment)']:.2f} | {ratio:.1f}x faster | {r['peak_rss_gb']:.1f} | {agree} |")
     section = "\n".join(lines) + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     heading = lines[0]
