@@ -79,6 +79,7 @@ def test_eval_question_index_and_all_questions(tmp_path):
     expanded = open_dataset(tmp_path, "train", mode="eval", all_questions=True)
     assert len(expanded) == 12
     assert sorted(s["id"] for s in (expanded[i] for i in range(4)))[0].endswith("#q0")
+    assert expanded.record_of(5) is expanded.records[1]
     with pytest.raises(GeoreasonError, match="all_questions=True is an evaluation option"):
         EarthReason(tmp_path, "train", mode="train", all_questions=True)
 

@@ -115,3 +115,16 @@ def test_location_phrase_and_argument_checks(tmp_path):
     assert location_phrase(mask) == "on the right side of the image"
     with pytest.raises(GeoreasonError, match="min_size"):
         generate_benchmark(tmp_path, 1, 0, 0, min_size=300, max_size=200)
+
+
+def test_synth_command_writes_and_reports(tmp_path, capsys):
+    from georeason.cli import main
+
+    out = tmp_path / "cli"
+    grid = tmp_path / "grid.png"
+    assert main(["synth", str(out), "--num-train", "4", "--num-val", "2", "--num-test", "2", "--seed", "3",
+                 "--min-size", "192", "--max-size", "224", "--workers", "1", "--grid", str(grid)]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out categories (absent from train): basketball court, island" in printed
+    assert grid.stat().st_size > 10_000 and len(list((out / "train" / "images").iterdir())) == 4
+    assert main(["data", "check", str(out)]) == 0

@@ -141,6 +141,10 @@ class ReasoningDataset:
         return question, answer
 
     # -- summaries --------------------------------------------------------------------------------
+    def record_of(self, index: int) -> Record:
+        """The Record behind item `index` (several items share one with all_questions=True)."""
+        return self.records[self._items[index][0]]
+
     def categories(self) -> list[str | None]:
         return [self.records[r].category for r, _ in self._items]
 
