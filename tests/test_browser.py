@@ -68,7 +68,7 @@ def browser_page(tmp_path):
         try:
             context = playwright.chromium.launch_persistent_context(
                 str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=ARGS,
-                viewport={"width": 1366, "height": 768})
+                viewport={"width": 1366, "height": 768}, timeout=90_000)
         except Exception as error:  # noqa: BLE001 - an unusable browser is a missing browser
             pytest.skip(f"chromium at {CHROMIUM} does not start: {str(error).splitlines()[0]}")
         page = context.new_page()
@@ -78,7 +78,7 @@ def browser_page(tmp_path):
         context.close()
 
 
-def test_page_segments_a_sample_and_shows_overlay_answer_and_downloads(live_server, browser_page, tmp_path):
+def test_page_segments_a_sample_and_shows_overlay_answer_and_downloads(browser_page, live_server, tmp_path):
     url, held = live_server
     page, errors = browser_page
     page.goto(url + "/")
@@ -128,7 +128,7 @@ def test_page_segments_a_sample_and_shows_overlay_answer_and_downloads(live_serv
     assert errors == []
 
 
-def test_page_geotiff_sample_and_readable_errors(live_server, browser_page):
+def test_page_geotiff_sample_and_readable_errors(browser_page, live_server):
     url, _ = live_server
     page, errors = browser_page
     page.goto(url + "/")
