@@ -9,48 +9,28 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from georeason.serve import ServeSettings, create_app
 from tests._serve_helpers import HeldReasoner
+from tests._serve_helpers import live_server as serve_in_thread  # the fixture below is live_server
 
 CHROMIUM = os.environ.get("GEOREASON_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-dev-shm-usage"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture()
 def live_server(tiny_model_dir):
-    """The app on a free loopback port, served by uvicorn in a background thread."""
-    import uvicorn
-
+    """The app on a free loopback port (uvicorn in a background thread), and its held reasoner."""
     from georeason.reasoner import GeoReasoner
 
     held = HeldReasoner(GeoReasoner.from_pretrained(tiny_model_dir))
     held.release.set()
-    app = create_app(held, ServeSettings())
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", held
-    server.should_exit = True
-    thread.join(20)
+    with serve_in_thread(create_app(held, ServeSettings())) as url:
+        yield url, held
 
 
 def expect(locator):

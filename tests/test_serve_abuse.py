@@ -15,7 +15,7 @@ import rasterio
 from fastapi.testclient import TestClient
 
 from georeason.serve import ServeSettings, create_app
-from tests._serve_helpers import HeldReasoner, png_bytes, png_header_only
+from tests._serve_helpers import HeldReasoner, live_server, png_bytes, png_header_only
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,24 @@ def test_upload_limit_is_enforced_while_streaming(reasoner, private_tmp):
     status, body, _ = _asgi_post(create_app(reasoner, ServeSettings(max_upload_mb=0.1)), receive)
     assert status == 413 and b"larger than the server limit of 0.1 MB" in body
     assert consumed <= 4  # 0.1 MB + 64 kB of overhead = 3 chunks of 64 kB, then stop
+    assert _uploads(private_tmp) == []
+
+
+def test_real_http_chunked_oversized_upload_gets_413_and_the_server_carries_on(reasoner, private_tmp):
+    import httpx
+
+    def body():
+        yield HEAD
+        for _ in range(80):  # 5 MB against a 0.1 MB limit, without Content-Length
+            yield b"\0" * 65536
+
+    with live_server(create_app(reasoner, ServeSettings(max_upload_mb=0.1))) as url:
+        response = httpx.post(url + "/v1/predict", content=body(), timeout=30,
+                              headers={"content-type": "multipart/form-data; boundary=XyZ"})
+        assert response.status_code == 413 and "larger than the server limit of 0.1 MB" in response.json()["detail"]
+        ok = httpx.post(url + "/v1/predict", files={"image": ("a.png", png_bytes())}, data={"question": "q"},
+                        timeout=60)
+        assert ok.status_code == 200 and ok.json()["image"] == {"width": 48, "height": 32}
     assert _uploads(private_tmp) == []
 
 
