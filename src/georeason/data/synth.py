@@ -255,6 +255,25 @@ class Canvas:
             self.target |= deck
 
     # -- clutter -----------------------------------------------------------------------------------
+    def traffic(self) -> None:
+        """A few cars driving in the lanes of each road."""
+        rng, s, roads = self.rng, self.s, self._road_mask()
+        for points, width, _ in self.roads:
+            dense = _resample(points, step=rng.uniform(25, 60) * s)
+            for i in range(1, len(dense) - 1):
+                if rng.random() < 0.5:
+                    continue
+                direction = dense[i + 1] - dense[i - 1]
+                direction /= np.linalg.norm(direction) + 1e-6
+                lane = (1 if rng.random() < 0.5 else -1) * width / 4
+                cx, cy = dense[i] + np.array([-direction[1], direction[0]]) * lane
+                if not (0 <= int(cy) < self.h and 0 <= int(cx) < self.w and roads[int(cy), int(cx)]):
+                    continue
+                angle = math.degrees(math.atan2(direction[1], direction[0]))
+                box = cv2.boxPoints(((float(cx), float(cy)), (4.5 * s + 1, 2.2 * s + 1), angle))
+                colour = draw.CAR_COLORS[int(rng.integers(len(draw.CAR_COLORS)))]
+                cv2.fillPoly(self.image, [np.round(box).astype(np.int32)], colour)
+
     def houses(self, density: float) -> None:
         """Residential blocks facing the roads (urban context; never a target)."""
         rng, s = self.rng, self.s
@@ -302,7 +321,7 @@ class Canvas:
         """Atmosphere, sensor blur and noise -> uint8 RGB."""
         rng = self.rng
         haze = rng.uniform(0.0, 0.1)
-        tint = rng.uniform(0.93, 1.07, 3).astype(np.float32)
+        tint = rng.uniform(0.95, 1.05, 3).astype(np.float32)
         image = self.image * tint * (1 - haze) + haze * np.array([196, 202, 212], np.float32)
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 0.8))
         # Sensor noise from a tile (generating a full-size field costs as much as the rest of finish()).
@@ -417,6 +436,7 @@ def _try_scene(plan: ScenePlan, rng: np.random.Generator, min_size: int, max_siz
     for _ in range(int(rng.integers(0, 3)) if rng.random() < 0.7 or bridge_target else 0):
         canvas.road(must_cross=False, may_cross=bridge_target)
     canvas.bridges(is_target=bridge_target)
+    canvas.traffic()
     if drawn and category not in LINEAR and not _place_category(canvas, category, True):
         return None
     distractors = []

@@ -395,7 +395,7 @@ def forest(rng: np.random.Generator, s: float) -> Sprite:
 def bare_land(rng: np.random.Generator, s: float) -> Sprite:
     h, w = int(rng.uniform(90, 190) * s), int(rng.uniform(100, 210) * s)
     foot = blob(rng, h, w, 0.3)
-    soil = rng.choice([(168, 150, 118), (152, 136, 108), (182, 166, 134)])
+    soil = rng.choice([(170, 150, 108), (156, 136, 98), (184, 168, 126)])
     rgb = textured(rng, h, w, soil, 0.09, 18, 5)
     for _ in range(int(rng.integers(2, 5))):  # tyre tracks
         pts = np.cumsum(rng.normal(0, 12 * s, (6, 2)), axis=0) + [rng.uniform(0, w), rng.uniform(0, h)]
