@@ -108,11 +108,11 @@ def write_checkpoint(folder: Path, final: Path, model_state: dict[str, torch.Ten
     return final
 
 
-def unique_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """state_dict without the second name of tied tensors (safetensors refuses shared storage)."""
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict without the second name of tied tensors (safetensors refuses shared storage)."""
     seen: dict[int, str] = {}
     result = {}
-    for name, tensor in module.state_dict().items():
+    for name, tensor in state.items():
         key = tensor.data_ptr() if tensor.numel() else id(tensor)
         if key in seen:
             continue

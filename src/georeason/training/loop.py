@@ -183,6 +183,9 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
             info = ckpt.read_info(resume_folder)
             ckpt.check_compatible(resume_folder, info, recipe_dict, fingerprint, model_config)
             ckpt.load_model_weights(model, resume_folder)
+        if accelerator.is_main_process:
+            print(f"resuming from {resume_folder} (step {start_step})" if found else
+                  f"--resume: no checkpoint in {ckpt.checkpoint_root(out)} yet; starting from step 0", file=sys.stderr)
     if accelerator.is_main_process:
         (out / "recipe.json").write_text(json.dumps(recipe_dict, indent=1) + "\n")
 
@@ -303,6 +306,9 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, recipe: TrainRecip
         folder.mkdir(parents=True)
     accelerator.wait_for_everyone()
     ckpt.write_rank_rng(folder, accelerator.process_index)
+    # get_state_dict gathers a full state dict under FSDP/DeepSpeed (a collective: every rank calls it).
+    # Their sharded optimizer states are not gathered here: exact resume is for single-process and DDP runs.
+    model_state = accelerator.get_state_dict(model)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         consumed = step * recipe.global_batch_size
@@ -311,7 +317,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, recipe: TrainRecip
                 "model_config": model_config,
                 "sampler": {"consumed_samples": consumed, "epoch": epoch, "offset_in_epoch": offset,
                             "seed": recipe.seed}}
-        state = ckpt.unique_state_dict(accelerator.unwrap_model(model))
+        state = ckpt.unique_tensors(model_state)
         ckpt.write_checkpoint(folder, ckpt.step_folder(recipe.output_dir, step), state, optimizer.state_dict(),
                               scheduler.state_dict(), info, recipe.keep_last)
     accelerator.wait_for_everyone()
