@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from scipy.special import expit
 
 from georeason.data.imageio import load_image
@@ -45,6 +46,9 @@ from georeason.render import overlay_png
 WHOLE_MAX_PIXELS = 64_000_000
 OVERLAY_MAX_SIDE = 2048  # overlays and the tiled-mode overview are at most this long
 DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128
+# GDAL's block cache defaults to 5 % of RAM and keeps every block read, so a tiled pass over a big scene
+# would grow with the scene; a small cap keeps tiled inference flat (tiles are read once anyway).
+TILED_GDAL_CACHE_MB = 64
 TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff", ".vrt", ".img", ".jp2"}
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
@@ -116,7 +120,7 @@ class TiledPrediction:
 
     def save_mask_png(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Full-resolution 0/255 PNG streamed from the GeoTIFF block row by block row (flat memory)."""
-        with open_raster(self.geotiff) as src:
+        with rasterio.Env(GDAL_CACHEMAX=TILED_GDAL_CACHE_MB), open_raster(self.geotiff) as src:
             return write_png_rows(path, src.width, src.height, _mask_rows(src), overwrite)
 
     def save_overlay(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -126,7 +130,7 @@ class TiledPrediction:
     def save_vectors(self, path: str | os.PathLike[str], driver: str = "GPKG", simplify: float = 0.0,
                      min_area: float = 0.0, overwrite: bool = False) -> dict[str, Any]:
         """Polygons of the full-resolution mask (needs about 3 bytes per scene pixel while polygonising)."""
-        with open_raster(self.geotiff) as src:
+        with rasterio.Env(GDAL_CACHEMAX=TILED_GDAL_CACHE_MB), open_raster(self.geotiff) as src:
             mask = src.read(1) == 1
         attributes = {"question": self.question, "answer": self.answer or "", "model": self.model,
                       "source": self.source}
@@ -432,10 +436,16 @@ class GeoReasoner:
         A scene that fits in one tile uses the full-resolution scene as overview, which reproduces
         whole-image mode exactly.
         """
-        import torch
-
         question = self.check_question(question)
         plan_tiles(tile_size, tile_size, tile_size, overlap)  # validates tile/overlap before any work
+        with rasterio.Env(GDAL_CACHEMAX=TILED_GDAL_CACHE_MB):
+            return self._predict_tiled(path, question, geotiff_path, tile_size, overlap, answer, bands, overwrite,
+                                       progress)
+
+    def _predict_tiled(self, path, question, geotiff_path, tile_size, overlap, answer, bands, overwrite,
+                       progress) -> TiledPrediction:
+        import torch
+
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         with open_raster(path) as src:
