@@ -179,3 +179,31 @@ def test_smol_preset_trains_its_encoder():
 
     assert preset("smol").encoder.frozen is False
     assert preset("paper").encoder.frozen is True
+
+
+def test_stream_dataset_question_choice_depends_only_on_position(tmp_path):
+    from PIL import Image
+
+    from georeason.data import open_dataset
+    from georeason.training.sampling import StreamDataset, collate_samples
+    from georeason.data.transforms import SampleTransform
+
+    lines = []
+    for k in range(3):
+        Image.fromarray(np.full((40, 60, 3), 40 * k, np.uint8)).save(tmp_path / f"i{k}.png")
+        lines.append(json.dumps({"image": f"i{k}.png", "mask": None, "answers": [],
+                                 "questions": [f"q{k}-{j}" for j in range(6)]}))
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+
+    def stream(blind=None):
+        dataset = open_dataset(tmp_path, "train", mode="train", transforms=SampleTransform(64), seed=0)
+        return StreamDataset([dataset], SampleStream([len(dataset)], [1.0], seed=0), blind)
+
+    first, second = stream(), stream()
+    forward = [first[p]["question"] for p in range(9)]
+    backward = [second[p]["question"] for p in reversed(range(9))][::-1]  # other visiting order
+    assert forward == backward
+    assert len(set(forward)) > 3  # questions vary between visits of the same image
+    batch = collate_samples([stream("Segment it.")[p] for p in (0, 1)])
+    assert batch["question"] == ["Segment it.", "Segment it."] and batch["position"] == [0, 1]
+    assert tuple(batch["pixel_values"].shape) == (2, 3, 64, 64) and batch["answer"][0].startswith("There is no")
