@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ class ResultStore:
         self.max_items = max_items
         self.ttl_seconds = ttl_seconds
         self.root = Path(tempfile.mkdtemp(prefix="georeason-results-"))  # mode 0700
+        # Also removed when the store is garbage-collected or the interpreter exits without close().
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -97,4 +100,4 @@ class ResultStore:
     def close(self) -> None:
         with self._lock:
             self._entries.clear()
-        shutil.rmtree(self.root, ignore_errors=True)
+        self._cleanup()
