@@ -31,7 +31,7 @@ several processes (each sample scored exactly once, counts merged exactly)."""
 CLI_EPILOG = """examples:
   georeason eval --model runs/smol/final --data synth_data --split test --report report.json
   georeason eval --model runs/smol/final --data synth_data --split val --answers --save-overlays overlays/
-  accelerate launch --num_processes 2 --cpu -m georeason.cli eval --model runs/smol/final --data synth_data"""
+  torchrun --nproc_per_node 2 -m georeason.cli eval --model runs/smol/final --data synth_data --split test"""
 
 TRAIN_RECIPE_NAME = "train_recipe.json"  # written into a trained model folder by georeason train
 FLAG_FILE = "synth_meta.json"  # per-sample flags of the synthetic benchmark

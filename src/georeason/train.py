@@ -17,8 +17,9 @@ gradient accumulation; the accumulation is computed from the number of processes
 CLI_EPILOG = """examples:
   georeason train configs/smol_synth.yaml --set data=synth_data --set output_dir=runs/smol
   georeason train configs/smol_synth.yaml --set output_dir=runs/smol --resume
-  accelerate launch --num_processes 2 --cpu -m georeason.cli train configs/tiny_synth.json --overwrite
-  torchrun --nproc_per_node 2 -m georeason.cli train configs/earthreason.yaml --set data=/data/EarthReason"""
+  torchrun --nproc_per_node 2 -m georeason.cli train configs/tiny_synth.json --overwrite   # 2 CPU processes
+  accelerate launch --multi_gpu --num_processes 8 -m georeason.cli train configs/paper_earthreason.yaml
+  georeason train paper-rrsisd --set data=/data/RRSIS-D --set llm_path=/models/phi-1_5"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
