@@ -66,7 +66,7 @@ class ScriptedLLM:
         else:
             step = "step1"
         if step == "step1":
-            category = text.split('scene category "', 1)[1].split('"', 1)[0]
+            category = re.search(r"scene category[^:\n]*: ([^\n]+)\.\n", text).group(1)
         else:
             category = re.search(r"\btag(\w+)", text).group(1)[::-1]
         return category, step, text
@@ -291,7 +291,7 @@ def test_annotate_text_only_geotiff_metadata_timeout_and_link(tmp_path, monkeypa
         args[args.index("--timeout") + 1] = "0.5"
         assert georeason_main(args) == 0
     step1 = llm.log[0]["payload"]["messages"][1]["content"]
-    assert isinstance(step1, str) and "you cannot see it" in step1
+    assert isinstance(step1, str) and "You cannot see the image" in step1
     assert "24 x 16 pixels" in step1 and "EPSG:32613" in step1 and "pixel size of 2 m" in step1
     summary = json.loads((out / "annotate_summary.json").read_text())
     assert summary["retries"] == {"timeout": 1} and summary["settings"]["vision"] is False

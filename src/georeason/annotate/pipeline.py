@@ -219,7 +219,7 @@ class Annotator:
 
         p, category = self.prompts, item.category
         words = sorted(category_words(category, self.rules.generic_words)) or [category]
-        forbidden = ", ".join(f'"{w}"' for w in words)
+        forbidden = ", ".join(words)  # unquoted: small models copy quotes into their JSON strings
         common = dict(category=category, forbidden=forbidden)
         try:  # an unreadable image fails alone, the run goes on
             metadata = backends.describe_image(item.image)
