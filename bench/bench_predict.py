@@ -229,7 +229,8 @@ def main() -> int:
             if "peak_rss_vectors_mb" in row else "-"
         lines.append(f"| {row['preset']} | {row['side']}x{row['side']} | {row['tiles']} | {row['seconds']:.1f} | "
                      f"{row['pixels'] / 1e6 / row['seconds']:.2f} | {row['seconds'] / row['tiles']:.2f} | "
-                     f"{row['loaded_rss_mb']:.0f} | {row['load_peak_rss_mb']:.0f} | {row['peak_rss_mb']:.0f} | {vectors} |")
+                     f"{row['loaded_rss_mb']:.0f} | {row['load_peak_rss_mb']:.0f} | {row['peak_rss_mb']:.0f} | "
+                     f"{vectors} |")
     lines += notes
     lines += ["", f"Whole-image latency (`GeoReasoner.predict`, a 1024x1024 RGB array, median of {args.runs} "
               "after a warm-up; mask only, then one run generating the answer up to the preset's token limit "

@@ -11,7 +11,6 @@ import zlib
 
 import numpy as np
 import pyogrio
-import pytest
 import rasterio
 from PIL import Image
 

@@ -90,7 +90,8 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
     try:
         bands = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise GeoreasonError(f"--bands: expected 1-based band numbers separated by commas like 3,2,1, got {text!r}") from None
+        raise GeoreasonError(
+            f"--bands: expected 1-based band numbers separated by commas like 3,2,1, got {text!r}") from None
     if len(bands) not in (1, 3) or min(bands) < 1:
         raise GeoreasonError(f"--bands: expected one or three band numbers >= 1 like 3,2,1, got {text!r}")
     return bands
@@ -168,7 +169,8 @@ def distributed() -> tuple[int, int, int]:
 def _raster_summary(raster) -> dict[str, Any] | None:
     if raster is None:
         return None
-    return {"width": raster.width, "height": raster.height, "crs": None if raster.crs is None else raster.crs.to_string(),
+    crs = None if raster.crs is None else raster.crs.to_string()
+    return {"width": raster.width, "height": raster.height, "crs": crs,
             "transform": list(raster.transform)[:6], "nodata": raster.nodata, "georeferenced": raster.georeferenced}
 
 
