@@ -12,6 +12,8 @@ import zlib
 import numpy as np
 import pyogrio
 import rasterio
+import rasterio.features
+import shapely
 from PIL import Image
 
 from georeason.cli import main
@@ -58,6 +60,9 @@ def test_whole_mode_writes_every_output_and_the_summary(tiny_model_dir, tmp_path
     overlay = Image.open(out / "photo.overlay.png")
     assert overlay.size[0] == 70 and overlay.size[1] > 50  # caption strip below the image
     assert pyogrio.read_info(out / "field.gpkg")["crs"] == CRS and pyogrio.read_info(out / "photo.gpkg")["crs"] is None
+    _, _, wkb, _ = pyogrio.raw.read(out / "field.gpkg")  # polygons burnt into the source grid = the mask GeoTIFF
+    burnt = rasterio.features.rasterize(shapely.from_wkb(wkb), out_shape=(60, 90), transform=TRANSFORM)
+    assert np.array_equal(burnt == 1, values == 1) and (values == 1).any()
 
     summary = json.loads((out / "summary.json").read_text())
     weights = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
