@@ -108,7 +108,8 @@ def test_transformers_backend_drives_both_steps_with_a_fake_generator(tmp_path):
     assert "The image is 8 x 8 pixels" in seen[0][1]["content"]
     # Greedy decoding: the payload has the token budget, not the temperature.
     payload = backend.payload(seen[0], 0.7, "{")
-    assert "temperature" not in payload and (payload["max_new_tokens"], payload["reply_prefix"]) == (512, "{")
+    assert "temperature" not in payload
+    assert (payload["max_new_tokens"], payload["repetition_penalty"], payload["reply_prefix"]) == (512, 1.0, "{")
     with pytest.raises(GeoreasonError, match="text only"):
         backend.payload([{"role": "user", "content": [{"type": "text", "text": "x"}]}], 0.7)
     # Same requests again: all replies come from the cache, the generator is not called.
@@ -141,7 +142,7 @@ def test_transformers_backend_loads_and_runs_a_tiny_local_model(tmp_path):
     tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}"
                                "{% if add_generation_prompt %}assistant : {% endif %}")
     tokenizer.save_pretrained(folder)
-    backend = TransformersBackend(str(folder), max_new_tokens=6)
+    backend = TransformersBackend(str(folder), max_new_tokens=6, repetition_penalty=1.3)
     assert backend.model == "tiny"
     messages = [{"role": "system", "content": "where"}, {"role": "user", "content": "lake ?"}]
     first = backend.generate(messages, "{")

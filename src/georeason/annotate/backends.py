@@ -179,11 +179,12 @@ class TransformersBackend:
     name = "transformers"
     supports_vision = False
 
-    def __init__(self, model: str | None, max_new_tokens: int = 512,
+    def __init__(self, model: str | None, max_new_tokens: int = 512, repetition_penalty: float = 1.0,
                  generate_fn: Callable[[Messages, str], str] | None = None):
         self.folder, self.gguf_file = resolve_local_model(model) if generate_fn is None else (Path("."), None)
         self.model = self.gguf_file or (self.folder.name if generate_fn is None else "fake")
         self.max_new_tokens = max_new_tokens
+        self.repetition_penalty = repetition_penalty  # > 1 discourages the loops small models fall into
         self._generate_fn = generate_fn
         self._lock = asyncio.Lock()
         self._loaded: tuple[Any, Any] | None = None
@@ -194,7 +195,8 @@ class TransformersBackend:
             if not isinstance(message["content"], str):
                 raise GeoreasonError("--backend transformers is text only: use --no-vision")
         return {"backend": self.name, "model": self.model, "messages": messages,
-                "max_new_tokens": self.max_new_tokens, "reply_prefix": reply_prefix}
+                "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
+                "reply_prefix": reply_prefix}
 
     async def complete(self, payload: dict[str, Any]) -> str:
         async with self._lock:  # one model in memory, one generation at a time
@@ -211,7 +213,7 @@ class TransformersBackend:
         inputs = tokenizer(prompt + reply_prefix, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             output = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                                    repetition_penalty=self.repetition_penalty, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
         return reply_prefix + tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def _load(self) -> tuple[Any, Any]:

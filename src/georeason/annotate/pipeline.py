@@ -429,7 +429,8 @@ def make_backend(kind: str, model: str | None, args: argparse.Namespace, summary
     from georeason.annotate import backends
 
     if kind == "transformers":
-        return backends.TransformersBackend(model, max_new_tokens=args.max_new_tokens)
+        return backends.TransformersBackend(model, max_new_tokens=args.max_new_tokens,
+                                            repetition_penalty=args.repetition_penalty)
     base_url = args.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     api_key = os.environ.get(args.api_key_env)
     policy = backends.RetryPolicy(max_retries=args.max_retries, backoff=args.backoff, timeout=args.timeout)
@@ -569,3 +570,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"reply cache (sqlite; default: DATASET_DIR/{CACHE_NAME})")
     parser.add_argument("--max-new-tokens", type=int, default=512, metavar="N",
                         help="transformers backend: generation budget per reply (default: %(default)s)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0, metavar="X",
+                        help="transformers backend: repetition penalty of greedy decoding, > 1 breaks the loops "
+                             "of small models (default: %(default)s = none)")
