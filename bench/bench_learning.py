@@ -108,8 +108,8 @@ def evaluate_row(name: str, data: Path, args: argparse.Namespace, model_dir: Pat
     torch.set_num_threads(2)
     report = evaluate(model_dir, data, "test", batch_size=args.eval_batch, baseline=baseline,
                       image_size=None if model_dir else 512)
-    tag = name.split(" ")[0].lower().replace("(", "").replace(")", "")
-    (args.workdir / f"report-{tag}-{int(time.time())}.json").write_text(json.dumps(report, indent=1))
+    tag = "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+    (args.workdir / f"report-{tag}.json").write_text(json.dumps(report, indent=1))
     flags = report["flags"]
     row = {"name": name, "all": report["metrics"], "empty_accuracy": report["empty_target_accuracy"],
            "phrasing": flags.get("heldout_phrasing", {}).get("true"),
