@@ -143,9 +143,8 @@ class Logger:
             self.writer.close()
 
 
-def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          stop_after: int | None = None) -> Path:
-    """Run (or resume) training; returns output_dir/final. `stop_after`: stop at that step (tests)."""
+def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) training; returns output_dir/final."""
     from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -222,12 +221,11 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
 
         bar = tqdm(total=recipe.max_steps, initial=start_step, desc="train", dynamic_ncols=True)
     device = accelerator.device
-    end_step = recipe.max_steps if stop_after is None else min(stop_after, recipe.max_steps)
 
     loop_started = time.perf_counter()
     stopped_by_time = False
     done = start_step
-    for step in range(start_step, end_step):
+    for step in range(start_step, recipe.max_steps):
         started = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(accumulation):
