@@ -8,10 +8,12 @@ bench/RESULTS.md. Run: `python bench/bench_predict.py` (about 10-15 min on 2 cor
 from __future__ import annotations
 
 import argparse
+import ast
 import gc
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -141,6 +143,64 @@ def write_section(lines: list[str]) -> None:
     RESULTS.write_text(text)
 
 
+def format_section(tiled_rows: list[dict], notes: list[str], whole_rows: list[dict], runs: int,
+                   minutes: float | None, load: float) -> list[str]:
+    lines = [SECTION, "",
+             f"`python bench/bench_predict.py` on {platform.machine()}, {os.cpu_count()} cores, "
+             f"{time.strftime('%Y-%m-%d')}, load average at the end {load:.1f} "
+             "(other jobs shared the machine, so times are noisy), random-weight models (smol without its GGUF "
+             "weights: same shapes and speed)." + ("" if minutes is None else f" Total {minutes:.1f} min."), "",
+             f"Tiled inference (`GeoReasoner.predict_tiled`, tile {TILE}, overlap {OVERLAP}, no answer) on a "
+             "generated 3-band uint8 GeoTIFF; each row a fresh process. Peak RSS (getrusage) per phase, the "
+             "count restarted after each phase via /proc/self/clear_refs: model load; the tiled run (overview, "
+             "description, tiles, streamed GeoTIFF, full-size mask PNG, overlay) - the figure that must stay "
+             "flat; polygonising the full-resolution mask (holds the mask in memory), on the largest scene.", "",
+             "| preset | scene | tiles | seconds | Mpx/s | s/tile | RSS after load MB | peak load MB "
+             "| peak tiled run MB | peak vectors MB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in tiled_rows:
+        vectors = f"{row['peak_rss_vectors_mb']:.0f} ({row['polygons']} polygons, {row['vector_seconds']:.1f} s)" \
+            if "peak_rss_vectors_mb" in row else "-"
+        lines.append(f"| {row['preset']} | {row['side']}x{row['side']} | {row['tiles']} | {row['seconds']:.1f} | "
+                     f"{row['pixels'] / 1e6 / row['seconds']:.2f} | {row['seconds'] / row['tiles']:.2f} | "
+                     f"{row['loaded_rss_mb']:.0f} | {row['load_peak_rss_mb']:.0f} | {row['peak_rss_mb']:.0f} | "
+                     f"{vectors} |")
+    lines += ["", *notes]
+    for preset in dict.fromkeys(row["preset"] for row in tiled_rows):
+        rows = sorted((row for row in tiled_rows if row["preset"] == preset), key=lambda row: row["side"])
+        if len(rows) > 1:
+            small, large = rows[0], rows[-1]
+            lines.append(f"- {preset}: {large['pixels'] / small['pixels']:.0f}x the pixels "
+                         f"({small['side']} -> {large['side']}), tiled-run peak {small['peak_rss_mb']:.0f} -> "
+                         f"{large['peak_rss_mb']:.0f} MB ({large['peak_rss_mb'] - small['peak_rss_mb']:+.0f} MB). "
+                         "What grows is proportional to the scene width, not its area: the blending row band "
+                         f"((tile + 512) rows x width float32 = {(TILE + 512) * large['side'] * 4 / 2**20:.0f} MB at "
+                         f"{large['side']} px) and GDAL's block cache filling up to its 32 MB cap.")
+    lines += ["", f"Whole-image latency (`GeoReasoner.predict`, a 1024x1024 RGB array, median of {runs} after a "
+              "warm-up, mask only; then one run that also generates the answer up to the preset's token limit - "
+              "random weights rarely stop early). 'mask stage' = encoder + LLM prefill + decoders.", "",
+              "| preset | dtype | mask-only total s | mask stage s | answer generation s | mask + answer total s "
+              "| max answer tokens | peak RSS MB |",
+              "|---|---|---|---|---|---|---|---|"]
+    for row in whole_rows:
+        answer = "-" if row.get("answer_s") is None else f"{row['answer_s']:.2f}"
+        lines.append(f"| {row['preset']} | {row['dtype']} | {row['mask_s']:.2f} | {row['model_s']:.2f} | {answer} | "
+                     f"{row['answer_total_s']:.2f} | {row['answer_tokens_max']} | {row['peak_rss_mb']:.0f} |")
+    return lines
+
+
+def rows_from_log(path: Path) -> tuple[list[dict], list[str], list[dict]]:
+    """The rows of a previous run, from the progress lines it printed to stderr."""
+    tiled, notes, whole = [], [], []
+    for line in path.read_text().splitlines():
+        if line.startswith(("tiled ", "whole ")):
+            row = ast.literal_eval(line.split(": ", 1)[1])
+            (tiled if line.startswith("tiled ") else whole).append(row)
+        elif line.startswith("- skipped"):
+            notes.append(line)
+    return tiled, notes, whole
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="tiny,smol")
@@ -151,6 +211,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny only, sizes 2048,4096")
     parser.add_argument("--workdir", help="keep scenes and models here (default: a temporary folder)")
     parser.add_argument("--no-results", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--from-log", metavar="LOG",
+                        help="rebuild the section from the stderr of an earlier run (no measuring)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -165,6 +227,18 @@ def main() -> int:
             make_scene(Path(rest[0]), int(rest[1]))
             report = {}
         print(json.dumps(report))
+        return 0
+
+    if args.from_log:
+        log = Path(args.from_log)
+        tiled_rows, notes, whole_rows = rows_from_log(log)
+        total = re.search(r"Total ([0-9.]+) min", log.read_text())
+        load = re.search(r"load average at the end ([0-9.]+)", log.read_text())
+        lines = format_section(tiled_rows, notes, whole_rows, args.runs, total and float(total.group(1)),
+                               float(load.group(1)) if load else os.getloadavg()[0])
+        print("\n".join(lines))
+        if not args.no_results:
+            write_section(lines)
         return 0
 
     from georeason.geo import plan_tiles
@@ -211,35 +285,8 @@ def main() -> int:
                 report.update(preset=preset, dtype=dtype)
                 whole_rows.append(report)
                 print(f"whole {preset} {dtype}: {report}", file=sys.stderr)
-    lines = [SECTION, "",
-             f"`python bench/bench_predict.py` on {platform.machine()}, {os.cpu_count()} cores, "
-             f"{time.strftime('%Y-%m-%d')}, load average at the end {os.getloadavg()[0]:.1f} "
-             "(other jobs shared the machine), random-weight models (smol without its GGUF weights: "
-             f"same shapes and speed). Total {(time.perf_counter() - began) / 60:.1f} min.", "",
-             f"Tiled inference (`GeoReasoner.predict_tiled`, tile {TILE}, overlap {OVERLAP}, no answer) on a "
-             "generated 3-band uint8 GeoTIFF; each row a fresh process. Peak RSS (getrusage) per phase, the "
-             "count restarted after each phase via /proc/self/clear_refs: model load; the tiled run (overview, "
-             "description, tiles, streamed GeoTIFF, full-size mask PNG, overlay) - the figure that must stay "
-             "flat; polygonising the full-resolution mask (holds the mask in memory), on the largest scene.", "",
-             "| preset | scene | tiles | seconds | Mpx/s | s/tile | RSS after load MB | peak load MB "
-             "| peak tiled run MB | peak vectors MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for row in tiled_rows:
-        vectors = f"{row['peak_rss_vectors_mb']:.0f} ({row['polygons']} polygons, {row['vector_seconds']:.1f} s)" \
-            if "peak_rss_vectors_mb" in row else "-"
-        lines.append(f"| {row['preset']} | {row['side']}x{row['side']} | {row['tiles']} | {row['seconds']:.1f} | "
-                     f"{row['pixels'] / 1e6 / row['seconds']:.2f} | {row['seconds'] / row['tiles']:.2f} | "
-                     f"{row['loaded_rss_mb']:.0f} | {row['load_peak_rss_mb']:.0f} | {row['peak_rss_mb']:.0f} | "
-                     f"{vectors} |")
-    lines += notes
-    lines += ["", f"Whole-image latency (`GeoReasoner.predict`, a 1024x1024 RGB array, median of {args.runs} "
-              "after a warm-up; mask only, then one run generating the answer up to the preset's token limit "
-              "- random weights rarely stop early):", "",
-              "| preset | dtype | mask total s | model s | mask + answer s | max answer tokens | peak RSS MB |",
-              "|---|---|---|---|---|---|---|"]
-    for row in whole_rows:
-        lines.append(f"| {row['preset']} | {row['dtype']} | {row['mask_s']:.2f} | {row['model_s']:.2f} | "
-                     f"{row['answer_total_s']:.2f} | {row['answer_tokens_max']} | {row['peak_rss_mb']:.0f} |")
+    minutes = (time.perf_counter() - began) / 60
+    lines = format_section(tiled_rows, notes, whole_rows, args.runs, minutes, os.getloadavg()[0])
     print("\n".join(lines))
     if not args.no_results:
         write_section(lines)
