@@ -283,3 +283,16 @@ def test_tied_embeddings_round_trip(tmp_path):
     loaded = SegEarthModel.from_pretrained(tmp_path)
     assert loaded.llm.causal_lm.lm_head.weight is loaded.llm.causal_lm.model.embed_tokens.weight
     assert torch.equal(loaded.llm.causal_lm.lm_head.weight, model.llm.causal_lm.lm_head.weight)
+
+
+def test_frozen_llm_gets_no_gradient_but_decoders_do():
+    config = preset("tiny")
+    config.llm.frozen = True
+    model, tokenizer = build_model(config)
+    model.train()
+    pixels, prompt, targets = fixed_batch(model, tokenizer)
+    model(pixels, prompt, target_masks=targets).loss.backward()
+    for name, parameter in model.named_parameters():
+        if name.startswith(("llm.", "connector.", "encoder.")):
+            assert parameter.grad is None, name
+    assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("mask_decoder.decoder."))

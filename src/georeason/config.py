@@ -66,6 +66,9 @@ class LLMConfig:
     hf_config: dict[str, Any] = field(default_factory=dict)
     lm_head_bias: bool = False
     gradient_checkpointing: bool = True
+    # A frozen LLM (and the connector feeding it) runs without gradients: the cheap recipe for CPUs,
+    # where the description embedding comes from the pretrained LLM as is.
+    frozen: bool = False
     # Where the model came from (a preset name, a local folder or a GGUF file); informational.
     source: str = ""
 

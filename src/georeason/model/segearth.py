@@ -67,6 +67,9 @@ class SegEarthModel(nn.Module):
         self.pixel_decoder = PixelDecoder(config.pixel_decoder, config.encoder.stage_channels)
         self.mask_decoder = MaskDecoder(config.mask_decoder, config.pixel_decoder.mask_dim)
         self._init_new_weights()
+        if config.llm.frozen:
+            self.llm.requires_grad_(False)
+            self.connector.requires_grad_(False)
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute LLM activations in the backward pass (the paper's recipe); training only."""
@@ -111,16 +114,16 @@ class SegEarthModel(nn.Module):
         """pixel_values [B,3,S,S] normalised; prompt from PromptBuilder; target_masks [B,S,S] 0/1."""
         features = self.encoder(pixel_values)
         stride32 = features[3]
-        visual_tokens = self.connector(stride32)
-
-        embeds = self.llm.embed(prompt.input_ids)
-        image_positions = prompt.token_kind == TokenKind.IMAGE
-        expected = visual_tokens.shape[1]
-        counts = image_positions.sum(1)
-        if not torch.all(counts == expected):
-            raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
-        embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
-        hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.llm.frozen):
+            visual_tokens = self.connector(stride32)
+            embeds = self.llm.embed(prompt.input_ids)
+            image_positions = prompt.token_kind == TokenKind.IMAGE
+            expected = visual_tokens.shape[1]
+            counts = image_positions.sum(1)
+            if not torch.all(counts == expected):
+                raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
+            embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+            hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
 
         description = (prompt.token_kind == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
         description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
