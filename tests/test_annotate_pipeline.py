@@ -275,13 +275,13 @@ def test_annotate_end_to_end_with_retries_repairs_and_a_failure(tmp_path, monkey
 
 def test_annotate_text_only_geotiff_metadata_timeout_and_link(tmp_path, monkeypatch):
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     scenes = tmp_path / "scenes"
     scenes.mkdir()
     with rasterio.open(scenes / "rmnp.tif", "w", driver="GTiff", width=24, height=16, count=3, dtype="uint16",
-                       crs="EPSG:32613", transform=from_origin(450000, 4450000, 2.0, 2.0)) as dst:
+                       crs="EPSG:32613", transform=Affine(2.0, 0, 450000, 0, -2.0, 4450000)) as dst:
         dst.write(np.arange(3 * 16 * 24, dtype=np.uint16).reshape(3, 16, 24))
     (tmp_path / "cats.json").write_text(json.dumps({"rmnp": "lake"}))
     llm = ScriptedLLM(script={("lake", "expand_answers"): ["slow"]})

@@ -29,6 +29,7 @@ def make_dataset(root: Path, stems: list[str], size=(20, 12)) -> None:
     (root / "train.jsonl").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # a plain, ungeoreferenced TIFF mask
 def test_merge_masks_binarises_copies_lists_and_updates_the_manifest(tmp_path, capsys):
     root, masks = tmp_path / "ds", tmp_path / "masks"
     make_dataset(root, ["a", "b", "c"])
