@@ -355,6 +355,7 @@ def test_annotate_resumes_after_sigkill_without_repeating_answered_requests(tmp_
         answered_first = {r["key"] for r in first_run if r["status"] == 200}
         assert len(answered_first) == 8 and len(done_first) >= 2
 
+        (out / "train" / "QAs" / ".img_05.json.tmp999").write_text("{half")  # as if killed mid-write
         start = len(llm.log)
         assert georeason_main(annotate_args(tmp_path / "scenes", csv_path, out, server, "--concurrency", "2")) == 0
     second_run = llm.log[start:]
@@ -367,3 +368,4 @@ def test_annotate_resumes_after_sigkill_without_repeating_answered_requests(tmp_
     assert summary["replies_from_cache"] == 8 - 3 * len(done_first)
     assert summary["replies_received"] == len(second_run) == 3 * 6 - 8
     assert len((out / "train.jsonl").read_text().splitlines()) == 6
+    assert sorted(p.name for p in (out / "train" / "QAs").iterdir()) == [f"img_0{i}.json" for i in range(6)]

@@ -479,6 +479,8 @@ def run(args: argparse.Namespace) -> int:
     split_dir = out / args.split
     for sub in ("images", "QAs", "labels"):
         (split_dir / sub).mkdir(parents=True, exist_ok=True)
+        for leftover in (split_dir / sub).glob(".*.tmp*"):  # half-written files of a killed run
+            leftover.unlink()
     todo = []
     for item in items:
         if is_done(split_dir, item.image.stem):
