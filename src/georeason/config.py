@@ -208,7 +208,7 @@ class SegEarthConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> SegEarthConfig:
-        return _from_dict(cls, data, source)
+        return dataclass_from_dict(cls, data, source)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -230,8 +230,13 @@ class SegEarthConfig:
         return dataclasses.replace(copy.deepcopy(self), **changes)
 
 
+def _key(where: str, name: str) -> str:
+    """'file.json' + 'lora' -> 'file.json: key lora'; nested keys join with dots."""
+    return f"{where}.{name}" if ": key " in where else f"{where}: key {name}"
+
+
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
-    """Validate a JSON value against a dataclass field annotation (the subset used here)."""
+    """Validate a JSON value against a dataclass field annotation (the subset configs use)."""
     origin = typing.get_origin(annotation)
     if annotation is Any:
         return value
@@ -243,16 +248,16 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
-            raise GeoreasonError(f"{where}: expected an object, got {type(value).__name__}")
-        return _from_dict(annotation, value, where)
+            raise GeoreasonError(f"{where}: expected an object, got {value!r}")
+        return dataclass_from_dict(annotation, value, where)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise GeoreasonError(f"{where}: expected a list, got {type(value).__name__}")
+            raise GeoreasonError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(annotation) or (Any,)
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise GeoreasonError(f"{where}: expected an object, got {type(value).__name__}")
+            raise GeoreasonError(f"{where}: expected an object, got {value!r}")
         return dict(value)
     if annotation is bool:
         if not isinstance(value, bool):
@@ -273,16 +278,14 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+def dataclass_from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Strict dataclass construction: an unknown key or a wrong type is an error naming the key."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise GeoreasonError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(sorted(names))}"
-        )
-    kwargs = {name: _check_type(value, hints[name], f"{where}.{name}") for name, value in data.items()}
-    return cls(**kwargs)
+        raise GeoreasonError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(names)}")
+    return cls(**{name: _check_type(value, hints[name], _key(where, name)) for name, value in data.items()})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,12 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from georeason.config import dataclass_from_dict
 from georeason.errors import GeoreasonError
 
 # Paper step counts (SPEC 3): named recipes set `max_steps` (and the dataset split they were run on).
@@ -202,66 +201,15 @@ def load_recipe(config: str | Path | None, overrides: list[str] = ()) -> TrainRe
         values["data"] = [{"path": values["data"], "weight": 1.0}]
     if isinstance(values.get("data"), list):
         values["data"] = [{"path": d, "weight": 1.0} if isinstance(d, str) else d for d in values["data"]]
-    recipe = from_dict(TrainRecipe, values, source)
+    recipe = dataclass_from_dict(TrainRecipe, values, source)
     recipe.validate()
     return recipe
 
 
 def recipe_from_dict(values: dict[str, Any], source: str = "recipe") -> TrainRecipe:
-    recipe = from_dict(TrainRecipe, values, source)
+    recipe = dataclass_from_dict(TrainRecipe, values, source)
     recipe.validate()
     return recipe
-
-
-def from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Strict dataclass construction: an unknown key or a wrong type is an error naming the key."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise GeoreasonError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys are {', '.join(names)}")
-    return cls(**{name: _check(value, hints[name], f"{where}: key {name}") for name, value in values.items()})
-
-
-def _check(value: Any, annotation: Any, where: str) -> Any:
-    origin = typing.get_origin(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if value is None:
-            return None
-        annotation, origin = options[0], typing.get_origin(options[0])
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise GeoreasonError(f"{where}: expected an object, got {value!r}")
-        return from_dict(annotation, value, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise GeoreasonError(f"{where}: expected a list, got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_check(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise GeoreasonError(f"{where}: expected an object, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise GeoreasonError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise GeoreasonError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise GeoreasonError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise GeoreasonError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
 
 
 def apply_model_overrides(config, overrides: dict[str, Any]):
