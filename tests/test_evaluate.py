@@ -92,6 +92,11 @@ def test_constant_baselines(jsonl_data):
     # Each target covers a known fraction of its image: IoU = target area / image area (padded input).
     assert 0 < m["cIoU"] < 0.5 and m["empty_accuracy"] == 0.0
     assert everything["model"]["fingerprint"] is None and everything["model"]["baseline"] == "everything"
+    # Its logits are +1 (probability 0.73): a 0.8 probability threshold keeps nothing, like predict-empty.
+    strict = evaluate(None, jsonl_data, "test", baseline="everything", image_size=256, threshold=0.8, limit=4)
+    assert strict["metrics"]["sum_intersection"] == 0 and strict["data"]["items"] == 4
+    with pytest.raises(GeoreasonError, match="--threshold: expected a probability"):
+        evaluate(None, jsonl_data, "test", baseline="empty", image_size=256, threshold=1.0)
 
 
 def test_constant_predictor_covers_the_image_not_the_padding():

@@ -222,14 +222,21 @@ def open_eval_dataset(data: str | Path, split: str, image_size: int, all_questio
 def run_evaluation(dataset, predictor: Predictor, flags: list[dict[str, bool]], batch_size: int = 1,
                    at_original_size: bool = False, answers: bool = False, save_masks: Path | None = None,
                    save_overlays: Path | None = None, rank: int = 0, world_size: int = 1,
-                   num_workers: int = 0, progress: bool = False) -> EvalState:
-    """Score this rank's share (items rank, rank + world, ...: every item exactly once overall)."""
+                   num_workers: int = 0, progress: bool = False, threshold: float = 0.5,
+                   limit: int | None = None) -> EvalState:
+    """Score this rank's share (items rank, rank + world, ...: every item exactly once overall).
+
+    `threshold` is on the probability; 0.5 (logit > 0) is the released protocol.
+    """
+    import math
+
     import torch
 
     from georeason.data.transforms import restore_mask_to_original
     from georeason.metrics import MetricAccumulator
 
-    indices = list(range(rank, len(dataset), world_size))
+    count = len(dataset) if limit is None else min(limit, len(dataset))  # limit: the first items only
+    indices = list(range(rank, count, world_size))
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
                                          collate_fn=_collate, num_workers=num_workers)
     state = EvalState(MetricAccumulator())
@@ -237,6 +244,9 @@ def run_evaluation(dataset, predictor: Predictor, flags: list[dict[str, bool]], 
         from tqdm import tqdm
 
         loader = tqdm(loader, desc="eval", total=len(loader), dynamic_ncols=True)
+    if not 0 < threshold < 1:
+        raise GeoreasonError(f"--threshold: expected a probability strictly between 0 and 1, got {threshold}")
+    cut = math.log(threshold / (1 - threshold))  # 0.0 for 0.5
     position = 0
     for batch in loader:
         logits, texts = predictor(batch)
@@ -244,10 +254,10 @@ def run_evaluation(dataset, predictor: Predictor, flags: list[dict[str, bool]], 
             index = indices[position]
             position += 1
             if at_original_size:
-                pred = restore_mask_to_original(logits[row], batch["geometry"][row])
+                pred = restore_mask_to_original(logits[row], batch["geometry"][row], cut)
                 gt = np.asarray(batch["mask"][row], dtype=bool)
             else:
-                pred = logits[row] > 0
+                pred = logits[row] > cut
                 gt = batch["target"][row].numpy() > 0.5
             category = batch["category"][row]
             iou = state.overall.update(pred, gt, category)
@@ -267,7 +277,7 @@ def run_evaluation(dataset, predictor: Predictor, flags: list[dict[str, bool]], 
                     row_info["answer"] = texts[row]
             state.samples.append(row_info)
             if save_masks is not None or save_overlays is not None:
-                _write_outputs(batch, row, logits[row], save_masks, save_overlays, texts)
+                _write_outputs(batch, row, logits[row], save_masks, save_overlays, texts, cut)
     return state
 
 
@@ -281,12 +291,12 @@ def _safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", sample_id)
 
 
-def _write_outputs(batch, row, logits, save_masks, save_overlays, texts) -> None:
+def _write_outputs(batch, row, logits, save_masks, save_overlays, texts, cut: float = 0.0) -> None:
     from PIL import Image
 
     from georeason.data.transforms import restore_mask_to_original
 
-    mask = restore_mask_to_original(logits, batch["geometry"][row])
+    mask = restore_mask_to_original(logits, batch["geometry"][row], cut)
     name = _safe_name(batch["id"][row])
     if save_masks is not None:
         Image.fromarray(mask.astype(np.uint8) * 255).save(save_masks / f"{name}.png")
@@ -365,7 +375,8 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
              all_questions: bool = False, answers: bool = False, at_original_size: bool = False,
              save_masks: Path | None = None, save_overlays: Path | None = None, device: str = "cpu",
              dtype=None, baseline: str | None = None, image_size: int | None = None, question_index: int = 0,
-             num_workers: int = 0, progress: bool = False) -> dict[str, Any]:
+             num_workers: int = 0, progress: bool = False, threshold: float = 0.5,
+             predictor: Predictor | None = None, limit: int | None = None) -> dict[str, Any]:
     """Evaluate a model folder (or a constant `baseline`, "empty"/"everything", at `image_size`); -> report.
 
     Runs this process's share and merges all processes' counts; every process gets the full report.
@@ -389,20 +400,24 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
         if folder is not None and partial.is_main_process:
             Path(folder).mkdir(parents=True, exist_ok=True)
     partial.wait_for_everyone()
-    predictor = constant_predictor(baseline) if baseline else model_predictor(model, prompts, answers, question, dtype)
+    if predictor is None:
+        predictor = constant_predictor(baseline) if baseline else model_predictor(model, prompts, answers, question,
+                                                                                   dtype)
     flags = dataset_flags(dataset, data, split)
     state = run_evaluation(dataset, predictor, flags, batch_size, at_original_size, answers and baseline is None,
                            save_masks, save_overlays, partial.process_index, partial.num_processes, num_workers,
-                           progress and partial.is_main_process)
+                           progress and partial.is_main_process, threshold, limit)
     state = gather_states(state)
     meta = {
         "model": {"path": str(model_dir) if model_dir else None, "baseline": baseline,
                   "fingerprint": model_fingerprint(model_dir) if baseline is None else None,
                   "constant_question": question},
-        "data": {"path": str(data), "layout": layout, "split": split, "items": len(dataset),
+        "data": {"path": str(data), "layout": layout, "split": split,
+                 "items": len(dataset) if limit is None else min(limit, len(dataset)),
                  "fingerprint": dataset_fingerprint(dataset, data), "all_questions": all_questions,
                  "question_index": question_index},
         "protocol": {"resolution": "original" if at_original_size else f"padded {image_size}x{image_size}",
+                     "threshold": threshold,
                      "iou": "I/(U+1e-5), 1 when U=0", "ciou": "sum I/(sum U+1e-10)", "precision": "IoU > t"},
         "processes": partial.num_processes,
         "elapsed_s": time.perf_counter() - started,
@@ -426,6 +441,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
     parser.add_argument("--at-original-size", action="store_true",
                         help="score at each image's original size instead of the padded model input")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="probability threshold of the predicted mask (default 0.5 = logit > 0, as released)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
     parser.add_argument("--num-workers", type=int, default=0, help="data loading workers (default 0)")
@@ -452,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(args.model, args.data, args.split, args.batch_size, args.all_questions, args.answers,
                       args.at_original_size, args.save_masks, args.save_overlays, args.device,
                       torch.bfloat16 if args.bf16 else None, question_index=args.question_index,
-                      num_workers=args.num_workers, progress=sys.stderr.isatty())
+                      num_workers=args.num_workers, progress=sys.stderr.isatty(), threshold=args.threshold)
     if _state().is_main_process:
         print(format_table(report))
         print(f"{report['data']['items']} items in {report['elapsed_s']:.1f} s")
