@@ -36,7 +36,8 @@ def _command_lines(block: str) -> list[str]:
         if line.endswith("\\"):
             pending = line[:-1].strip()
             continue
-        synopsis = re.search(r"\[-|\[[A-Z]|\||[^\x00-\x7f]", line)  # usage lines and diagrams, not examples
+        # usage lines, diagrams and the version banner are not examples
+        synopsis = re.search(r"\[-|\[[A-Z]|\||[^\x00-\x7f]|^georeason \d", line)
         if (line.startswith("georeason ") or line == "georeason") and not synopsis:
             lines.append(line)
     return lines
@@ -97,3 +98,9 @@ def test_docs_reference_existing_files():
         for target in re.findall(r"\]\(((?:docs/|bench/|\.\./)?[\w./-]+\.(?:md|png|py|json))\)", document.read_text()):
             path = (document.parent / target).resolve()
             assert path.exists(), f"{document.name} links to missing {target}"
+
+
+def test_command_reference_is_current():
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "cli_reference.py"), "--check"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
