@@ -296,3 +296,13 @@ def test_frozen_llm_gets_no_gradient_but_decoders_do():
         if name.startswith(("llm.", "connector.", "encoder.")):
             assert parameter.grad is None, name
     assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("mask_decoder.decoder."))
+
+
+def test_learned_query_baseline_reuses_the_description_embedding():
+    model, tokenizer = build_model(tiny(mask_decoder__query="learned"), seed=7)
+    model.eval()
+    builder = prompt_builder_for(model, tokenizer)
+    pixels = torch.randn(2, 3, 256, 256)
+    full = model.segment(pixels, builder.batch(["where is the runway?", "where is the lake?"], for_generation=True))
+    again = model.segment_with_description(pixels, full["description_embedding"])
+    assert torch.allclose(again, full["logits"], atol=1e-4)

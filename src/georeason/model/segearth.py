@@ -131,12 +131,7 @@ class SegEarthModel(nn.Module):
         mask_features, multi_scale = self.pixel_decoder(features)
         decoded = self.mask_decoder(projected["query"], mask_features, multi_scale)
 
-        if decoded.query_scores is None:
-            all_logits = [logits[:, 0] for logits in decoded.mask_logits]
-        else:  # PSALM baseline: the best-scoring learned query answers
-            best = decoded.query_scores[-1].argmax(-1)
-            rows = torch.arange(best.shape[0], device=best.device)
-            all_logits = [logits[rows, best] for logits in decoded.mask_logits]
+        all_logits = _answering_query_logits(decoded)
 
         output = SegEarthOutput(mask_logits=all_logits[-1], all_mask_logits=all_logits,
                                 description_embedding=description_embedding, query=projected["query"])
@@ -233,12 +228,7 @@ class SegEarthModel(nn.Module):
         projected = self.d_projector(description_embedding.to(features[3].dtype), features[3])
         mask_features, multi_scale = self.pixel_decoder(features)
         decoded = self.mask_decoder(projected["query"], mask_features, multi_scale)
-        if decoded.query_scores is None:
-            logits = decoded.mask_logits[-1][:, 0]
-        else:
-            best = decoded.query_scores[-1].argmax(-1)
-            logits = decoded.mask_logits[-1][torch.arange(best.shape[0], device=best.device), best]
-        return self._upsample(logits)
+        return self._upsample(_answering_query_logits(decoded)[-1])
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
@@ -329,6 +319,16 @@ class SegEarthModel(nn.Module):
         if dtype is not None:
             model.to(dtype)
         return model.to(device)
+
+
+def _answering_query_logits(decoded) -> list[torch.Tensor]:
+    """Per decoder layer, the [B,h,w] logits of the query that answers: the description query, or in
+    the PSALM baseline the learned query with the best final score."""
+    if decoded.query_scores is None:
+        return [logits[:, 0] for logits in decoded.mask_logits]
+    best = decoded.query_scores[-1].argmax(-1)
+    rows = torch.arange(best.shape[0], device=best.device)
+    return [logits[rows, best] for logits in decoded.mask_logits]
 
 
 def _atomic_save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
