@@ -1,7 +1,7 @@
 """Multi-scale deformable-attention pixel decoder of Mask2Former (SPEC 1.5; paper Sec. 4.3, Fig. 2).
 
-transformers' `Mask2FormerPixelDecoder` (pure-PyTorch deformable attention) with the FPN branch
-rebuilt as released: conv with bias -> GroupNorm -> ReLU in both the lateral and the output conv.
+transformers' `Mask2FormerPixelDecoder` with the FPN branch rebuilt as released (conv with bias ->
+GroupNorm -> ReLU in both the lateral and the output conv) and our gather-based deformable attention.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from transformers import Mask2FormerConfig
 from transformers.models.mask2former.modeling_mask2former import Mask2FormerPixelDecoder
 
 from georeason.config import PixelDecoderConfig
+from georeason.model.deformable_attention import DeformableAttention
 
 
 def _conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int, groups: int) -> nn.Sequential:
@@ -44,6 +45,11 @@ class PixelDecoder(nn.Module):
         with warnings.catch_warnings():  # a non-power-of-two head size only matters to a CUDA kernel we never use
             warnings.simplefilter("ignore", UserWarning)
             decoder = Mask2FormerPixelDecoder(m2f_config, feature_channels=list(encoder_channels))
+            # Same parameters, gather-based sampling: several times faster on CPU than grid_sample.
+            for layer in decoder.encoder.layers:
+                attention = layer.self_attn
+                layer.self_attn = DeformableAttention(attention.d_model, attention.n_heads, attention.n_levels,
+                                                      attention.n_points)
         groups = config.group_norm_groups
         for projection in decoder.input_projections:
             projection[1] = nn.GroupNorm(groups, config.conv_dim)
