@@ -21,40 +21,54 @@ def multi_scale_deformable_attention(value: torch.Tensor, spatial_shapes: list[t
     """value [B,N,H,D]; sampling_locations [B,Q,H,L,P,2] as (x, y) in [0, 1]; attention_weights
     [B,Q,H,L,P] -> [B,Q,H*D]. Runs in float32 whatever the input dtype (bf16 sampling weights are too
     coarse: a 1/256 step in a weight moves the sample by a visible fraction of a pixel)."""
-    batch, num_values, heads, head_dim = value.shape
+    batch, _, heads, head_dim = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
     out_dtype = value.dtype
     locations = sampling_locations.float()
     weights = attention_weights.float()
 
-    indices, corner_weights = [], []
-    start = 0
-    for level, (height, width) in enumerate(spatial_shapes):
-        # grid_sample's own unnormalisation (align_corners=False), kept in the same order of operations.
-        grid = 2 * locations[:, :, :, level] - 1  # [B,Q,H,P,2]
-        x = ((grid[..., 0] + 1) * width - 1) / 2
-        y = ((grid[..., 1] + 1) * height - 1) / 2
-        x0, y0 = x.floor(), y.floor()
-        fx, fy = x - x0, y - y0
-        level_weight = weights[:, :, :, level]
-        for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
-                          (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-            cx, cy = x0 + dx, y0 + dy
-            inside = (cx >= 0) & (cx <= width - 1) & (cy >= 0) & (cy <= height - 1)
-            flat = start + cy.clamp(0, height - 1).long() * width + cx.clamp(0, width - 1).long()
-            indices.append(flat)
-            corner_weights.append(w * level_weight * inside)
-        start += height * width
+    # Each level gets a one-pixel zero border, so the four bilinear corners of any (clamped) sample
+    # are valid rows and grid_sample's zero padding comes for free.
+    padded = [F.pad(level.permute(0, 3, 4, 1, 2), (1, 1, 1, 1)).permute(0, 3, 4, 1, 2).flatten(1, 2)
+              for level in _split_levels(value.float(), spatial_shapes)]  # each [B,(h+2)(w+2),H,D]
+    table = torch.cat(padded, 1)  # [B,Np,H,D]
+    rows_per_batch = table.shape[1]
+    index_dtype = torch.int32 if batch * rows_per_batch * heads < 2**31 else torch.int64
+    # Row of table[b, n, h] in the flattened [B*Np*H, D] table is (b * Np + n) * H + h.
+    batch_head = (torch.arange(batch, device=value.device).view(batch, 1, 1, 1) * rows_per_batch * heads
+                  + torch.arange(heads, device=value.device).view(1, 1, heads, 1))
 
-    # Row of value[b, n, h] in the flattened [B*N*H, D] table.
-    batch_offset = torch.arange(batch, device=value.device).view(batch, 1, 1, 1) * num_values
-    head_offset = torch.arange(heads, device=value.device).view(1, 1, heads, 1)
-    rows = (torch.stack(indices, -1).flatten(3) + batch_offset) * heads + head_offset  # [B,Q,H,L*P*4]
-    bag_weights = torch.stack(corner_weights, -1).flatten(3)
-    table = value.float().reshape(batch * num_values * heads, head_dim)
-    output = F.embedding_bag(rows.view(-1, rows.shape[-1]), table, per_sample_weights=bag_weights.reshape(
-        -1, rows.shape[-1]), mode="sum")
+    # All levels at once: per-level sizes broadcast over [B,Q,H,L,P] (elementwise work dominates here).
+    device = value.device
+    heights = torch.tensor([h for h, _ in spatial_shapes], device=device, dtype=torch.float32).view(levels, 1)
+    widths = torch.tensor([w for _, w in spatial_shapes], device=device, dtype=torch.float32).view(levels, 1)
+    padded_sizes = [(h + 2) * (w + 2) for h, w in spatial_shapes]
+    starts = torch.tensor([sum(padded_sizes[:i]) for i in range(levels)], device=device).view(levels, 1)
+    strides = (widths + 2).long()
+    # grid_sample's own unnormalisation (align_corners=False), kept in the same order of operations.
+    grid = 2 * locations - 1
+    x = (((grid[..., 0] + 1) * widths - 1) / 2).clamp(min=-1.0).minimum(widths)
+    y = (((grid[..., 1] + 1) * heights - 1) / 2).clamp(min=-1.0).minimum(heights)
+    # Beyond the border both corners of a side read the zero border, so clamping changes no value.
+    x0, y0 = x.floor().minimum(widths - 1), y.floor().minimum(heights - 1)
+    fx, fy = x - x0, y - y0
+    top_left = ((starts + (y0.long() + 1) * strides + (x0.long() + 1)) * heads + batch_head[..., None])
+    top_left = top_left.to(index_dtype)  # [B,Q,H,L,P]
+    below = (strides * heads).to(index_dtype)
+    indices = torch.stack([top_left, top_left + heads, top_left + below, top_left + below + heads], -1)
+    left, right = (1 - fx) * weights, fx * weights
+    corner_weights = torch.stack([left * (1 - fy), right * (1 - fy), left * fy, right * fy], -1)
+
+    bag = levels * points * 4
+    output = F.embedding_bag(indices.view(-1, bag), table.reshape(-1, head_dim),
+                             per_sample_weights=corner_weights.view(-1, bag), mode="sum")
     return output.view(batch, queries, heads * head_dim).to(out_dtype)
+
+
+def _split_levels(value: torch.Tensor, spatial_shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """[B,N,H,D] -> per level [B,h,w,H,D]."""
+    sizes = [h * w for h, w in spatial_shapes]
+    return [part.unflatten(1, shape) for part, shape in zip(value.split(sizes, 1), spatial_shapes)]
 
 
 class DeformableAttention(Mask2FormerPixelDecoderEncoderMultiscaleDeformableAttention):
