@@ -18,9 +18,10 @@ from georeason.model.connector import TokenCompressionConnector
 from georeason.model.convert import convert_released_state_dict, released_config
 from georeason.model.factory import build_model
 from georeason.model.mask2former_init import initialise_from_mask2former
-from tests.conftest import REPO, fixture_sets
+from tests.conftest import fixture_root, fixture_sets
 
-MANIFEST = REPO.parent / "shared" / "reference" / "official-state-dict-manifest.json"
+# The manifest sits beside the fixture sets in the reference folder (GEOREASON_FIXTURES moves both).
+MANIFEST = fixture_root().parent / "official-state-dict-manifest.json"
 
 
 def tiny(**changes) -> SegEarthConfig:
@@ -43,7 +44,7 @@ def fixed_batch(model, tokenizer, batch_size=2, seed=0):
     return pixels, prompt, targets
 
 
-@pytest.mark.skipif(not MANIFEST.is_file(), reason="released manifest not found beside the repo")
+@pytest.mark.skipif(not MANIFEST.is_file(), reason="released manifest not found beside the fixture sets")
 def test_paper_preset_matches_released_parameters_both_ways():
     with torch.device("meta"):
         model = SegEarthModel(preset("paper"))
