@@ -29,17 +29,17 @@ def multi_scale_deformable_attention(value: torch.Tensor, spatial_shapes: list[t
 
     # Each level gets a one-pixel zero border, so the four bilinear corners of any (clamped) sample
     # are valid rows and grid_sample's zero padding comes for free.
-    padded = [F.pad(level.permute(0, 3, 4, 1, 2), (1, 1, 1, 1)).permute(0, 3, 4, 1, 2).flatten(1, 2)
-              for level in _split_levels(value.float(), spatial_shapes)]  # each [B,(h+2)(w+2),H,D]
+    padded = [F.pad(level, (0, 0, 0, 0, 1, 1, 1, 1)).flatten(1, 2)  # [B,h,w,H,D] -> [B,(h+2)(w+2),H,D]
+              for level in _split_levels(value.float(), spatial_shapes)]
     table = torch.cat(padded, 1)  # [B,Np,H,D]
     rows_per_batch = table.shape[1]
     index_dtype = torch.int32 if batch * rows_per_batch * heads < 2**31 else torch.int64
     # Row of table[b, n, h] in the flattened [B*Np*H, D] table is (b * Np + n) * H + h.
-    batch_head = (torch.arange(batch, device=value.device).view(batch, 1, 1, 1) * rows_per_batch * heads
-                  + torch.arange(heads, device=value.device).view(1, 1, heads, 1))
+    device = value.device
+    batch_head = (torch.arange(batch, device=device).view(batch, 1, 1, 1) * rows_per_batch * heads
+                  + torch.arange(heads, device=device).view(1, 1, heads, 1))
 
     # All levels at once: per-level sizes broadcast over [B,Q,H,L,P] (elementwise work dominates here).
-    device = value.device
     heights = torch.tensor([h for h, _ in spatial_shapes], device=device, dtype=torch.float32).view(levels, 1)
     widths = torch.tensor([w for _, w in spatial_shapes], device=device, dtype=torch.float32).view(levels, 1)
     padded_sizes = [(h + 2) * (w + 2) for h, w in spatial_shapes]
