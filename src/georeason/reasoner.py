@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from scipy.special import expit
 
 from georeason.data.imageio import load_image
@@ -39,16 +38,14 @@ from georeason.geo import (
     write_vectors,
 )
 from georeason.geo.atomic import atomic_output
-from georeason.geo.raster import needs_stretch
+from georeason.geo.raster import capped_block_cache, needs_stretch
 from georeason.render import overlay_png
 
 # Whole-image mode reads the scene at once; above this many pixels it asks for --tile instead.
 WHOLE_MAX_PIXELS = 64_000_000
 OVERLAY_MAX_SIDE = 2048  # overlays and the tiled-mode overview are at most this long
 DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128
-# GDAL's block cache defaults to 5 % of RAM and keeps every block read, so a tiled pass over a big scene
-# would grow with the scene; a cap keeps tiled inference flat. In bytes: rasterio passes an integer
-# GDAL_CACHEMAX to GDALSetCacheMax (64 would mean 64 bytes and thrash).
+# GDAL block cache while reading a tiled result or the overview of a big scene (see capped_block_cache).
 TILED_GDAL_CACHE_BYTES = 32 * 2**20
 TIFF_SUFFIXES = {".tif", ".tiff", ".gtiff", ".vrt", ".img", ".jp2"}
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -121,7 +118,7 @@ class TiledPrediction:
 
     def save_mask_png(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Full-resolution 0/255 PNG streamed from the GeoTIFF block row by block row (flat memory)."""
-        with rasterio.Env(GDAL_CACHEMAX=TILED_GDAL_CACHE_BYTES), open_raster(self.geotiff) as src:
+        with capped_block_cache(TILED_GDAL_CACHE_BYTES), open_raster(self.geotiff) as src:
             return write_png_rows(path, src.width, src.height, _mask_rows(src), overwrite)
 
     def save_overlay(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
@@ -131,7 +128,7 @@ class TiledPrediction:
     def save_vectors(self, path: str | os.PathLike[str], driver: str = "GPKG", simplify: float = 0.0,
                      min_area: float = 0.0, overwrite: bool = False) -> dict[str, Any]:
         """Polygons of the full-resolution mask (needs about 3 bytes per scene pixel while polygonising)."""
-        with rasterio.Env(GDAL_CACHEMAX=TILED_GDAL_CACHE_BYTES), open_raster(self.geotiff) as src:
+        with capped_block_cache(TILED_GDAL_CACHE_BYTES), open_raster(self.geotiff) as src:
             mask = src.read(1) == 1
         attributes = {"question": self.question, "answer": self.answer or "", "model": self.model,
                       "source": self.source}
@@ -439,7 +436,7 @@ class GeoReasoner:
         """
         question = self.check_question(question)
         plan_tiles(tile_size, tile_size, tile_size, overlap)  # validates tile/overlap before any work
-        with rasterio.Env(GDAL_CACHEMAX=TILED_GDAL_CACHE_BYTES):
+        with capped_block_cache(TILED_GDAL_CACHE_BYTES):
             return self._predict_tiled(path, question, geotiff_path, tile_size, overlap, answer, bands, overwrite,
                                        progress)
 

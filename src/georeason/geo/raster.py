@@ -72,6 +72,19 @@ class RasterInfo:
 
 
 @contextlib.contextmanager
+def capped_block_cache(limit_bytes: int) -> Iterator[None]:
+    """Cap GDAL's block cache while reading a big scene in passes, unless the user set GDAL_CACHEMAX.
+
+    GDAL's default (5 % of RAM) keeps every block read, so resident memory would grow with the scene
+    although nothing is reused once a pass has moved on. rasterio hands an integer GDAL_CACHEMAX to
+    GDALSetCacheMax, so the limit is in bytes (64 would mean 64 bytes and thrash).
+    """
+    settings = {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": int(limit_bytes)}
+    with rasterio.Env(**settings):
+        yield
+
+
+@contextlib.contextmanager
 def open_raster(path: str | os.PathLike[str]) -> Iterator[DatasetReader]:
     """Open a raster for reading; any failure becomes a GeoreasonError naming the file."""
     path = Path(path)

@@ -14,13 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from georeason.errors import GeoreasonError
 from georeason.geo.output import MASK_NODATA, GeoTiffWindowWriter, refuse_input_as_output
-from georeason.geo.raster import needs_stretch, raster_info, read_rgb, resolve_bands, scene_limits
+from georeason.geo.raster import (
+    capped_block_cache,
+    needs_stretch,
+    raster_info,
+    read_rgb,
+    resolve_bands,
+    scene_limits,
+)
 
 # predict_fn(rgb uint8 [h, w, 3], valid bool [h, w]) -> probability float32 [h, w] in [0, 1]
 PredictFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -134,20 +140,13 @@ def run_tiled(
     8-bit inputs pass through; others get one stretch for the whole scene.
     """
     started = time.perf_counter()
-    settings = {}
-    if "GDAL_CACHEMAX" not in os.environ:  # a user's own setting wins
-        settings["GDAL_CACHEMAX"] = _block_cache_bytes(src, tile, bands)
-    with rasterio.Env(**settings):
+    with capped_block_cache(_block_cache_bytes(src, tile, bands)):
         return _run_tiled(src, predict_fn, out_path, tile, overlap, bands, limits, threshold, prob_path,
                           overwrite, tags, progress, started)
 
 
 def _block_cache_bytes(src: DatasetReader, tile: int, bands: Sequence[int] | None) -> int:
-    """GDAL's block cache sized to twice one band of source blocks (tile + block rows x scene width).
-
-    GDAL's default (5 % of RAM) would keep every block of a large scene cached, so resident memory
-    would grow with the scene height although nothing is reused after the band has passed.
-    """
+    """GDAL's block cache sized to twice one band of source blocks (tile + block rows x scene width)."""
     itemsize = max(np.dtype(src.dtypes[b - 1]).itemsize for b in set(resolve_bands(src, bands)))
     band_bytes = (min(tile, src.height) + 512) * src.width * 3 * itemsize
     return max(16 * 2**20, 2 * band_bytes)
