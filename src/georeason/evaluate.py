@@ -464,17 +464,23 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     check_outputs(args)
-    if args.device.startswith("cuda") and _state().num_processes > 1:
-        args.device = str(_state().device)
-    report = evaluate(args.model, args.data, args.split, args.batch_size, args.all_questions, args.answers,
-                      args.at_original_size, args.save_masks, args.save_overlays, args.device,
-                      torch.bfloat16 if args.bf16 else None, question_index=args.question_index,
-                      num_workers=args.num_workers, progress=sys.stderr.isatty(), threshold=args.threshold)
-    if _state().is_main_process:
-        print(format_table(report))
-        print(f"{report['data']['items']} items in {report['elapsed_s']:.1f} s")
-        if args.report is not None:
-            args.report.parent.mkdir(parents=True, exist_ok=True)
-            args.report.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-            print(f"report: {args.report}")
-    return 0
+    try:
+        if args.device.startswith("cuda") and _state().num_processes > 1:
+            args.device = str(_state().device)
+        report = evaluate(args.model, args.data, args.split, args.batch_size, args.all_questions, args.answers,
+                          args.at_original_size, args.save_masks, args.save_overlays, args.device,
+                          torch.bfloat16 if args.bf16 else None, question_index=args.question_index,
+                          num_workers=args.num_workers, progress=sys.stderr.isatty(), threshold=args.threshold)
+        if _state().is_main_process:
+            print(format_table(report))
+            print(f"{report['data']['items']} items in {report['elapsed_s']:.1f} s")
+            if args.report is not None:
+                args.report.parent.mkdir(parents=True, exist_ok=True)
+                args.report.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+                print(f"report: {args.report}")
+        return 0
+    finally:
+        # Under torchrun, exiting with gloo's threads still running can abort the process (SIGABRT,
+        # "terminate called without an active exception") after the work is done.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
