@@ -32,13 +32,18 @@ ABLATIONS = {  # Table 5 rows: name -> model_config overrides of the smol preset
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/georeason-bench-learning"))
-    parser.add_argument("--train-images", type=int, default=600)
-    parser.add_argument("--test-images", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per model (cosine schedule length)")
+    parser.add_argument("--train-images", type=int, default=3000)
+    parser.add_argument("--test-images", type=int, default=100)
+    parser.add_argument("--max-size", type=int, default=384, help="largest synthetic scene side (px)")
+    parser.add_argument("--image-size", type=int, default=256, help="model input side (the smol preset uses 512)")
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps per model (cosine schedule length)")
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per model")
-    parser.add_argument("--batch", type=int, default=2, help="global batch (per-device 2, accumulation batch/2)")
+    parser.add_argument("--batch", type=int, default=4, help="global batch (one micro-batch of 4, or accumulation)")
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--lora", type=int, default=8, help="LoRA rank on the LLM attention (0: train the whole LLM)")
+    parser.add_argument("--llm", choices=("frozen", "lora", "full"), default="frozen",
+                        help="frozen SmolLM2 (the D-Projector and decoders learn to read it), LoRA on its attention, "
+                        "or the whole LLM trained")
+    parser.add_argument("--lora", type=int, default=8, help="LoRA rank with --llm lora")
     parser.add_argument("--parallel", action="store_true",
                         help="train the models at the same time (1 thread each): the model and its text-blind twin, "
                         "or the ablation rows")
@@ -60,7 +65,7 @@ def make_data(args: argparse.Namespace) -> Path:
         if counts["train"]["samples"] == args.train_images and counts["test"]["samples"] == args.test_images:
             return data
     command = [sys.executable, "-m", "georeason.cli", "synth", str(data), "--num-train", str(args.train_images),
-               "--num-val", "0", "--num-test", str(args.test_images), "--min-size", "256", "--max-size", "512",
+               "--num-val", "0", "--num-test", str(args.test_images), "--min-size", "256", "--max-size", str(args.max_size),
                "--seed", "0", "--workers", "2"]
     subprocess.run(command, check=True)
     return data
@@ -69,11 +74,14 @@ def make_data(args: argparse.Namespace) -> Path:
 def recipe(args: argparse.Namespace, data: Path, name: str, steps: int, minutes: float, **changes) -> Path:
     values = {
         "model": "smol", "data": str(data), "output_dir": str(args.workdir / "runs" / name), "max_steps": steps,
-        "max_minutes": minutes, "global_batch_size": args.batch, "per_device_batch_size": 2, "lr": args.lr,
+        "max_minutes": minutes, "global_batch_size": args.batch, "per_device_batch_size": min(4, args.batch),
+        "lr": args.lr,
         "warmup_ratio": 0.05, "gradient_checkpointing": False, "mixed_precision": "no", "save_every": 25,
         "keep_last": 1, "log_every": 5, "seed": 0,
-        "lora": {"r": args.lora, "alpha": 2 * args.lora} if args.lora else None,
+        "lora": {"r": args.lora, "alpha": 2 * args.lora} if args.llm == "lora" else None,
     }
+    model_config = {"image_size": args.image_size, **({"llm.frozen": True} if args.llm == "frozen" else {})}
+    values["model_config"] = {**model_config, **changes.pop("model_config", {})}
     values.update(changes)
     path = args.workdir / f"recipe-{name}.json"
     path.write_text(json.dumps(values, indent=1) + "\n")
@@ -110,7 +118,7 @@ def evaluate_row(name: str, data: Path, args: argparse.Namespace, model_dir: Pat
 
     torch.set_num_threads(2)
     report = evaluate(model_dir, data, "test", batch_size=args.eval_batch, baseline=baseline,
-                      image_size=None if model_dir else 512)
+                      image_size=None if model_dir else args.image_size)
     tag = "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
     (args.workdir / f"report-{tag}.json").write_text(json.dumps(report, indent=1))
     flags = report["flags"]
@@ -242,13 +250,14 @@ def main() -> None:
                  f"({meta['train']['empty']} empty targets, held-out categories absent), "
                  f"{meta['test']['samples']} test images ({meta['test']['heldout_phrasing']} with held-out "
                  f"phrasings, {meta['test']['heldout_category']} of held-out categories, {meta['test']['empty']} "
-                 "empty), sides 256-512 px.",
-                 f"Training: smol preset (SmolLM2-135M from the GGUF + small Swin, 512 px input; "
-                 + (f"LoRA r={args.lora} on the LLM attention, everything else trainable" if args.lora else
-                    "everything trainable") + f"), AdamW lr {args.lr:g}, 5% warmup + cosine over {args.steps} steps, global batch "
-                 f"{args.batch} (2 per step x accumulation), fp32, budget {args.minutes:g} min per model"
+                 f"empty), sides 256-{args.max_size} px.",
+                 f"Training: smol preset (SmolLM2-135M from the GGUF + small Swin from scratch, {args.image_size} px input; "
+                 + {"frozen": "LLM and connector frozen, everything else trainable",
+                    "lora": f"LoRA r={args.lora} on the LLM attention, everything else trainable",
+                    "full": "everything trainable"}[args.llm] + f"), AdamW lr {args.lr:g}, 5% warmup + cosine over {args.steps} steps, global batch "
+                 f"{args.batch} ({min(4, args.batch)} per micro-batch), fp32, budget {args.minutes:g} min per model"
                  + (" (both models trained at the same time, 1 core each)" if args.parallel else "") + ".",
-                 "Scores: released protocol (padded 512 x 512, probability > 0.5), question 0 of each test image, "
+                 f"Scores: released protocol (padded {args.image_size} x {args.image_size}, probability > 0.5), question 0 of each test image, "
                  "percent. Rows marked (diagnostic) are not the released protocol: their probability threshold is "
                  "the best of 0.1..0.5 on the first 24 train images.", ""]
         lines += table(rows)

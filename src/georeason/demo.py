@@ -24,7 +24,7 @@ CLI_EPILOG = """examples:
 
 GEOTIFF_QUESTION = "Where could hikers find open ground to set up a camp in this scene?"
 NOTICE = """\
-This demo model is SMALL (SmolLM2-135M + a small Swin, 512 px input) and was trained for a few minutes on
+This demo model is SMALL (SmolLM2-135M + a small Swin, 256 px input) and was trained for a few minutes on
 SYNTHETIC scenes only: expect rough masks, and little sense on real imagery. For real work use the
 authors' released SegEarth-R1 weights: download them, then `georeason convert RELEASED_DIR models/segearth-r1`
 and pass `--model models/segearth-r1` to predict, eval or serve (see docs/model.md)."""
@@ -35,11 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("GEOREASON_CACHE", Path.home() / ".cache" / "georeason")),
                         help="where the trained demo model is cached (default ~/.cache/georeason)")
-    parser.add_argument("--train-scenes", type=int, default=240, help="synthetic training scenes (default 240)")
+    parser.add_argument("--train-scenes", type=int, default=1000, help="synthetic training scenes (default 1000)")
     parser.add_argument("--test-scenes", type=int, default=40, help="synthetic test scenes (default 40)")
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps (default 60)")
+    parser.add_argument("--steps", type=int, default=250, help="optimizer steps (default 250)")
     parser.add_argument("--batch-size", type=int, default=4, help="global batch size (default 4)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    parser.add_argument("--image-size", type=int, default=256, help="model input side in px (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     parser.add_argument("--retrain", action="store_true", help="train again even if a cached model exists")
 
@@ -67,7 +68,7 @@ def _prepare_data(root: Path, args: argparse.Namespace) -> Path:
             print(f"[1/4] synthetic data: reusing {data}")
             return data
     started = time.perf_counter()
-    generate_benchmark(data, args.train_scenes, 0, args.test_scenes, seed=args.seed, min_size=256, max_size=512)
+    generate_benchmark(data, args.train_scenes, 0, args.test_scenes, seed=args.seed, min_size=256, max_size=384)
     print(f"[1/4] synthetic data: {args.train_scenes} train + {args.test_scenes} test scenes in {data} "
           f"({time.perf_counter() - started:.0f} s)")
     return data
@@ -78,7 +79,7 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
     from georeason.training.recipe import DataSource, TrainRecipe
 
     settings = {"steps": args.steps, "batch": args.batch_size, "lr": args.lr, "seed": args.seed,
-                "scenes": args.train_scenes, "version": 2}
+                "scenes": args.train_scenes, "image_size": args.image_size, "version": 3}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     run_dir = args.cache / f"demo-smol-{key}"
     final = run_dir / "final"
@@ -86,10 +87,10 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
         print(f"[2/4] training: reusing the cached demo model {final}")
         return final
     # The LLM stays frozen: on 2 CPU cores its backward pass would take three quarters of every step.
-    recipe = TrainRecipe(model="smol", model_config={"llm.frozen": True}, data=[DataSource(path=str(data))],
+    recipe = TrainRecipe(model="smol", model_config={"llm.frozen": True, "image_size": args.image_size}, data=[DataSource(path=str(data))],
                          output_dir=str(run_dir),
                          max_steps=args.steps, lr=args.lr, warmup_ratio=0.05, global_batch_size=args.batch_size,
-                         per_device_batch_size=min(2, args.batch_size), gradient_checkpointing=False,
+                         per_device_batch_size=min(4, args.batch_size), gradient_checkpointing=False,
                          save_every=max(args.steps, 1), keep_last=1, log_every=5, seed=args.seed)
     started = time.perf_counter()
     print(f"[2/4] training the smol preset for {args.steps} steps of {args.batch_size} scenes "
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     model_dir = _train(data, args)
 
     report = evaluate(model_dir, data, split="test", batch_size=4)
-    baseline = evaluate(None, data, split="test", baseline="empty", image_size=512)
+    baseline = evaluate(None, data, split="test", baseline="empty", image_size=args.image_size)
     (out / "eval_report.json").write_text(json.dumps(report, indent=1) + "\n")
     print("[3/4] evaluation on the synthetic test split (held-out categories and phrasings included):")
     print(format_table(report))

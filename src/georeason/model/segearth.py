@@ -78,8 +78,16 @@ class SegEarthModel(nn.Module):
 
     # -- initialisation ---------------------------------------------------------------------------
     def _init_new_weights(self) -> None:
-        """New layers N(0, 0.02), norms 1/0 (SPEC 3); deformable attention as in Deformable DETR."""
-        for module in (self.connector, self.d_projector, self.pixel_decoder, self.mask_decoder):
+        """Fresh weights before any checkpoint is loaded (SPEC 3 and Mask2Former's own scheme).
+
+        The layers SegEarth-R1 adds (connector, D-Projector) get N(0, 0.02) and norms 1/0, as released.
+        The pixel and mask decoders are released pretrained (Mask2Former); when they start from scratch
+        they get Mask2Former's from-scratch initialisation, not N(0, 0.02): with N(0, 0.02) in the
+        three-layer mask-embedding MLP and the stride-4 projection the initial mask logits are ~30x
+        smaller, and on the synthetic benchmark the model then never leaves the predict-nothing plateau
+        (bench/RESULTS.md, "Learning diagnosis").
+        """
+        for module in (self.connector, self.d_projector):
             for layer in module.modules():
                 if isinstance(layer, (nn.Linear, nn.Conv2d)):
                     nn.init.normal_(layer.weight, std=0.02)
@@ -88,23 +96,7 @@ class SegEarthModel(nn.Module):
                 elif isinstance(layer, (nn.LayerNorm, nn.GroupNorm)):
                     nn.init.ones_(layer.weight)
                     nn.init.zeros_(layer.bias)
-                elif isinstance(layer, nn.Embedding):
-                    nn.init.normal_(layer.weight, std=0.02)
-        for layer in self.pixel_decoder.modules():
-            if hasattr(layer, "sampling_offsets") and hasattr(layer, "n_heads"):
-                heads, levels, points = layer.n_heads, layer.n_levels, layer.n_points
-                nn.init.zeros_(layer.sampling_offsets.weight)
-                angles = torch.arange(heads, dtype=torch.float32) * (2.0 * math.pi / heads)
-                grid = torch.stack([angles.cos(), angles.sin()], -1)
-                grid = grid / grid.abs().max(-1, keepdim=True)[0]
-                grid = grid.view(heads, 1, 1, 2).repeat(1, levels, points, 1)
-                grid = grid * torch.arange(1, points + 1, dtype=torch.float32).view(1, 1, points, 1)
-                with torch.no_grad():
-                    layer.sampling_offsets.bias.copy_(grid.flatten())
-                nn.init.zeros_(layer.attention_weights.weight)
-                nn.init.zeros_(layer.attention_weights.bias)
-                nn.init.xavier_uniform_(layer.value_proj.weight)
-                nn.init.xavier_uniform_(layer.output_proj.weight)
+        _init_mask2former_from_scratch(self.pixel_decoder, self.mask_decoder)
 
     # -- forward ----------------------------------------------------------------------------------
     def forward(self, pixel_values: torch.Tensor, prompt: PromptBatch, target_masks: torch.Tensor | None = None,
@@ -319,6 +311,54 @@ class SegEarthModel(nn.Module):
         if dtype is not None:
             model.to(dtype)
         return model.to(device)
+
+
+def _init_mask2former_from_scratch(pixel_decoder: PixelDecoder, mask_decoder: MaskDecoder) -> None:
+    """Mask2Former's initialisation (as in its reference code and transformers' port).
+
+    Convs: kaiming-uniform with a=1 ("c2_xavier_fill"), zero bias. Transformer layers of both decoders:
+    xavier-uniform on every matrix. Deformable attention: zero offsets weight with offsets biased onto a
+    ring of points per head, uniform attention weights (Deformable DETR). Mask-embedding MLP (and the
+    PSALM baseline's score head): PyTorch's default Linear init. Embeddings: N(0, 1). Norms 1/0.
+    """
+    for module in (pixel_decoder, mask_decoder):
+        for layer in module.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_uniform_(layer.weight, a=1)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+            elif isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+            elif isinstance(layer, (nn.LayerNorm, nn.GroupNorm)):
+                nn.init.ones_(layer.weight)
+                nn.init.zeros_(layer.bias)
+            elif isinstance(layer, nn.Embedding):
+                nn.init.normal_(layer.weight, std=1.0)
+    nn.init.normal_(pixel_decoder.level_embed, std=1.0)
+    transformer_layers = list(pixel_decoder.decoder.encoder.layers) + list(mask_decoder.decoder.layers)
+    for layer in transformer_layers:
+        for parameter in layer.parameters():
+            if parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+    for layer in mask_decoder.decoder.layers:
+        nn.init.zeros_(layer.cross_attn.in_proj_bias)
+    for layer in pixel_decoder.modules():
+        if hasattr(layer, "sampling_offsets") and hasattr(layer, "n_heads"):
+            heads, levels, points = layer.n_heads, layer.n_levels, layer.n_points
+            nn.init.zeros_(layer.sampling_offsets.weight)
+            angles = torch.arange(heads, dtype=torch.float32) * (2.0 * math.pi / heads)
+            ring = torch.stack([angles.cos(), angles.sin()], -1)
+            ring = ring / ring.abs().max(-1, keepdim=True)[0]
+            ring = ring.view(heads, 1, 1, 2).repeat(1, levels, points, 1)
+            ring = ring * torch.arange(1, points + 1, dtype=torch.float32).view(1, 1, points, 1)
+            with torch.no_grad():
+                layer.sampling_offsets.bias.copy_(ring.flatten())
+            nn.init.zeros_(layer.attention_weights.weight)
+            nn.init.zeros_(layer.attention_weights.bias)
+            nn.init.xavier_uniform_(layer.value_proj.weight)
+            nn.init.zeros_(layer.value_proj.bias)
+            nn.init.xavier_uniform_(layer.output_proj.weight)
+            nn.init.zeros_(layer.output_proj.bias)
 
 
 def _answering_query_logits(decoded) -> list[torch.Tensor]:
