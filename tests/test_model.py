@@ -307,3 +307,32 @@ def test_learned_query_baseline_reuses_the_description_embedding():
     full = model.segment(pixels, builder.batch(["where is the runway?", "where is the lake?"], for_generation=True))
     again = model.segment_with_description(pixels, full["description_embedding"])
     assert torch.allclose(again, full["logits"], atol=1e-4)
+
+
+def test_fresh_decoders_use_mask2formers_init_and_added_layers_keep_released_init():
+    """SegEarth-R1's own layers start N(0, 0.02); decoders not loaded from a checkpoint start as Mask2Former
+    does. With N(0, 0.02) in the mask-embedding MLP the smol model never left the predict-nothing plateau."""
+    torch.manual_seed(0)
+    model = SegEarthModel(preset("smol"))
+    std = model.d_projector.text_projector.weight.std().item()
+    assert 0.018 < std < 0.022
+    connector_convs = [m for m in model.connector.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert connector_convs and all(0.018 < conv.weight.std().item() < 0.022 for conv in connector_convs)
+    # PyTorch's default Linear init: uniform within 1/sqrt(fan_in), std 1/sqrt(3 fan_in).
+    for layer in model.mask_decoder.decoder.mask_predictor.mask_embedder.modules():
+        if isinstance(layer, torch.nn.Linear):
+            fan_in = layer.weight.shape[1]
+            assert layer.weight.abs().max() <= fan_in**-0.5 + 1e-6
+            assert layer.weight.std().item() == pytest.approx((3 * fan_in) ** -0.5, rel=0.05)
+    # Xavier-uniform on the decoder's attention matrices: std sqrt(2 / (fan_in + fan_out)).
+    out_proj = model.mask_decoder.decoder.layers[0].cross_attn.out_proj.weight
+    assert out_proj.std().item() == pytest.approx((2 / sum(out_proj.shape)) ** 0.5, rel=0.05)
+    assert model.mask_decoder.level_embed.weight.std().item() == pytest.approx(1.0, rel=0.2)
+    # The initial mask logits are not vanishingly small (they were ~30x smaller with N(0, 0.02)).
+    mask_features = torch.randn(1, model.config.pixel_decoder.mask_dim, 8, 8)
+    query = torch.nn.functional.layer_norm(torch.randn(1, 1, model.config.mask_decoder.hidden_dim),
+                                           (model.config.mask_decoder.hidden_dim,))
+    with torch.no_grad():
+        logits = torch.einsum("bqc,bchw->bqhw", model.mask_decoder.decoder.mask_predictor.mask_embedder(query),
+                              mask_features)
+    assert logits.std() > 0.3
