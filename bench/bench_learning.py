@@ -125,6 +125,7 @@ def evaluate_row(name: str, data: Path, args: argparse.Namespace, model_dir: Pat
     row = {"name": name, "all": report["metrics"], "empty_accuracy": report["empty_target_accuracy"],
            "phrasing": flags.get("heldout_phrasing", {}).get("true"),
            "category": flags.get("heldout_category", {}).get("true"),
+           "seen": flags.get("heldout_category", {}).get("false"),
            "model_fingerprint": report["model"]["fingerprint"],
            "eval_seconds": report["elapsed_s"]}
     if model_dir is not None:
@@ -163,6 +164,7 @@ def diagnostic_row(name: str, data: Path, args: argparse.Namespace, model_dir: P
            "empty_accuracy": report["empty_target_accuracy"],
            "phrasing": flags.get("heldout_phrasing", {}).get("true"),
            "category": flags.get("heldout_category", {}).get("true"),
+           "seen": flags.get("heldout_category", {}).get("false"),
            "train": "threshold chosen on 24 train images: " + ", ".join(f"{t:g}: {100 * g:.1f}" for t, g in scores.items())}
     print(f"{row['name']}: gIoU {pct(row['all']['gIoU'])} cIoU {pct(row['all']['cIoU'])}", flush=True)
     return row
@@ -173,17 +175,17 @@ def pct(value) -> str:
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| model | training | gIoU | cIoU | P@0.5 | held-out phrasing gIoU / cIoU (n) | "
-             "held-out category gIoU / cIoU (n) | empty-target acc. |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | training | gIoU | cIoU | P@0.5 | seen categories gIoU / cIoU (n) | "
+             "held-out phrasing gIoU / cIoU (n) | held-out category gIoU / cIoU (n) | empty-target acc. |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         sub = []
-        for key in ("phrasing", "category"):
+        for key in ("seen", "phrasing", "category"):
             m = row[key]
             sub.append("-" if m is None else f"{pct(m['gIoU'])} / {pct(m['cIoU'])} ({m['n']})")
         m = row["all"]
         lines.append(f"| {row['name']} | {row.get('train', '-')} | {pct(m['gIoU'])} | {pct(m['cIoU'])} | "
-                     f"{pct(m['P@0.5'])} | {sub[0]} | {sub[1]} | {pct(row['empty_accuracy'])} |")
+                     f"{pct(m['P@0.5'])} | {sub[0]} | {sub[1]} | {sub[2]} | {pct(row['empty_accuracy'])} |")
     return lines
 
 
