@@ -35,9 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("GEOREASON_CACHE", Path.home() / ".cache" / "georeason")),
                         help="where the trained demo model is cached (default ~/.cache/georeason)")
-    parser.add_argument("--train-scenes", type=int, default=1000, help="synthetic training scenes (default 1000)")
+    parser.add_argument("--train-scenes", type=int, default=1500, help="synthetic training scenes (default 1500)")
     parser.add_argument("--test-scenes", type=int, default=40, help="synthetic test scenes (default 40)")
-    parser.add_argument("--steps", type=int, default=250, help="optimizer steps (default 250)")
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
     parser.add_argument("--batch-size", type=int, default=4, help="global batch size (default 4)")
     parser.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
     parser.add_argument("--image-size", type=int, default=256, help="model input side in px (default 256)")
