@@ -65,8 +65,8 @@ def make_data(args: argparse.Namespace) -> Path:
         if counts["train"]["samples"] == args.train_images and counts["test"]["samples"] == args.test_images:
             return data
     command = [sys.executable, "-m", "georeason.cli", "synth", str(data), "--num-train", str(args.train_images),
-               "--num-val", "0", "--num-test", str(args.test_images), "--min-size", "256", "--max-size", str(args.max_size),
-               "--seed", "0", "--workers", "2"]
+               "--num-val", "0", "--num-test", str(args.test_images), "--min-size", "256",
+               "--max-size", str(args.max_size), "--seed", "0", "--workers", "2"]
     subprocess.run(command, check=True)
     return data
 
@@ -123,10 +123,7 @@ def evaluate_row(name: str, data: Path, args: argparse.Namespace, model_dir: Pat
     (args.workdir / f"report-{tag}.json").write_text(json.dumps(report, indent=1))
     flags = report["flags"]
     row = {"name": name, "all": report["metrics"], "empty_accuracy": report["empty_target_accuracy"],
-           "phrasing": flags.get("heldout_phrasing", {}).get("true"),
-           "category": flags.get("heldout_category", {}).get("true"),
-           "seen": flags.get("heldout_category", {}).get("false"),
-           "model_fingerprint": report["model"]["fingerprint"],
+           **subset_metrics(flags), "model_fingerprint": report["model"]["fingerprint"],
            "eval_seconds": report["elapsed_s"]}
     if model_dir is not None:
         run = summary(model_dir.parent)
@@ -161,13 +158,17 @@ def diagnostic_row(name: str, data: Path, args: argparse.Namespace, model_dir: P
     report = evaluate(model_dir, data, "test", batch_size=args.eval_batch, threshold=best, predictor=predict)
     flags = report["flags"]
     row = {"name": f"{name}, p > {best:g} (diagnostic)", "all": report["metrics"],
-           "empty_accuracy": report["empty_target_accuracy"],
-           "phrasing": flags.get("heldout_phrasing", {}).get("true"),
-           "category": flags.get("heldout_category", {}).get("true"),
-           "seen": flags.get("heldout_category", {}).get("false"),
+           "empty_accuracy": report["empty_target_accuracy"], **subset_metrics(flags),
            "train": "threshold chosen on 24 train images: " + ", ".join(f"{t:g}: {100 * g:.1f}" for t, g in scores.items())}
     print(f"{row['name']}: gIoU {pct(row['all']['gIoU'])} cIoU {pct(row['all']['cIoU'])}", flush=True)
     return row
+
+
+def subset_metrics(flags: dict) -> dict:
+    """The table's subsets from a report's per-flag metrics: seen categories, held-out phrasings and categories."""
+    return {"seen": flags.get("heldout_category", {}).get("false"),
+            "phrasing": flags.get("heldout_phrasing", {}).get("true"),
+            "category": flags.get("heldout_category", {}).get("true")}
 
 
 def pct(value) -> str:
@@ -247,20 +248,22 @@ def main() -> None:
         if not args.no_diagnostic:
             rows += [diagnostic_row("SegEarth-R1 smol", data, args, main_dir),
                      diagnostic_row("text-blind", data, args, blind_dir)]
+        trained_parts = {"frozen": "LLM and connector frozen, everything else trainable",
+                         "lora": f"LoRA r={args.lora} on the LLM attention, everything else trainable",
+                         "full": "everything trainable"}[args.llm]
         lines = [environment_line(args), "",
                  f"Data: `georeason synth` seed 0, {meta['train']['samples']} train images "
                  f"({meta['train']['empty']} empty targets, held-out categories absent), "
                  f"{meta['test']['samples']} test images ({meta['test']['heldout_phrasing']} with held-out "
                  f"phrasings, {meta['test']['heldout_category']} of held-out categories, {meta['test']['empty']} "
                  f"empty), sides 256-{args.max_size} px.",
-                 f"Training: smol preset (SmolLM2-135M from the GGUF + small Swin from scratch, {args.image_size} px input; "
-                 + {"frozen": "LLM and connector frozen, everything else trainable",
-                    "lora": f"LoRA r={args.lora} on the LLM attention, everything else trainable",
-                    "full": "everything trainable"}[args.llm] + f"), AdamW lr {args.lr:g}, 5% warmup + cosine over {args.steps} steps, global batch "
-                 f"{args.batch} ({min(4, args.batch)} per micro-batch), fp32, budget {args.minutes:g} min per model"
+                 "Training: smol preset (SmolLM2-135M from the GGUF + small Swin from scratch, "
+                 f"{args.image_size} px input; {trained_parts}), AdamW lr {args.lr:g}, 5% warmup + cosine over "
+                 f"{args.steps} steps, global batch {args.batch} ({min(4, args.batch)} per micro-batch), fp32, "
+                 f"budget {args.minutes:g} min per model"
                  + (" (both models trained at the same time, 1 core each)" if args.parallel else "") + ".",
-                 f"Scores: released protocol (padded {args.image_size} x {args.image_size}, probability > 0.5), question 0 of each test image, "
-                 "percent. Rows marked (diagnostic) are not the released protocol: their probability threshold is "
+                 f"Scores: released protocol (padded {args.image_size} x {args.image_size}, probability > 0.5), "
+                 "question 0 of each test image, percent. Rows marked (diagnostic) are not the released protocol: their probability threshold is "
                  "the best of 0.1..0.5 on the first 24 train images.", ""]
         lines += table(rows)
         for row in rows:

@@ -87,8 +87,8 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
         print(f"[2/4] training: reusing the cached demo model {final}")
         return final
     # The LLM stays frozen: on 2 CPU cores its backward pass would take three quarters of every step.
-    recipe = TrainRecipe(model="smol", model_config={"llm.frozen": True, "image_size": args.image_size}, data=[DataSource(path=str(data))],
-                         output_dir=str(run_dir),
+    recipe = TrainRecipe(model="smol", model_config={"llm.frozen": True, "image_size": args.image_size},
+                         data=[DataSource(path=str(data))], output_dir=str(run_dir),
                          max_steps=args.steps, lr=args.lr, warmup_ratio=0.05, global_batch_size=args.batch_size,
                          per_device_batch_size=min(4, args.batch_size), gradient_checkpointing=False,
                          save_every=max(args.steps, 1), keep_last=1, log_every=5, seed=args.seed)

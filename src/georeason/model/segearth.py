@@ -314,7 +314,8 @@ class SegEarthModel(nn.Module):
 
 
 def _init_mask2former_from_scratch(pixel_decoder: PixelDecoder, mask_decoder: MaskDecoder) -> None:
-    """Mask2Former's initialisation (as in its reference code and transformers' port).
+    """Mask2Former's initialisation as in its reference (detectron2) code; transformers' port differs only
+    in drawing convs from N(0, 0.02).
 
     Convs: kaiming-uniform with a=1 ("c2_xavier_fill"), zero bias. Transformer layers of both decoders:
     xavier-uniform on every matrix. Deformable attention: zero offsets weight with offsets biased onto a
