@@ -189,6 +189,77 @@ def test_batch_equals_single_and_answers_stop_at_seg():
     assert builder.decode_answer(tokenizer.encode("AB") + [builder.seg_id] + tokenizer.encode("C")) == "AB"
 
 
+def test_mask_only_forward_skips_positions_after_the_description():
+    model, tokenizer = build_model("tiny", seed=1)
+    model.eval()
+    builder = prompt_builder_for(model, tokenizer)
+    pixels = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    questions = ["where could a small plane land?", "a much longer question about where the lake is"]
+    full = builder.batch(questions, ["on the runway", "the lake in the north"])  # answers + template after p
+    full.labels.fill_(-100)  # nothing supervised: only the description matters
+    lengths = []
+    hook = model.llm.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    with torch.no_grad():  # not inference mode: no cached opening, one LLM call per forward
+        cut = model(pixels, full)
+        whole = model(pixels, full, return_intermediates=True)  # intermediates keep every position
+    hook.remove()
+    last_description = max(int(torch.nonzero(row == 2).max()) for row in full.token_kind)
+    assert lengths == [last_description + 1, full.input_ids.shape[1]]
+    assert lengths[0] < lengths[1] - 5
+    assert torch.allclose(cut.description_embedding, whole.description_embedding, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(cut.mask_logits, whole.mask_logits, rtol=1e-5, atol=1e-5)
+    # Supervised answer positions are kept: the LM loss needs them.
+    supervised = builder.batch(questions, ["on the runway", "the lake in the north"])
+    lengths.clear()
+    hook = model.llm.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    model(pixels, supervised, target_masks=torch.zeros(2, 256, 256))
+    hook.remove()
+    last_label = max(int(torch.nonzero(row != -100).max()) for row in supervised.labels)
+    assert lengths == [last_label + 1]
+
+
+def test_inference_reuses_the_prompt_opening_until_the_weights_change():
+    model, tokenizer = build_model("tiny", seed=1)
+    model.eval()
+    builder = prompt_builder_for(model, tokenizer)
+    pixels = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    prompt = builder.batch(["where could a small plane land?", "which area floods first?"], for_generation=True)
+    stops = (builder.seg_id, builder.eos_id)
+    opening = int((prompt.token_kind[0] == 1).int().argmax())
+    with torch.no_grad():
+        reference = model(pixels, prompt)
+    reference_answers = model.segment(pixels, prompt, answer=False)  # warms the opening cache
+    lengths = []
+    hook = model.llm.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    cached = model.segment(pixels, prompt, answer=True, max_new_tokens=5, stop_ids=stops)
+    assert lengths == [prompt.input_ids.shape[1] - opening]  # the opening came from the cache
+    assert torch.allclose(cached["description_embedding"], reference.description_embedding, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(cached["logits"], reference_answers["logits"], rtol=1e-5, atol=1e-5)
+    # Answers generated from the cached opening are the ones generated from the whole prompt.
+    model.llm._prefix_key = None
+    hook.remove()
+    uncached_answers = []
+    for row in range(2):
+        with torch.inference_mode():
+            single = builder.batch([["where could a small plane land?", "which area floods first?"][row]],
+                                   for_generation=True)
+            output = model.forward(pixels[row:row + 1], single, use_cache=True, return_intermediates=True)
+            uncached_answers.append(model._greedy_answers(output, single, 5, stops)[0])
+    assert cached["answer_ids"] == uncached_answers
+    # Changing the weights in place (an optimizer step, load_state_dict) invalidates the cache.
+    lengths.clear()
+    hook = model.llm.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    with torch.no_grad():
+        model.llm.embed.__self__.causal_lm.get_input_embeddings().weight.mul_(1.5)
+    changed = model.segment(pixels, prompt)
+    hook.remove()
+    description_end = int(torch.nonzero(prompt.token_kind == 2)[:, 1].max()) + 1  # mask only: cut after p
+    assert lengths == [opening, description_end - opening]
+    with torch.no_grad():
+        assert torch.allclose(changed["description_embedding"], model(pixels, prompt).description_embedding,
+                              rtol=1e-5, atol=1e-6)
+
+
 def test_prompt_errors_name_the_problem():
     model, tokenizer = build_model("tiny")
     builder = prompt_builder_for(model, tokenizer)

@@ -6,6 +6,8 @@ visual tokens into the embedded prompt, and returns the final-norm hidden states
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
@@ -56,6 +58,22 @@ class LanguageModel(nn.Module):
         output = self.backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                                past_key_values=past_key_values, use_cache=use_cache, return_dict=True)
         return output.last_hidden_state, output.past_key_values if use_cache else None
+
+    def prefix_state(self, prefix_ids: torch.Tensor):
+        """(KV cache, last hidden state [1,n,H]) of a constant prompt opening, kept while the weights stay.
+
+        Every prompt opens with the same system text before the image, so inference computes it once
+        and starts each request from a copy of its cache. Inference mode only: the key tracks the
+        weights' in-place version counters, which exist outside inference mode.
+        """
+        weights_version = sum(p._version for p in self.causal_lm.parameters())
+        key = (tuple(prefix_ids.tolist()), weights_version, self.causal_lm.dtype, prefix_ids.device)
+        if getattr(self, "_prefix_key", None) != key:
+            hidden, cache = self(self.embed(prefix_ids[None]), torch.ones_like(prefix_ids)[None],
+                                         use_cache=True)
+            self._prefix_key, self._prefix = key, (cache, hidden)
+        cache, hidden = self._prefix
+        return copy.deepcopy(cache), hidden
 
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.causal_lm.get_output_embeddings()(hidden_states)

@@ -106,6 +106,8 @@ class SegEarthModel(nn.Module):
         """pixel_values [B,3,S,S] normalised; prompt from PromptBuilder; target_masks [B,S,S] 0/1."""
         features = self.encoder(pixel_values)
         stride32 = features[3]
+        if not (use_cache or return_lm_logits or return_intermediates):
+            prompt = cut_after_last_needed_position(prompt)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.llm.frozen):
             visual_tokens = self.connector(stride32)
             embeds = self.llm.embed(prompt.input_ids)
@@ -115,7 +117,17 @@ class SegEarthModel(nn.Module):
             if not torch.all(counts == expected):
                 raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
             embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
-            hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+            opening = shared_opening_length(prompt) if torch.is_inference_mode_enabled() \
+                and not return_intermediates else 0
+            if opening:
+                cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
+                batch = embeds.shape[0]
+                cache.batch_repeat_interleave(batch)
+                hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, past_key_values=cache,
+                                         use_cache=use_cache)
+                hidden = torch.cat([opening_hidden.expand(batch, -1, -1), hidden], 1)
+            else:
+                hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
 
         description = (prompt.token_kind == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
         description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
@@ -360,6 +372,38 @@ def _init_mask2former_from_scratch(pixel_decoder: PixelDecoder, mask_decoder: Ma
             nn.init.zeros_(layer.value_proj.bias)
             nn.init.xavier_uniform_(layer.output_proj.weight)
             nn.init.zeros_(layer.output_proj.bias)
+
+
+def shared_opening_length(prompt: PromptBatch) -> int:
+    """Length of the opening text every row shares before its first image position (0 if none)."""
+    image = prompt.token_kind == TokenKind.IMAGE
+    if not bool(image.any(1).all()):
+        return 0
+    first_image = image.int().argmax(1)
+    length = int(first_image[0])
+    if length == 0 or not bool((first_image == length).all()):
+        return 0
+    opening = prompt.input_ids[:, :length]
+    if not bool((opening == opening[:1]).all()) or not bool(prompt.attention_mask[:, :length].all()):
+        return 0
+    return length
+
+
+def cut_after_last_needed_position(prompt: PromptBatch) -> PromptBatch:
+    """Drop the positions after the last description or supervised one in every row.
+
+    Under causal attention later positions cannot change the description embedding, so the mask-only
+    path skips them (the released code runs the whole prompt, answer included).
+    """
+    needed = (prompt.token_kind == TokenKind.DESCRIPTION) | (prompt.labels != IGNORE_INDEX)
+    if not bool(needed.any()):
+        return prompt
+    positions = torch.arange(needed.shape[1], device=needed.device)
+    length = int((positions * needed).max()) + 1
+    if length == needed.shape[1]:
+        return prompt
+    return PromptBatch(prompt.input_ids[:, :length], prompt.token_kind[:, :length],
+                       prompt.attention_mask[:, :length], prompt.labels[:, :length])
 
 
 def _answering_query_logits(decoded) -> list[torch.Tensor]:
