@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import re
@@ -199,13 +200,14 @@ def test_mask_only_forward_skips_positions_after_the_description():
     full.labels.fill_(-100)  # nothing supervised: only the description matters
     lengths = []
     hook = model.llm.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
-    with torch.no_grad():  # not inference mode: no cached opening, one LLM call per forward
-        cut = model(pixels, full)
-        whole = model(pixels, full, return_intermediates=True)  # intermediates keep every position
+    with torch.no_grad():
+        cut = model(pixels, full)  # two LLM calls: the shared opening (then cached), the rest
+        whole = model(pixels, full, return_intermediates=True)  # intermediates keep every position, no cache
     hook.remove()
     last_description = max(int(torch.nonzero(row == 2).max()) for row in full.token_kind)
-    assert lengths == [last_description + 1, full.input_ids.shape[1]]
-    assert lengths[0] < lengths[1] - 5
+    opening = int((full.token_kind[0] == 1).int().argmax())
+    assert lengths == [opening, last_description + 1 - opening, full.input_ids.shape[1]]
+    assert last_description + 1 < full.input_ids.shape[1] - 5
     assert torch.allclose(cut.description_embedding, whole.description_embedding, rtol=1e-5, atol=1e-6)
     assert torch.allclose(cut.mask_logits, whole.mask_logits, rtol=1e-5, atol=1e-5)
     # Supervised answer positions are kept: the LM loss needs them.
@@ -227,7 +229,7 @@ def test_inference_reuses_the_prompt_opening_until_the_weights_change():
     stops = (builder.seg_id, builder.eos_id)
     opening = int((prompt.token_kind[0] == 1).int().argmax())
     with torch.no_grad():
-        reference = model(pixels, prompt)
+        reference = model(pixels, prompt, return_intermediates=True)  # the whole prompt, no cache
     reference_answers = model.segment(pixels, prompt, answer=False)  # warms the opening cache
     lengths = []
     hook = model.llm.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
@@ -256,8 +258,39 @@ def test_inference_reuses_the_prompt_opening_until_the_weights_change():
     description_end = int(torch.nonzero(prompt.token_kind == 2)[:, 1].max()) + 1  # mask only: cut after p
     assert lengths == [opening, description_end - opening]
     with torch.no_grad():
-        assert torch.allclose(changed["description_embedding"], model(pixels, prompt).description_embedding,
-                              rtol=1e-5, atol=1e-6)
+        uncached = model(pixels, prompt, return_intermediates=True).description_embedding
+    assert torch.allclose(changed["description_embedding"], uncached, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_llm_training_reuses_the_opening_with_the_same_loss_and_gradients():
+    config = preset("tiny")
+    config = dataclasses.replace(config, llm=dataclasses.replace(config.llm, frozen=True))
+    model, tokenizer = build_model(config, seed=1)
+    model.train()
+    assert model.training and model.pixel_decoder.training
+    assert not model.llm.training and not model.connector.training  # frozen parts run as at inference
+    builder = prompt_builder_for(model, tokenizer)
+    pixels = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    targets = (torch.rand(2, 256, 256, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    prompt = builder.batch(["where could a small plane land?", "which area floods first?"], for_generation=True)
+    opening = int((prompt.token_kind[0] == 1).int().argmax())
+    results = []
+    for keep_every_position in (False, False, True):  # miss, hit, then the uncached reference
+        lengths = []
+        hook = model.llm.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+        model.zero_grad()
+        output = model(pixels, prompt, target_masks=targets, generator=torch.Generator().manual_seed(2),
+                       return_intermediates=keep_every_position)
+        output.loss.backward()
+        hook.remove()
+        grads = torch.cat([p.grad.flatten() for p in model.d_projector.parameters()])
+        results.append((lengths, output.loss.detach(), grads))
+    description_end = int(torch.nonzero(prompt.token_kind == 2)[:, 1].max()) + 1
+    assert results[0][0] == [opening, description_end - opening]  # computed once, then cached
+    assert results[1][0] == [description_end - opening]  # the opening came from the cache
+    assert results[2][0] == [prompt.input_ids.shape[1]]
+    assert torch.allclose(results[1][1], results[2][1], rtol=1e-5)
+    assert torch.allclose(results[1][2], results[2][2], rtol=1e-4, atol=1e-7)
 
 
 def test_prompt_errors_name_the_problem():

@@ -62,12 +62,16 @@ class LanguageModel(nn.Module):
     def prefix_state(self, prefix_ids: torch.Tensor):
         """(KV cache, last hidden state [1,n,H]) of a constant prompt opening, kept while the weights stay.
 
-        Every prompt opens with the same system text before the image, so inference computes it once
-        and starts each request from a copy of its cache. Inference mode only: the key tracks the
-        weights' in-place version counters, which exist outside inference mode.
+        Every prompt opens with the same system text before the image, so a forward without gradients
+        computes it once and starts each batch from a copy of its cache. The key holds what the result
+        depends on: the ids, the weights (their in-place version counters), dtype and autocast, and
+        inference mode (whose tensors cannot enter a later autograd-recorded computation).
         """
+        device = prefix_ids.device
+        autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
         weights_version = sum(p._version for p in self.causal_lm.parameters())
-        key = (tuple(prefix_ids.tolist()), weights_version, self.causal_lm.dtype, prefix_ids.device)
+        key = (tuple(prefix_ids.tolist()), weights_version, self.causal_lm.dtype, autocast, device,
+               torch.is_inference_mode_enabled())
         if getattr(self, "_prefix_key", None) != key:
             hidden, cache = self(self.embed(prefix_ids[None]), torch.ones_like(prefix_ids)[None],
                                          use_cache=True)

@@ -71,6 +71,14 @@ class SegEarthModel(nn.Module):
             self.llm.requires_grad_(False)
             self.connector.requires_grad_(False)
 
+    def train(self, mode: bool = True) -> SegEarthModel:
+        super().train(mode)
+        if self.config.llm.frozen:
+            # A frozen LLM and connector run as at inference (no dropout), like the frozen encoder.
+            self.llm.eval()
+            self.connector.eval()
+        return self
+
     def enable_gradient_checkpointing(self) -> None:
         """Recompute LLM activations in the backward pass (the paper's recipe); training only."""
         if self.config.llm.gradient_checkpointing:
@@ -117,7 +125,9 @@ class SegEarthModel(nn.Module):
             if not torch.all(counts == expected):
                 raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
             embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
-            opening = shared_opening_length(prompt) if torch.is_inference_mode_enabled() \
+            # Without gradients (inference, or a frozen LLM in training) the constant opening's KV cache
+            # is computed once and reused: exact, and it skips a third of the LLM's positions.
+            opening = shared_opening_length(prompt) if not torch.is_grad_enabled() and not self.llm.training \
                 and not return_intermediates else 0
             if opening:
                 cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
