@@ -9,7 +9,7 @@ the same weights run the way SPEC 7 describes it (Swin twice, eager attention ev
 transformers' grid_sample deformable attention, the LLM over all ~190 positions with vocabulary
 logits). It is a reconstruction, not the released code, but it makes the ratio a same-machine one.
 
-    python bench/bench_model.py --preset paper --dtypes float32 bfloat16 released-equivalent --repeats 3
+    python bench/bench_model.py --presets paper smol --dtypes float32 bfloat16 released-equivalent --repeats 3
 """
 
 from __future__ import annotations
@@ -132,14 +132,15 @@ def measure(preset_name: str, dtype_name: str, repeats: int) -> dict:
 def write_results(results: list[dict], machine_note: str) -> str:
     lines = ["## Single-image inference by component (`bench/bench_model.py`)", "",
              f"Random weights, 2 threads, mask only, median of {results[0]['repeats']} runs after one warm-up, "
-             f"{results[0]['prompt_positions']} prompt positions. {machine_note}", "",
+             "prompt positions " + ", ".join(sorted({f"{r['preset']} {r['prompt_positions']}" for r in results}))
+             + f". {machine_note}", "",
              "| preset | dtype | encoder s | connector s | LLM s | D-Projector s | pixel decoder s | mask decoder s "
              "| other s | total s | vs released-equivalent, same run | vs released 19.9 s (SPEC 7 machine) | peak RSS GB "
              "| mask = fp32 mask (mask > 0 share) | fp32 matmul GFLOP/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    baseline = next((r["median"]["total (segment)"] for r in results if r["dtype"] == RELEASED_EQUIVALENT), None)
+    baselines = {r["preset"]: r["median"]["total (segment)"] for r in results if r["dtype"] == RELEASED_EQUIVALENT}
     for r in results:
-        m = r["median"]
+        m, baseline = r["median"], baselines.get(r["preset"])
         agree = "-" if r["mask_agreement_with_fp32"] is None else f"{100 * r['mask_agreement_with_fp32']:.2f}%"
         ratio = f"{RELEASED_SECONDS / m['total (segment)']:.1f}x faster" if r["preset"] == "paper" else "-"
         same_run = "-" if baseline is None else f"{baseline / m['total (segment)']:.2f}x faster"
@@ -162,7 +163,7 @@ def write_results(results: list[dict], machine_note: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--presets", nargs="+", default=["paper"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", RELEASED_EQUIVALENT],
                         choices=["float32", "bfloat16", RELEASED_EQUIVALENT],
                         help="rows to measure; float32 first (the other masks are compared with its mask)")
@@ -171,14 +172,16 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.preset, args.child[0], int(args.child[1]))))
+        print(json.dumps(measure(args.presets[0], args.child[0], int(args.child[1]))))
         return
     results = []
-    for dtype in args.dtypes:
-        out = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--child", dtype, str(args.repeats)],
-                             check=True, capture_output=True, text=True)
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]["median"]), f"peak {results[-1]['peak_rss_gb']:.1f} GB", flush=True)
+    for preset_name in args.presets:
+        for dtype in args.dtypes:
+            out = subprocess.run([sys.executable, __file__, "--presets", preset_name, "--child", dtype,
+                                  str(args.repeats)], check=True, capture_output=True, text=True)
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(preset_name, dtype, json.dumps(results[-1]["median"]), f"peak {results[-1]['peak_rss_gb']:.1f} GB",
+                  flush=True)
     print(write_results(results, args.note))
 
 

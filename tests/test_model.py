@@ -238,7 +238,7 @@ def test_inference_reuses_the_prompt_opening_until_the_weights_change():
     assert torch.allclose(cached["description_embedding"], reference.description_embedding, rtol=1e-5, atol=1e-6)
     assert torch.allclose(cached["logits"], reference_answers["logits"], rtol=1e-5, atol=1e-5)
     # Answers generated from the cached opening are the ones generated from the whole prompt.
-    model.llm._prefix_key = None
+    model.llm._prefix = None
     hook.remove()
     uncached_answers = []
     for row in range(2):

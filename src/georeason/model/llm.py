@@ -72,11 +72,12 @@ class LanguageModel(nn.Module):
         weights_version = sum(p._version for p in self.causal_lm.parameters())
         key = (tuple(prefix_ids.tolist()), weights_version, self.causal_lm.dtype, autocast, device,
                torch.is_inference_mode_enabled())
-        if getattr(self, "_prefix_key", None) != key:
+        stored = getattr(self, "_prefix", None)  # one attribute, read once: safe under serving threads
+        if stored is None or stored[0] != key:
             hidden, cache = self(self.embed(prefix_ids[None]), torch.ones_like(prefix_ids)[None],
-                                         use_cache=True)
-            self._prefix_key, self._prefix = key, (cache, hidden)
-        cache, hidden = self._prefix
+                                 use_cache=True)
+            stored = self._prefix = (key, cache, hidden)
+        _, cache, hidden = stored
         return copy.deepcopy(cache), hidden
 
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
