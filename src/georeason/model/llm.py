@@ -7,6 +7,8 @@ visual tokens into the embedded prompt, and returns the final-norm hidden states
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 
 import torch
 from torch import nn
@@ -52,12 +54,17 @@ class LanguageModel(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.causal_lm.get_input_embeddings()(input_ids)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, past_key_values=None,
-                use_cache: bool = False):
-        """-> (last hidden state after the final norm [B,L,H], cache or None)."""
-        output = self.backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                               past_key_values=past_key_values, use_cache=use_cache, return_dict=True)
-        return output.last_hidden_state, output.past_key_values if use_cache else None
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, cache=None,
+                use_cache: bool = False, position_ids: torch.Tensor | None = None):
+        """-> (last hidden state after the final norm [B,L,H], KV cache or None)."""
+        # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns on every call).
+        keyword = "cache" if "cache" in inspect.signature(self.backbone.forward).parameters else "past_key_values"
+        output = self.backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                               use_cache=use_cache, return_dict=True, **({keyword: cache} if cache is not None else {}))
+        if not use_cache:
+            return output.last_hidden_state, None
+        fields = {field.name for field in dataclasses.fields(output)}
+        return output.last_hidden_state, output.cache if "cache" in fields else output.past_key_values
 
     def prefix_state(self, prefix_ids: torch.Tensor):
         """(KV cache, last hidden state [1,n,H]) of a constant prompt opening, kept while the weights stay.

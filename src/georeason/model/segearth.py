@@ -133,8 +133,7 @@ class SegEarthModel(nn.Module):
                 cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
                 batch = embeds.shape[0]
                 cache.batch_repeat_interleave(batch)
-                hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, past_key_values=cache,
-                                         use_cache=use_cache)
+                hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache, use_cache=use_cache)
                 hidden = torch.cat([opening_hidden.expand(batch, -1, -1), hidden], 1)
             else:
                 hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
@@ -267,10 +266,9 @@ class SegEarthModel(nn.Module):
                 break
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
             positions = (lengths + step)[:, None]
-            out = self.llm.backbone(inputs_embeds=self.llm.embed(token[:, None]), attention_mask=mask,
-                                    position_ids=positions, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            next_logits = self.llm.logits(out.last_hidden_state[:, -1])
+            hidden, cache = self.llm(self.llm.embed(token[:, None]), mask, cache=cache, use_cache=True,
+                                     position_ids=positions)
+            next_logits = self.llm.logits(hidden[:, -1])
         return answers
 
     # -- parameters -------------------------------------------------------------------------------
