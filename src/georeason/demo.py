@@ -104,7 +104,8 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
                          data=[DataSource(path=str(data))], output_dir=str(run_dir),
                          max_steps=args.steps, lr=args.lr, warmup_ratio=0.05, global_batch_size=args.batch_size,
                          per_device_batch_size=min(4, args.batch_size), gradient_checkpointing=False,
-                         mixed_precision="no" if precision == "fp32" else precision, save_every=max(args.steps, 1), keep_last=1, log_every=5, seed=args.seed)
+                         mixed_precision="no" if precision == "fp32" else precision,
+                         save_every=max(args.steps, 1), keep_last=1, log_every=5, seed=args.seed)
     started = time.perf_counter()
     print(f"[2/4] training the smol preset for {args.steps} steps of {args.batch_size} scenes "
           f"in {precision} (real SmolLM2-135M weights, frozen; Swin, D-Projector and decoders trained; "
