@@ -150,8 +150,8 @@ def run(args: argparse.Namespace) -> int:
     test_set = open_dataset(data, "test", mode="eval")
     has_target = [i for i in range(len(test_set)) if not test_set[i]["empty"]]
     iou = {s["index"]: s["iou"] for s in report["samples"]}
-    shown = {"synthetic": has_target[0], "synthetic_best": max(has_target, key=lambda i: iou[i])}
-    lines = []
+    shown = {"synthetic": has_target[0], "synthetic_best": max(has_target, key=lambda i: iou[i])} if has_target else {}
+    lines = [] if has_target else ["      no test scene has a target (every one is a negative): no synthetic overlays"]
     summary = {"geotiff": {"overlay": "rmnp_overlay.png", "question": GEOTIFF_QUESTION, "answer": geo.answer,
                            "mask_pixels": int(geo.mask.sum())}, "test_scenes": []}
     for name, index in shown.items():

