@@ -134,3 +134,13 @@ def test_resume_refuses_a_checkpoint_from_another_config(reference_run, synth_da
     assert "written by a different training config (different: lr)" in error
     assert main(["train", str(recipe), "--no-progress"]) == 2
     assert "already exists; pass --resume to continue it or --overwrite" in capsys.readouterr().err
+
+
+def test_runs_with_different_precisions_follow_each_other_in_one_process(synth_data, tmp_path):
+    from georeason.cli import main
+
+    for precision in ("bf16", "no"):  # accelerate's process-wide state must not pin the first precision
+        output = tmp_path / precision
+        recipe = recipe_file(tmp_path, synth_data, output, max_steps=1, mixed_precision=precision)
+        assert main(["train", str(recipe), "--no-progress"]) == 0
+        assert (output / "final" / "model.safetensors").is_file()

@@ -146,6 +146,7 @@ class Logger:
 def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Run (or resume) training; returns output_dir/final."""
     from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
 
     mixed = recipe.mixed_precision
@@ -153,6 +154,10 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
         mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     # cpu=True without a GPU: accelerate only sets up gloo multi-process CPU training when told so.
     cpu = not torch.cuda.is_available()
+    # Accelerate keeps one process-wide state and refuses a second Accelerator with another precision.
+    # Runs in one process (a notebook, the demo then a bf16 run) are sequential: start each afresh,
+    # keeping the process group (PartialState) of a distributed launch.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accumulation = recipe.gradient_accumulation(PartialState(cpu=cpu).num_processes)
     # find_unused_parameters: ablations (learned queries, no D-Projector) leave some parameters unused.
     accelerator = Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=accumulation,
