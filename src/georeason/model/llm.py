@@ -7,7 +7,6 @@ visual tokens into the embedded prompt, and returns the final-norm hidden states
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
 
 import torch
@@ -33,6 +32,9 @@ class LanguageModel(nn.Module):
             pretrained = AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
         self.causal_lm = pretrained
         self._fix_lm_head()
+        # transformers 5.24 renamed `past_key_values` to `cache`, in and out (the old name warns on every call).
+        parameters = inspect.signature(self.backbone.forward).parameters
+        self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
 
     def _fix_lm_head(self) -> None:
         # transformers 5 builds Phi's lm_head with a bias; the released model has none (SPEC 1.3).
@@ -57,14 +59,10 @@ class LanguageModel(nn.Module):
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, cache=None,
                 use_cache: bool = False, position_ids: torch.Tensor | None = None):
         """-> (last hidden state after the final norm [B,L,H], KV cache or None)."""
-        # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns on every call).
-        keyword = "cache" if "cache" in inspect.signature(self.backbone.forward).parameters else "past_key_values"
+        keyword = self._cache_keyword
         output = self.backbone(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
                                use_cache=use_cache, return_dict=True, **({keyword: cache} if cache is not None else {}))
-        if not use_cache:
-            return output.last_hidden_state, None
-        fields = {field.name for field in dataclasses.fields(output)}
-        return output.last_hidden_state, output.cache if "cache" in fields else output.past_key_values
+        return output.last_hidden_state, output.get(keyword) if use_cache else None
 
     def prefix_state(self, prefix_ids: torch.Tensor):
         """(KV cache, last hidden state [1,n,H]) of a constant prompt opening, kept while the weights stay.
