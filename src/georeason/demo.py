@@ -148,14 +148,15 @@ def run(args: argparse.Namespace) -> int:
     # Two held-out scenes: the first with a target (no choice involved) and the one the model did best on,
     # named as such, so the overlays show both what is typical and what the model can do.
     test_set = open_dataset(data, "test", mode="eval")
-    has_target = [i for i in range(len(test_set)) if not test_set[i]["empty"]]
+    test_samples = [test_set[i] for i in range(len(test_set))]  # read once: emptiness needs the masks
+    has_target = [i for i, sample in enumerate(test_samples) if not sample["empty"]]
     iou = {s["index"]: s["iou"] for s in report["samples"]}
     shown = {"synthetic": has_target[0], "synthetic_best": max(has_target, key=lambda i: iou[i])} if has_target else {}
     lines = [] if has_target else ["      no test scene has a target (every one is a negative): no synthetic overlays"]
     summary = {"geotiff": {"overlay": "rmnp_overlay.png", "question": GEOTIFF_QUESTION, "answer": geo.answer,
                            "mask_pixels": int(geo.mask.sum())}, "test_scenes": []}
     for name, index in shown.items():
-        sample = test_set[index]
+        sample = test_samples[index]
         synthetic = reasoner.predict(sample["image_path"], sample["question"], answer=True)
         outputs += [synthetic.save_overlay(out / f"{name}_overlay.png", overwrite=True),
                     synthetic.save_mask_png(out / f"{name}_mask.png", overwrite=True)]
