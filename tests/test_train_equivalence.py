@@ -144,3 +144,15 @@ def test_runs_with_different_precisions_follow_each_other_in_one_process(synth_d
         recipe = recipe_file(tmp_path, synth_data, output, max_steps=1, mixed_precision=precision)
         assert main(["train", str(recipe), "--no-progress"]) == 0
         assert (output / "final" / "model.safetensors").is_file()
+        assert json.loads((output / "train_summary.json").read_text())["mixed_precision"] == precision
+
+
+def test_auto_precision_is_bf16_exactly_where_it_is_native(monkeypatch):
+    from georeason.training.loop import resolve_mixed_precision
+
+    for explicit in ("no", "bf16", "fp16"):
+        assert resolve_mixed_precision(explicit) == explicit
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        assert resolve_mixed_precision("auto") == expected

@@ -78,12 +78,12 @@ def _prepare_data(root: Path, args: argparse.Namespace) -> Path:
 
 
 def _training_precision(choice: str) -> str:
-    """bf16 autocast halves the forward pass where the CPU computes bf16 natively; elsewhere it is slower."""
+    """The demo's precision name (bf16/fp32); `auto` resolves as a recipe's `mixed_precision: auto` does."""
     if choice != "auto":
         return choice
-    import torch
+    from georeason.training.loop import resolve_mixed_precision
 
-    return "bf16" if torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "fp32" if resolve_mixed_precision("auto") == "no" else "bf16"
 
 
 def _train(data: Path, args: argparse.Namespace) -> Path:

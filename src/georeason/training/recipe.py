@@ -56,7 +56,7 @@ class TrainRecipe:
     warmup_ratio: float = 0.03
     global_batch_size: int = 16
     per_device_batch_size: int = 2
-    mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, fp32 ("no") on CPU
+    mixed_precision: str = "auto"  # auto: bf16 where the GPU or CPU computes it natively, else fp32 ("no")
     gradient_checkpointing: bool = True
     max_grad_norm: float | None = None
     lora: LoraRecipe | None = None
