@@ -148,7 +148,8 @@ def format_section(tiled_rows: list[dict], notes: list[str], whole_rows: list[di
     lines = [SECTION, "",
              f"`python bench/bench_predict.py` on {platform.machine()}, {os.cpu_count()} cores, "
              f"{time.strftime('%Y-%m-%d')}, load average at the end {load:.1f} "
-             "(other jobs shared the machine, so times are noisy), random-weight models (smol without its GGUF "
+             f"({'other jobs shared the machine, so times are noisy' if load > 2.5 else 'nothing else running'}), "
+             "random-weight models (smol without its GGUF "
              "weights: same shapes and speed)." + ("" if minutes is None else f" Total {minutes:.1f} min."), "",
              f"Tiled inference (`GeoReasoner.predict_tiled`, tile {TILE}, overlap {OVERLAP}, no answer) on a "
              "generated 3-band uint8 GeoTIFF; each row a fresh process. Peak RSS (getrusage) per phase, the "
