@@ -190,6 +190,45 @@ def test_batch_equals_single_and_answers_stop_at_seg():
     assert builder.decode_answer(tokenizer.encode("AB") + [builder.seg_id] + tokenizer.encode("C")) == "AB"
 
 
+def _answer_log_probability(model, prompt_embeds, answer_ids):
+    """Teacher-forced mean log-probability of `answer_ids` after one unpadded prompt [1,L,H]."""
+    answer = torch.tensor([answer_ids])
+    hidden, _ = model.llm(torch.cat([prompt_embeds, model.llm.embed(answer)], 1),
+                          torch.ones(1, prompt_embeds.shape[1] + len(answer_ids), dtype=torch.long))
+    logits = model.llm.logits(hidden[0, prompt_embeds.shape[1] - 1:-1]).log_softmax(-1)
+    return float(logits.gather(1, answer[0][:, None]).mean())
+
+
+def test_beam_search_answers():
+    model, tokenizer = build_model("tiny", seed=1)
+    model.eval()
+    builder = prompt_builder_for(model, tokenizer)
+    pixels = torch.randn(2, 3, 256, 256)
+    questions = ["where could a small plane land?", "a much longer question about where the lake is"]
+    prompt = builder.batch(questions, for_generation=True)
+    stops = (builder.seg_id, builder.eos_id)
+    greedy = model.segment(pixels, prompt, answer=True, max_new_tokens=8, stop_ids=stops)
+    beams = model.segment(pixels, prompt, answer=True, max_new_tokens=8, stop_ids=stops, num_beams=4)
+    assert torch.equal(beams["logits"], greedy["logits"])  # the mask never depends on the answer
+    with torch.inference_mode():
+        output = model(pixels, prompt, use_cache=True)
+        # generate() on each right-padded row's prompt embeddings, one beam, is the cached greedy loop.
+        assert model._beam_answers(output, prompt, 8, stops, num_beams=1) == greedy["answer_ids"]
+        for row in range(2):
+            single = model.segment(pixels[row:row + 1], builder.batch(questions[row:row + 1], for_generation=True),
+                                   answer=True, max_new_tokens=8, stop_ids=stops, num_beams=4)
+            assert single["answer_ids"][0] == beams["answer_ids"][row]
+            answer = beams["answer_ids"][row]
+            assert 0 < len(answer) <= 8 and not any(token in stops for token in answer[:-1])
+            embeds = output.prompt_embeds[row, prompt.attention_mask[row].bool()][None]
+            # What beam search is for (on this seed): a more probable answer than greedy decoding.
+            assert answer != greedy["answer_ids"][row]
+            assert _answer_log_probability(model, embeds, answer) > \
+                _answer_log_probability(model, embeds, greedy["answer_ids"][row])
+    with pytest.raises(GeoreasonError, match="num_beams: expected at least 1, got 0"):
+        model.segment(pixels, prompt, answer=True, num_beams=0)
+
+
 def test_mask_only_forward_skips_positions_after_the_description():
     model, tokenizer = build_model("tiny", seed=1)
     model.eval()

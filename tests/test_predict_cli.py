@@ -155,6 +155,7 @@ def test_bad_input_gives_clear_errors_and_leaves_nothing_behind(tiny_model_dir, 
         ([tmp_path / "nope.tif", "--question", QUESTION], "nope.tif: no such image file"),
         ([good, "--question", QUESTION, "--bands", "3,x"], "--bands: expected 1-based band numbers"),
         ([good, "--question", QUESTION, "--tile", "--overlap", "900"], "overlap: expected 0 <= overlap"),
+        ([good, "--question", QUESTION, "--num-beams", "0"], "--num-beams: expected at least 1, got 0"),
         ([good, "--question", QUESTION, "--device", "cuda"], "device: 'cuda' was requested but no CUDA GPU"),
     ]
     import torch

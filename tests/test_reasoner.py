@@ -291,6 +291,18 @@ def test_bfloat16_agrees_with_float32(reasoner, tiny_model_dir):
     assert (low.mask == full.mask).mean() > 0.8
 
 
+def test_beam_search_changes_only_the_answer(reasoner, tiny_model_dir):
+    beams = GeoReasoner.from_pretrained(tiny_model_dir, num_beams=3)
+    assert beams.info()["num_beams"] == 3 and reasoner.info()["num_beams"] == 1
+    image = np.moveaxis(_textured(70, 90), 0, -1)
+    greedy, searched = reasoner.predict(image, QUESTION), beams.predict(image, QUESTION)
+    assert np.array_equal(searched.probability, greedy.probability)
+    assert isinstance(searched.answer, str) and searched.answer != greedy.answer  # a different decoder ran
+    for bad in (0, 1.5):
+        with pytest.raises(GeoreasonError, match=f"num_beams: expected an integer of at least 1, got {bad}"):
+            GeoReasoner.from_pretrained(tiny_model_dir, num_beams=bad)
+
+
 def test_prediction_is_the_documented_dataclass():
     fields = list(Prediction.__dataclass_fields__)
     assert fields[:9] == ["mask", "probability", "empty", "answer", "question", "seconds", "image", "raster", "source"]

@@ -42,6 +42,7 @@ def test_health_and_model(client, reasoner):
     info = reasoner.info()
     assert (model["preset"], model["parameters"], model["device"]) == ("tiny", info["parameters"], "cpu")
     assert model["image_size"] == 256 and model["max_question_tokens"] == info["max_question_tokens"]
+    assert model["num_beams"] == 1
     assert model["limits"]["max_upload_bytes"] == 50_000_000 and model["limits"]["max_pixels"] == 25_000_000
     assert "folder" not in model  # no server paths in answers
 

@@ -105,6 +105,8 @@ def test_cli_refuses_bad_options_and_missing_model(tmp_path, capsys):
     assert "--port: expected 1..65535, got 0" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--queue-size", "0"]) == 2
     assert "--queue-size: expected >= 1, got 0" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--num-beams", "0"]) == 2
+    assert "--num-beams: expected >= 1, got 0" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path / "nope")]) == 2
     assert "no such model folder" in capsys.readouterr().err
 
@@ -115,6 +117,6 @@ def test_cli_help_is_fast_and_lists_every_option():
                             text=True, timeout=60)
     assert result.returncode == 0
     for option in ("--model", "--host", "--port", "--max-upload-mb", "--max-pixels", "--queue-size", "--device",
-                   "--dtype", "--result-ttl", "--max-results", "--max-question-chars", "georeason serve --model"):
+                   "--dtype", "--num-beams", "--result-ttl", "--max-results", "--max-question-chars", "georeason serve --model"):
         assert option in result.stdout
     assert time.perf_counter() - started < 20

@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-area", type=float, default=0.0, metavar="A",
                         help="drop polygons smaller than this area in map units squared")
     parser.add_argument("--no-answer", action="store_true", help="mask only; do not generate the answer text")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N",
+                        help="beam search over N beams for the answer (default 1: greedy, continuing from the "
+                             "mask's KV cache); the mask is the same either way")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
@@ -292,7 +295,7 @@ def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]]
         "settings": {"mode": args.mode or "whole", "tile_size": args.tile_size, "overlap": args.overlap,
                      "bands": args.bands, "answer": not args.no_answer, "vector_format": args.vector_format,
                      "simplify": args.simplify, "min_area": args.min_area, "batch_size": args.batch_size,
-                     "max_pixels": reasoner.max_pixels},
+                     "num_beams": args.num_beams, "max_pixels": reasoner.max_pixels},
         "processes": world,
         "counts": {"inputs": len(inputs), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
                    "missing": counts.get("missing", 0), "results": len(results)},
@@ -324,6 +327,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.batch_size < 1:
         raise GeoreasonError(f"--batch-size: expected at least 1, got {args.batch_size}")
+    if args.num_beams < 1:
+        raise GeoreasonError(f"--num-beams: expected at least 1, got {args.num_beams}")
     parse_bands(args.bands)
     if args.mode == "tile":
         from georeason.geo import plan_tiles
@@ -342,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
         if device == "cuda" or torch.cuda.is_available():
             device = f"cuda:{local}"  # one GPU per process; a missing GPU is still reported by the reasoner
     reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
-                                           max_pixels=args.max_pixels or WHOLE_MAX_PIXELS)
+                                           max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams)
     for job in jobs:  # refuse bad questions before writing anything
         job.question = reasoner.check_question(job.question)
     loaded = time.perf_counter()

@@ -271,13 +271,16 @@ class GeoReasoner:
     """A loaded SegEarth-R1 model answering questions about images: masks, answers and map outputs."""
 
     def __init__(self, model, prompts, folder: Path, device: str, dtype: str,
-                 max_pixels: int = WHOLE_MAX_PIXELS) -> None:
+                 max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1) -> None:
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
         self.model = model
         self.prompts = prompts
         self.folder = folder
         self.device = device
         self.dtype = dtype
         self.max_pixels = max_pixels
+        self.num_beams = num_beams  # 1 = greedy answers from the mask's KV cache; more = beam search
         self.image_size = int(model.config.image_size)
         self.name = f"{model.config.preset}@{folder.name}"
         self._torch_dtype = getattr(__import__("torch"), dtype)
@@ -286,7 +289,7 @@ class GeoReasoner:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32",
-                        max_pixels: int = WHOLE_MAX_PIXELS) -> GeoReasoner:
+                        max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1) -> GeoReasoner:
         """Load a model folder (config.json + model.safetensors + tokenizer) for inference."""
         import torch
 
@@ -298,9 +301,11 @@ class GeoReasoner:
         device_name = resolve_device(device)
         if dtype_name == "float16" and device_name == "cpu":
             raise GeoreasonError("dtype: float16 is not supported on the CPU; use float32 or bfloat16")
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
         folder = Path(folder)
         model, prompts = load_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
-        return cls(model, prompts, folder, device_name, dtype_name, max_pixels)
+        return cls(model, prompts, folder, device_name, dtype_name, max_pixels, num_beams)
 
     # -- description ------------------------------------------------------------------------------
     def _question_budget(self) -> int:
@@ -324,7 +329,7 @@ class GeoReasoner:
 
     def info(self) -> dict[str, Any]:
         return {"preset": self.model.config.preset, "parameters": int(self.model.num_parameters()),
-                "device": self.device, "dtype": self.dtype, "image_size": self.image_size,
+                "device": self.device, "dtype": self.dtype, "image_size": self.image_size, "num_beams": self.num_beams,
                 "max_question_tokens": self.max_question_tokens, "folder": str(self.folder)}
 
     def fingerprint(self) -> dict[str, Any]:
@@ -354,7 +359,7 @@ class GeoReasoner:
         hook = self.model.mask_decoder.register_forward_hook(lambda *_: marks.append(time.perf_counter()))
         try:
             with torch.inference_mode():
-                out = self.model.segment(pixels, prompt, answer=answer,
+                out = self.model.segment(pixels, prompt, answer=answer, num_beams=self.num_beams,
                                          stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
         finally:
             hook.remove()

@@ -46,6 +46,7 @@ class SegEarthOutput:
     lm_logits: torch.Tensor | None = None
     past_key_values: Any = None
     next_token_logits: torch.Tensor | None = None  # [B,V] at each row's last real position
+    prompt_embeds: torch.Tensor | None = None  # [B,L,H] the LLM input, visual tokens spliced in (with use_cache)
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -151,6 +152,7 @@ class SegEarthModel(nn.Module):
         if use_cache:
             last = prompt.attention_mask.sum(1) - 1
             output.past_key_values = cache
+            output.prompt_embeds = embeds
             output.next_token_logits = self.llm.logits(hidden[torch.arange(hidden.shape[0]), last])
         if return_lm_logits:
             output.lm_logits = self.llm.logits(hidden)
@@ -215,17 +217,23 @@ class SegEarthModel(nn.Module):
     # -- inference ----------------------------------------------------------------------------------
     @torch.inference_mode()
     def segment(self, pixel_values: torch.Tensor, prompt: PromptBatch, answer: bool = False,
-                max_new_tokens: int | None = None, stop_ids: tuple[int, ...] = ()) -> dict[str, Any]:
-        """Mask logits at the model input size [B,S,S] and, when asked, greedy answer token ids.
+                max_new_tokens: int | None = None, stop_ids: tuple[int, ...] = (),
+                num_beams: int = 1) -> dict[str, Any]:
+        """Mask logits at the model input size [B,S,S] and, when asked, the answer token ids.
 
-        The mask is computed from the prompt alone; generation continues from the same KV cache.
+        The mask is computed from the prompt alone, before any answer token. Greedy answers
+        (num_beams=1) continue from the mask forward's KV cache; beam search runs transformers'
+        `generate` on each prompt's embeddings (it recomputes the prompt once per image).
         """
+        if num_beams < 1:
+            raise GeoreasonError(f"num_beams: expected at least 1, got {num_beams}")
         output = self.forward(pixel_values, prompt, use_cache=answer)
         result: dict[str, Any] = {"logits": self._upsample(output.mask_logits),
                                   "description_embedding": output.description_embedding}
         if answer:
-            result["answer_ids"] = self._greedy_answers(output, prompt, max_new_tokens
-                                                        or self.config.prompt.max_answer_tokens, stop_ids)
+            limit = max_new_tokens or self.config.prompt.max_answer_tokens
+            result["answer_ids"] = (self._greedy_answers(output, prompt, limit, stop_ids) if num_beams == 1
+                                    else self._beam_answers(output, prompt, limit, stop_ids, num_beams))
         return result
 
     @torch.inference_mode()
@@ -269,6 +277,23 @@ class SegEarthModel(nn.Module):
             hidden, cache = self.llm(self.llm.embed(token[:, None]), mask, cache=cache, use_cache=True,
                                      position_ids=positions)
             next_logits = self.llm.logits(hidden[:, -1])
+        return answers
+
+    def _beam_answers(self, output: SegEarthOutput, prompt: PromptBatch, max_new_tokens: int,
+                      stop_ids: tuple[int, ...], num_beams: int) -> list[list[int]]:
+        # One image at a time, on its unpadded prompt: generate expects left padding, our prompts are
+        # right-padded, and beam search is a choice of quality over speed anyway.
+        answers = []
+        for row in range(output.prompt_embeds.shape[0]):
+            embeds = output.prompt_embeds[row, prompt.attention_mask[row].bool()][None]
+            generated = self.llm.causal_lm.generate(
+                inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
+                                                                device=embeds.device),
+                num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
+                eos_token_id=list(stop_ids) or None, pad_token_id=stop_ids[0] if stop_ids else None)
+            tokens = generated[0].tolist()  # with inputs_embeds only the new tokens come back
+            stop = next((i for i, token in enumerate(tokens) if token in stop_ids), None)
+            answers.append(tokens if stop is None else tokens[: stop + 1])
         return answers
 
     # -- parameters -------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class ServeSettings:
     upload_timeout: float = 120.0
     device: str = "cpu"
     dtype: str = "float32"
+    num_beams: int = 1
 
     @property
     def max_upload_bytes(self) -> int:
@@ -77,6 +78,7 @@ class ServeSettings:
             (self.result_ttl < 1, f"--result-ttl: expected >= 1 second, got {self.result_ttl}"),
             (self.max_results < 1, f"--max-results: expected >= 1, got {self.max_results}"),
             (self.preview_max_side < 16, f"--preview-max-side: expected >= 16, got {self.preview_max_side}"),
+            (self.num_beams < 1, f"--num-beams: expected >= 1, got {self.num_beams}"),
             (self.upload_timeout <= 0, f"--upload-timeout: expected a positive number of seconds, "
                                        f"got {self.upload_timeout}"),
         ]
@@ -110,6 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=d.device, help=f"torch device (default {d.device})")
     parser.add_argument("--dtype", default=d.dtype, choices=["float32", "bfloat16", "float16"],
                         help=f"weight dtype (default {d.dtype})")
+    parser.add_argument("--num-beams", type=int, default=d.num_beams,
+                        help=f"beam search width for answers (default {d.num_beams}: greedy from the mask's KV cache)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
         max_question_chars=args.max_question_chars, queue_size=args.queue_size, result_ttl=args.result_ttl,
         max_results=args.max_results, preview_max_side=args.preview_max_side, upload_timeout=args.upload_timeout,
-        device=args.device, dtype=args.dtype,
+        device=args.device, dtype=args.dtype, num_beams=args.num_beams,
     )
     settings.check()
     logging.basicConfig(format="%(levelname)s:     %(name)s: %(message)s")
@@ -166,7 +170,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         if not Path(model).is_dir():
             raise GeoreasonError(f"--model {model}: no such model folder")
         reasoner = GeoReasoner.from_pretrained(model, device=settings.device, dtype=settings.dtype,
-                                               max_pixels=settings.max_pixels)
+                                               max_pixels=settings.max_pixels, num_beams=settings.num_beams)
     else:
         reasoner = model
     worker = InferenceWorker(settings.queue_size)

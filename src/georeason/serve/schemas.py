@@ -102,6 +102,7 @@ class ModelResponse(BaseModel):
     parameters: int = Field(description="Number of model parameters.")
     device: str = Field(description="Torch device the model runs on.")
     dtype: str = Field(description="Torch dtype of the weights.")
+    num_beams: int = Field(description="Beam search width for answers; 1 = greedy (--num-beams).")
     image_size: int = Field(description="Side of the square model input in pixels.")
     max_question_tokens: int = Field(description="Longest question in tokens the model accepts.")
     limits: Limits = Field(description="The server's input limits.")
