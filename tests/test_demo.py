@@ -32,6 +32,8 @@ def test_demo_runs_end_to_end_and_reuses_its_model(tmp_path, capsys):
         assert (out / scene["overlay"]).is_file() and scene["iou"] == ious[scene["id"]]
     assert (first["role"], best["role"]) == ("first test scene with a target", "best test scene")
     assert best["iou"] >= first["iou"]
+    cached = [folder.name for folder in next(cache.iterdir()).iterdir()]
+    assert "final" in cached and "checkpoints" not in cached  # the cache keeps the model, not the optimizer state
     assert main(args) == 0  # the second run finds the trained model in the cache
     assert "reusing the cached demo model" in capsys.readouterr().out
 

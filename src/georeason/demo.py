@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -111,6 +112,8 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
           f"in {precision} (real SmolLM2-135M weights, frozen; Swin, D-Projector and decoders trained; "
           "a few minutes)")
     final = train(recipe, overwrite=True, progress=True)
+    # Only `final` is reused; the last training checkpoint (weights + optimizer, ~0.6 GB) would just fill the disk.
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     print(f"      trained in {(time.perf_counter() - started) / 60:.1f} min -> {final}")
     return final
 
