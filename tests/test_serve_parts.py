@@ -117,6 +117,7 @@ def test_cli_help_is_fast_and_lists_every_option():
                             text=True, timeout=60)
     assert result.returncode == 0
     for option in ("--model", "--host", "--port", "--max-upload-mb", "--max-pixels", "--queue-size", "--device",
-                   "--dtype", "--num-beams", "--result-ttl", "--max-results", "--max-question-chars", "georeason serve --model"):
+                   "--dtype", "--num-beams", "--result-ttl", "--max-results", "--max-question-chars",
+                   "georeason serve --model"):
         assert option in result.stdout
     assert time.perf_counter() - started < 20

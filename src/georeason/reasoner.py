@@ -267,13 +267,17 @@ def resolve_device(device: str) -> str:
     raise GeoreasonError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
 
 
+def _check_num_beams(num_beams: Any) -> None:
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+        raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
+
+
 class GeoReasoner:
     """A loaded SegEarth-R1 model answering questions about images: masks, answers and map outputs."""
 
     def __init__(self, model, prompts, folder: Path, device: str, dtype: str,
                  max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1) -> None:
-        if not isinstance(num_beams, int) or num_beams < 1:
-            raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
+        _check_num_beams(num_beams)
         self.model = model
         self.prompts = prompts
         self.folder = folder
@@ -301,8 +305,7 @@ class GeoReasoner:
         device_name = resolve_device(device)
         if dtype_name == "float16" and device_name == "cpu":
             raise GeoreasonError("dtype: float16 is not supported on the CPU; use float32 or bfloat16")
-        if not isinstance(num_beams, int) or num_beams < 1:
-            raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
+        _check_num_beams(num_beams)  # before the (slow) load
         folder = Path(folder)
         model, prompts = load_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
         return cls(model, prompts, folder, device_name, dtype_name, max_pixels, num_beams)
@@ -329,8 +332,9 @@ class GeoReasoner:
 
     def info(self) -> dict[str, Any]:
         return {"preset": self.model.config.preset, "parameters": int(self.model.num_parameters()),
-                "device": self.device, "dtype": self.dtype, "image_size": self.image_size, "num_beams": self.num_beams,
-                "max_question_tokens": self.max_question_tokens, "folder": str(self.folder)}
+                "device": self.device, "dtype": self.dtype, "image_size": self.image_size,
+                "num_beams": self.num_beams, "max_question_tokens": self.max_question_tokens,
+                "folder": str(self.folder)}
 
     def fingerprint(self) -> dict[str, Any]:
         """info() plus SHA-256 of the weights and config, to tie outputs to the exact model."""

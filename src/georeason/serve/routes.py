@@ -223,9 +223,9 @@ def add_routes(app: FastAPI) -> None:
                         max_question_chars=settings.max_question_chars, queue_size=settings.queue_size,
                         result_ttl_seconds=settings.result_ttl, formats=FORMATS)
         return ModelResponse(preset=str(info["preset"]), parameters=int(info["parameters"]),
-                             device=str(info["device"]), dtype=str(info["dtype"]), num_beams=int(info["num_beams"]),
-                             image_size=int(info["image_size"]), max_question_tokens=int(info["max_question_tokens"]),
-                             limits=limits)
+                             device=str(info["device"]), dtype=str(info["dtype"]),
+                             num_beams=int(info["num_beams"]), image_size=int(info["image_size"]),
+                             max_question_tokens=int(info["max_question_tokens"]), limits=limits)
 
     @app.get("/v1/samples", response_model=list[SampleInfo], summary="The bundled sample images")
     async def samples() -> list[SampleInfo]:

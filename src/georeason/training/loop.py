@@ -146,9 +146,9 @@ class Logger:
 def resolve_mixed_precision(choice: str) -> str:
     """The accelerate precision for a recipe's `mixed_precision`; `auto` picks bf16 where it is native.
 
-    bf16 autocast halves the time of a forward pass on GPUs with bf16 and on CPUs whose oneDNN computes
-    bf16 natively (AVX-512 BF16 or AMX); on other CPUs it is emulated and slower than fp32, so `auto`
-    stays at fp32 ("no") there.
+    bf16 autocast is faster on GPUs with bf16 and on CPUs whose oneDNN computes bf16 natively (AVX-512
+    BF16 or AMX: 1.1-1.3x per demo training step here, bench/bench_train_step.py); on other CPUs it is
+    emulated and slower than fp32, so `auto` stays at fp32 ("no") there.
     """
     if choice != "auto":
         return choice
