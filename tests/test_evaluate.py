@@ -110,6 +110,23 @@ def test_constant_predictor_covers_the_image_not_the_padding():
     assert int((logits[0] > 0).sum()) == geometry.resized_height * geometry.resized_width == 32 * 64
 
 
+def test_beam_search_answers_leave_the_metrics_unchanged(tiny_model_dir, jsonl_data, tmp_path, capsys):
+    from georeason.cli import main
+
+    reports = {}
+    for beams in ("1", "3"):
+        path = tmp_path / f"report{beams}.json"
+        assert main(["eval", "--model", str(tiny_model_dir), "--data", str(jsonl_data), "--split", "test",
+                     "--answers", "--num-beams", beams, "--report", str(path)]) == 0, capsys.readouterr().err
+        reports[beams] = json.loads(path.read_text())
+    assert reports["1"]["metrics"] == reports["3"]["metrics"]  # the masks do not depend on the decoder
+    assert [r["model"]["answer_num_beams"] for r in reports.values()] == [1, 3]
+    answers = [[s["answer"] for s in r["samples"]] for r in reports.values()]
+    assert answers[0] != answers[1] and reports["3"]["answers"]["n"] == len(answers[1])
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(jsonl_data), "--num-beams", "0"]) == 2
+    assert "--num-beams: expected a positive integer, got 0" in capsys.readouterr().err
+
+
 def test_all_questions_answers_outputs_and_report(tiny_model_dir, jsonl_data, tmp_path, capsys):
     from georeason.cli import main
 

@@ -150,7 +150,8 @@ def model_fingerprint(folder: str | Path) -> str:
 Predictor = Callable[[dict[str, Any]], tuple[np.ndarray, list[str] | None]]
 
 
-def model_predictor(model, prompts, answers: bool, question: str | None = None, dtype=None) -> Predictor:
+def model_predictor(model, prompts, answers: bool, question: str | None = None, dtype=None,
+                    num_beams: int = 1) -> Predictor:
     """Batch -> (logits [B,S,S] float32 numpy, answers or None) with model.segment."""
     import torch
 
@@ -163,7 +164,8 @@ def model_predictor(model, prompts, answers: bool, question: str | None = None, 
         if dtype is not None:
             pixels = pixels.to(dtype)
         with torch.inference_mode():
-            out = model.segment(pixels, prompt, answer=answers, stop_ids=(prompts.seg_id, prompts.eos_id))
+            out = model.segment(pixels, prompt, answer=answers, stop_ids=(prompts.seg_id, prompts.eos_id),
+                                num_beams=num_beams)
         texts = [prompts.decode_answer(ids) for ids in out["answer_ids"]] if answers else None
         return out["logits"].float().cpu().numpy(), texts
 
@@ -376,7 +378,7 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
              save_masks: Path | None = None, save_overlays: Path | None = None, device: str = "cpu",
              dtype=None, baseline: str | None = None, image_size: int | None = None, question_index: int = 0,
              num_workers: int = 0, progress: bool = False, threshold: float = 0.5,
-             predictor: Predictor | None = None, limit: int | None = None) -> dict[str, Any]:
+             predictor: Predictor | None = None, limit: int | None = None, num_beams: int = 1) -> dict[str, Any]:
     """Evaluate a model folder (or a constant `baseline`, "empty"/"everything", at `image_size`); -> report.
 
     Runs this process's share and merges all processes' counts; every process gets the full report.
@@ -402,7 +404,7 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     partial.wait_for_everyone()
     if predictor is None:
         predictor = constant_predictor(baseline) if baseline else model_predictor(model, prompts, answers, question,
-                                                                                   dtype)
+                                                                                   dtype, num_beams)
     flags = dataset_flags(dataset, data, split)
     state = run_evaluation(dataset, predictor, flags, batch_size, at_original_size, answers and baseline is None,
                            save_masks, save_overlays, partial.process_index, partial.num_processes, num_workers,
@@ -411,7 +413,7 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     meta = {
         "model": {"path": str(model_dir) if model_dir else None, "baseline": baseline,
                   "fingerprint": model_fingerprint(model_dir) if baseline is None else None,
-                  "constant_question": question},
+                  "constant_question": question, "answer_num_beams": num_beams if answers else None},
         "data": {"path": str(data), "layout": layout, "split": split,
                  "items": len(dataset) if limit is None else min(limit, len(dataset)),
                  "fingerprint": dataset_fingerprint(dataset, data), "all_questions": all_questions,
@@ -436,6 +438,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--question-index", type=int, default=0, help="which question to score (default 0)")
     parser.add_argument("--answers", action="store_true", help="also generate text answers; report exact "
                         "match and token F1 against the reference answers")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N",
+                        help="with --answers: beam search over N beams (default 1: greedy)")
     parser.add_argument("--save-masks", type=Path, metavar="DIR", help="write predicted masks (PNG, original size)")
     parser.add_argument("--save-overlays", type=Path, metavar="DIR", help="write overlay PNGs")
     parser.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
@@ -452,6 +456,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_outputs(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise GeoreasonError(f"--batch-size: expected a positive integer, got {args.batch_size}")
+    if args.num_beams < 1:
+        raise GeoreasonError(f"--num-beams: expected a positive integer, got {args.num_beams}")
     for option, folder in (("--save-masks", args.save_masks), ("--save-overlays", args.save_overlays)):
         if folder is not None and folder.exists() and any(folder.iterdir()) and not args.overwrite:
             raise GeoreasonError(f"{option} {folder}: the folder exists and is not empty; pass --overwrite "
@@ -470,7 +476,8 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate(args.model, args.data, args.split, args.batch_size, args.all_questions, args.answers,
                           args.at_original_size, args.save_masks, args.save_overlays, args.device,
                           torch.bfloat16 if args.bf16 else None, question_index=args.question_index,
-                          num_workers=args.num_workers, progress=sys.stderr.isatty(), threshold=args.threshold)
+                          num_workers=args.num_workers, progress=sys.stderr.isatty(), threshold=args.threshold,
+                          num_beams=args.num_beams)
         if _state().is_main_process:
             print(format_table(report))
             print(f"{report['data']['items']} items in {report['elapsed_s']:.1f} s")
