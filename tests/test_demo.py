@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 
@@ -20,6 +21,7 @@ def test_demo_runs_end_to_end_and_reuses_its_model(tmp_path, capsys):
     assert main(args) == 0
     first = capsys.readouterr().out
     assert "[2/4] training the smol preset for 2 steps" in first and "SMALL" in first
+    assert re.search(r"\d+ px in the mask, \d+ polygons in EPSG:4326\n", first)  # rmnp-rgb.tif is in lon/lat
     for name in ("rmnp_overlay.png", "rmnp_mask.tif", "rmnp_mask.gpkg", "eval_report.json", "demo_summary.json"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "demo_summary.json").read_text())

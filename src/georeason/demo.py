@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print("[4/4] predictions:")
     print(f"      {scene.name}: Q: {GEOTIFF_QUESTION}\n        A: {geo.answer}\n"
-          f"        {int(geo.mask.sum())} px in the mask, {vectors} ")
+          f"        {int(geo.mask.sum())} px in the mask, {vectors['count']} polygons in {vectors['crs']}"
+          + (f" ({vectors['warning']})" if vectors.get("warning") else ""))
     print("\n".join(lines))
     print("\nwritten:")
     for path in outputs + [out / "eval_report.json", out / "demo_summary.json"]:
