@@ -143,7 +143,8 @@ def test_all_questions_answers_outputs_and_report(tiny_model_dir, jsonl_data, tm
     assert len(report["model"]["fingerprint"]) == 64 and len(report["data"]["fingerprint"]) == 64
     masks = sorted(p.name for p in (tmp_path / "masks").iterdir())
     assert masks[:2] == ["img0_q0.png", "img0_q1.png"] and len(masks) == 10
-    assert Image.open(tmp_path / "masks" / "img1_q0.png").size == (100, 200)  # original size (W, H)
+    with Image.open(tmp_path / "masks" / "img1_q0.png") as mask:
+        assert mask.size == (100, 200)  # original size (W, H)
     assert len(list((tmp_path / "overlays").iterdir())) == 10
     # The same output folder again is refused.
     code = main(["eval", "--model", str(tiny_model_dir), "--data", str(jsonl_data), "--split", "test",

@@ -202,29 +202,40 @@ def _answer_log_probability(model, prompt_embeds, answer_ids):
 def test_beam_search_answers():
     model, tokenizer = build_model("tiny", seed=1)
     model.eval()
+    with torch.no_grad():  # sharpen the random LLM so that its answers depend on the prompt, as a trained one's do
+        for weight in model.llm.causal_lm.parameters():
+            if weight.dim() == 2:
+                weight.mul_(20)
     builder = prompt_builder_for(model, tokenizer)
-    pixels = torch.randn(2, 3, 256, 256)
+    pixels = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     questions = ["where could a small plane land?", "a much longer question about where the lake is"]
     prompt = builder.batch(questions, for_generation=True)
     stops = (builder.seg_id, builder.eos_id)
     greedy = model.segment(pixels, prompt, answer=True, max_new_tokens=8, stop_ids=stops)
     beams = model.segment(pixels, prompt, answer=True, max_new_tokens=8, stop_ids=stops, num_beams=4)
     assert torch.equal(beams["logits"], greedy["logits"])  # the mask never depends on the answer
+    assert greedy["answer_ids"][0] != greedy["answer_ids"][1]  # the answers do depend on the prompt
+    assert beams["answer_ids"] != greedy["answer_ids"]
     with torch.inference_mode():
         output = model(pixels, prompt, use_cache=True)
-        # generate() on each right-padded row's prompt embeddings, one beam, is the cached greedy loop.
+        # generate() restarting from each right-padded row's cache, one beam, is the cached greedy loop.
         assert model._beam_answers(output, prompt, 8, stops, num_beams=1) == greedy["answer_ids"]
         for row in range(2):
+            # ... and with 4 beams it equals beam search recomputing the whole prompt.
+            embeds = output.prompt_embeds[row, prompt.attention_mask[row].bool()][None]
+            recomputed = model.llm.causal_lm.generate(
+                inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long), num_beams=4,
+                do_sample=False, max_new_tokens=8, eos_token_id=list(stops), pad_token_id=stops[0])[0].tolist()
+            stop = next((i for i, token in enumerate(recomputed) if token in stops), len(recomputed) - 1)
+            answer = beams["answer_ids"][row]
+            assert answer == recomputed[: stop + 1]
+            assert 0 < len(answer) <= 8 and not any(token in stops for token in answer[:-1])
             single = model.segment(pixels[row:row + 1], builder.batch(questions[row:row + 1], for_generation=True),
                                    answer=True, max_new_tokens=8, stop_ids=stops, num_beams=4)
-            assert single["answer_ids"][0] == beams["answer_ids"][row]
-            answer = beams["answer_ids"][row]
-            assert 0 < len(answer) <= 8 and not any(token in stops for token in answer[:-1])
-            embeds = output.prompt_embeds[row, prompt.attention_mask[row].bool()][None]
-            # What beam search is for (on this seed): a more probable answer than greedy decoding.
-            assert answer != greedy["answer_ids"][row]
-            assert _answer_log_probability(model, embeds, answer) > \
-                _answer_log_probability(model, embeds, greedy["answer_ids"][row])
+            assert single["answer_ids"][0] == answer
+            # What beam search is for: an answer at least as probable as greedy decoding's.
+            assert _answer_log_probability(model, embeds, answer) >= \
+                _answer_log_probability(model, embeds, greedy["answer_ids"][row]) - 1e-6
     with pytest.raises(GeoreasonError, match="num_beams: expected at least 1, got 0"):
         model.segment(pixels, prompt, answer=True, num_beams=0)
 

@@ -85,6 +85,23 @@ class LanguageModel(nn.Module):
         _, cache, hidden = stored
         return copy.deepcopy(cache), hidden
 
+    def beam_search(self, prompt_embeds: torch.Tensor, cache, num_beams: int, max_new_tokens: int,
+                    stop_ids: tuple[int, ...]) -> list[int]:
+        """Token ids of the best beam continuing one prompt [1,L,H], given the KV cache of its L positions.
+
+        transformers' `generate` restarts from a cache and computes only the positions after it. It needs
+        one position to compute the first logits, so the cache gives up the prompt's last position; each
+        beam then gets its own copy. With inputs_embeds, only the new tokens come back.
+        """
+        cache.crop(-1)
+        cache.batch_repeat_interleave(num_beams)
+        ones = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=prompt_embeds.device)
+        generated = self.causal_lm.generate(
+            inputs_embeds=prompt_embeds, attention_mask=ones, num_beams=num_beams, do_sample=False,
+            max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids) or None,
+            pad_token_id=stop_ids[0] if stop_ids else None, **{self._cache_keyword: cache})
+        return generated[0].tolist()
+
     def logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.causal_lm.get_output_embeddings()(hidden_states)
 

@@ -7,6 +7,7 @@ over the description) becomes the single query of the masked-attention decoder.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import tempfile
@@ -221,9 +222,8 @@ class SegEarthModel(nn.Module):
                 num_beams: int = 1) -> dict[str, Any]:
         """Mask logits at the model input size [B,S,S] and, when asked, the answer token ids.
 
-        The mask is computed from the prompt alone, before any answer token. Greedy answers
-        (num_beams=1) continue from the mask forward's KV cache; beam search runs transformers'
-        `generate` on each prompt's embeddings (it recomputes the prompt once per image).
+        The mask is computed from the prompt alone, before any answer token. Answers continue from the
+        mask forward's KV cache: greedily (num_beams=1), or by transformers' beam search.
         """
         if num_beams < 1:
             raise GeoreasonError(f"num_beams: expected at least 1, got {num_beams}")
@@ -281,17 +281,19 @@ class SegEarthModel(nn.Module):
 
     def _beam_answers(self, output: SegEarthOutput, prompt: PromptBatch, max_new_tokens: int,
                       stop_ids: tuple[int, ...], num_beams: int) -> list[list[int]]:
-        # One image at a time, on its unpadded prompt: generate expects left padding, our prompts are
-        # right-padded, and beam search is a choice of quality over speed anyway.
+        # One image at a time: beams multiply the rows, and generate() wants left padding where our
+        # prompts are right-padded. Each row continues from its part of the mask forward's KV cache.
+        batch = output.prompt_embeds.shape[0]
         answers = []
-        for row in range(output.prompt_embeds.shape[0]):
-            embeds = output.prompt_embeds[row, prompt.attention_mask[row].bool()][None]
-            generated = self.llm.causal_lm.generate(
-                inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long,
-                                                                device=embeds.device),
-                num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
-                eos_token_id=list(stop_ids) or None, pad_token_id=stop_ids[0] if stop_ids else None)
-            tokens = generated[0].tolist()  # with inputs_embeds only the new tokens come back
+        for row, length in enumerate(prompt.attention_mask.sum(1).tolist()):
+            cache = output.past_key_values if batch == 1 else copy.deepcopy(output.past_key_values)
+            if batch > 1:
+                cache.batch_select_indices(torch.tensor([row], device=output.prompt_embeds.device))
+            padding = cache.get_seq_length() - length
+            if padding:
+                cache.crop(-padding)
+            tokens = self.llm.beam_search(output.prompt_embeds[row:row + 1, :length], cache, num_beams,
+                                          max_new_tokens, stop_ids)
             stop = next((i for i, token in enumerate(tokens) if token in stop_ids), None)
             answers.append(tokens if stop is None else tokens[: stop + 1])
         return answers
