@@ -114,7 +114,8 @@ def main() -> int:
         "",
         f"Data pipeline alone (decode, augment, resize, collate one batch on the main process): {loading:.3f} s.",
         "",
-        "| precision | loader workers | s / step | speed-up vs fp32, 0 workers | first step s | setup s (model build, GGUF read) |",
+        "| precision | loader workers | s / step | speed-up vs fp32, 0 workers | first step s "
+        "| setup s (model build, GGUF read) |",
         "|---|---|---|---|---|---|",
         *[f"| {'fp32' if p == 'no' else p} | {w} | {r['step']:.3f} | {reference / r['step']:.2f}x | "
           f"{r['first']:.2f} | {r['setup']:.1f} |" for p, w, r in rows],

@@ -19,6 +19,7 @@ from georeason.model.connector import TokenCompressionConnector
 from georeason.model.convert import convert_released_state_dict, released_config
 from georeason.model.factory import build_model
 from georeason.model.mask2former_init import initialise_from_mask2former
+from georeason.model.segearth import _row_cache
 from tests.conftest import fixture_root, fixture_sets
 
 # The manifest sits beside the fixture sets in the reference folder (GEOREASON_FIXTURES moves both).
@@ -230,9 +231,18 @@ def test_beam_search_answers():
             answer = beams["answer_ids"][row]
             assert answer == recomputed[: stop + 1]
             assert 0 < len(answer) <= 8 and not any(token in stops for token in answer[:-1])
-            single = model.segment(pixels[row:row + 1], builder.batch(questions[row:row + 1], for_generation=True),
-                                   answer=True, max_new_tokens=8, stop_ids=stops, num_beams=4)
+            alone = builder.batch(questions[row:row + 1], for_generation=True)
+            single = model.segment(pixels[row:row + 1], alone, answer=True, max_new_tokens=8, stop_ids=stops,
+                                   num_beams=4)
             assert single["answer_ids"][0] == answer
+            # The row's cache cut from the batch is the cache of that prompt run alone.
+            length = int(prompt.attention_mask[row].sum())
+            cut = _row_cache(output, row, length)
+            own = model(pixels[row:row + 1], alone, use_cache=True).past_key_values
+            assert cut.get_seq_length() == own.get_seq_length() == length
+            for cut_layer, own_layer in zip(cut.layers, own.layers):
+                assert torch.allclose(cut_layer.keys, own_layer.keys, atol=1e-5)
+                assert torch.allclose(cut_layer.values, own_layer.values, atol=1e-5)
             # What beam search is for: an answer at least as probable as greedy decoding's.
             assert _answer_log_probability(model, embeds, answer) >= \
                 _answer_log_probability(model, embeds, greedy["answer_ids"][row]) - 1e-6

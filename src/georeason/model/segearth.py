@@ -283,17 +283,10 @@ class SegEarthModel(nn.Module):
                       stop_ids: tuple[int, ...], num_beams: int) -> list[list[int]]:
         # One image at a time: beams multiply the rows, and generate() wants left padding where our
         # prompts are right-padded. Each row continues from its part of the mask forward's KV cache.
-        batch = output.prompt_embeds.shape[0]
         answers = []
         for row, length in enumerate(prompt.attention_mask.sum(1).tolist()):
-            cache = output.past_key_values if batch == 1 else copy.deepcopy(output.past_key_values)
-            if batch > 1:
-                cache.batch_select_indices(torch.tensor([row], device=output.prompt_embeds.device))
-            padding = cache.get_seq_length() - length
-            if padding:
-                cache.crop(-padding)
-            tokens = self.llm.beam_search(output.prompt_embeds[row:row + 1, :length], cache, num_beams,
-                                          max_new_tokens, stop_ids)
+            tokens = self.llm.beam_search(output.prompt_embeds[row:row + 1, :length],
+                                          _row_cache(output, row, length), num_beams, max_new_tokens, stop_ids)
             stop = next((i for i, token in enumerate(tokens) if token in stop_ids), None)
             answers.append(tokens if stop is None else tokens[: stop + 1])
         return answers
@@ -439,6 +432,18 @@ def cut_after_last_needed_position(prompt: PromptBatch) -> PromptBatch:
         return prompt
     return PromptBatch(prompt.input_ids[:, :length], prompt.token_kind[:, :length],
                        prompt.attention_mask[:, :length], prompt.labels[:, :length])
+
+
+def _row_cache(output: SegEarthOutput, row: int, length: int):
+    """The KV cache of one prompt of the batch, its right padding cut off (the batch's own cache when B = 1)."""
+    cache = output.past_key_values
+    if output.prompt_embeds.shape[0] > 1:
+        cache = copy.deepcopy(cache)
+        cache.batch_select_indices(torch.tensor([row], device=output.prompt_embeds.device))
+    padding = cache.get_seq_length() - length
+    if padding:
+        cache.crop(-padding)
+    return cache
 
 
 def _answering_query_logits(decoded) -> list[torch.Tensor]:
