@@ -23,12 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _results import publish  # noqa: E402
+
 import torch  # noqa: E402
 
 from georeason.model import prompt_builder_for  # noqa: E402
 from georeason.model.factory import build_model  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Answer generation"
 QUESTION = "Where could a small plane land safely?"
 
@@ -79,14 +80,6 @@ def measure(preset: str, dtypes: list[str], args: argparse.Namespace) -> list[di
     return rows
 
 
-def write_section(lines: list[str]) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    before, _, rest = text.partition(SECTION)
-    after = ""
-    if rest:
-        following = rest.find("\n## ")
-        after = rest[following:] if following >= 0 else ""
-    RESULTS.write_text(before.rstrip("\n") + "\n\n" + "\n".join([SECTION, "", *lines]) + "\n" + after)
 
 
 def main() -> int:
@@ -106,10 +99,7 @@ def main() -> int:
           f"{r['greedy_token']:.3f} | {r['beam_token']:.3f} | {r['greedy_token'] * r['max_answer_tokens']:.1f} "
           f"({r['max_answer_tokens']} tokens) |" for r in rows],
     ]
-    print("\n".join(lines))
-    if not args.no_results:
-        write_section(lines)
-        print(f"\nupdated the '{SECTION}' section of {RESULTS}", file=sys.stderr)
+    publish(SECTION, lines, write=not args.no_results)
     return 0
 
 

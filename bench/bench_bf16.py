@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _results import publish  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -29,7 +31,6 @@ from georeason.data import open_dataset  # noqa: E402
 from georeason.evaluate import evaluate  # noqa: E402
 from georeason.reasoner import GeoReasoner  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## bf16 vs fp32 on a trained model"
 BORDERLINE = 0.05  # probabilities within this of the 0.5 threshold count as borderline
 
@@ -67,14 +68,6 @@ def probabilities(model: Path, dtype: str, samples: list[dict]) -> tuple[list[np
     return maps, statistics.median(seconds)
 
 
-def write_section(lines: list[str]) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    before, _, rest = text.partition(SECTION)
-    after = ""
-    if rest:
-        following = rest.find("\n## ")
-        after = rest[following:] if following >= 0 else ""
-    RESULTS.write_text(before.rstrip("\n") + "\n\n" + "\n".join([SECTION, "", *lines]) + "\n" + after)
 
 
 def main() -> int:
@@ -116,10 +109,7 @@ def main() -> int:
         f"| gIoU / cIoU bf16 | {100 * metric['bf16']['gIoU']:.2f} / {100 * metric['bf16']['cIoU']:.2f} |",
         f"| mask time per scene, median fp32 / bf16 | {fp32_s:.3f} s / {bf16_s:.3f} s |",
     ]
-    print("\n".join(lines))
-    if not args.no_results:
-        write_section(lines)
-        print(f"\nupdated the '{SECTION}' section of {RESULTS}", file=sys.stderr)
+    publish(SECTION, lines, write=not args.no_results)
     return 0
 
 

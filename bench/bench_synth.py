@@ -20,9 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _results import publish  # noqa: E402
+
 from georeason.data.synth import generate_benchmark, plan_split, render_scene  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Synthetic benchmark generation"
 
 
@@ -52,14 +53,6 @@ def throughput(scenes: int, workers: int) -> tuple[float, float]:
     return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
-def write_section(lines: list[str]) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    before, _, rest = text.partition(SECTION)
-    after = ""
-    if rest:
-        nxt = rest.find("\n## ")
-        after = rest[nxt:] if nxt >= 0 else ""
-    RESULTS.write_text(before.rstrip("\n") + "\n\n" + "\n".join([SECTION, "", *lines]) + "\n" + after)
 
 
 def main() -> int:
@@ -87,10 +80,7 @@ def main() -> int:
         f"{seconds:.1f} s wall, {cpu / args.scenes:.3f} CPU s per scene. On {args.workers} idle cores 2,800 scenes "
         f"(2000/300/500) would take about {idle_minutes:.1f} min.",
     ]
-    print("\n".join(lines))
-    if not args.no_results:
-        write_section(lines)
-        print(f"\nupdated the '{SECTION}' section of {RESULTS}", file=sys.stderr)
+    publish(SECTION, lines, write=not args.no_results)
     return 0
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from _results import publish  # noqa: E402
+
 import torch  # noqa: E402
 
 from georeason.data.synth import generate_benchmark  # noqa: E402
@@ -31,7 +33,6 @@ from georeason.training.loop import open_training_data, resolve_mixed_precision,
 from georeason.training.recipe import DataSource, TrainRecipe  # noqa: E402
 from georeason.training.sampling import collate_samples, rank_positions  # noqa: E402
 
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Training step (demo settings)"
 WARMUP_STEPS = 3  # the first steps pay for oneDNN primitive creation and allocator growth
 
@@ -81,14 +82,6 @@ def run(recipe: TrainRecipe) -> dict[str, float]:
             "loop": summary["train_seconds"], "setup": total - summary["train_seconds"]}
 
 
-def write_section(lines: list[str]) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    before, _, rest = text.partition(SECTION)
-    after = ""
-    if rest:
-        following = rest.find("\n## ")
-        after = rest[following:] if following >= 0 else ""
-    RESULTS.write_text(before.rstrip("\n") + "\n\n" + "\n".join([SECTION, "", *lines]) + "\n" + after)
 
 
 def main() -> int:
@@ -120,10 +113,7 @@ def main() -> int:
         *[f"| {'fp32' if p == 'no' else p} | {w} | {r['step']:.3f} | {reference / r['step']:.2f}x | "
           f"{r['first']:.2f} | {r['setup']:.1f} |" for p, w, r in rows],
     ]
-    print("\n".join(lines))
-    if not args.no_results:
-        write_section(lines)
-        print(f"\nupdated the '{SECTION}' section of {RESULTS}", file=sys.stderr)
+    publish(SECTION, lines, write=not args.no_results)
     return 0
 
 
