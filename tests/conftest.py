@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def fixture_root() -> Path:
-    return Path(os.environ.get("GEOREASON_FIXTURES", REPO.parent / "shared" / "reference" / "fixtures"))
+    """The folder of fixture sets: tests/fixtures (copied from the authors' code run, see its README.md), or
+    GEOREASON_FIXTURES to test other sets in the same layout."""
+    return Path(os.environ.get("GEOREASON_FIXTURES", REPO / "tests" / "fixtures"))
 
 
 def fixture_sets() -> list[Path]:

@@ -20,15 +20,16 @@ from georeason.data.transforms import (
     restore_to_original,
 )
 from georeason.errors import GeoreasonError
+from tests.conftest import fixture_root
 
-FIXTURES = Path("/work/shared/reference/fixtures")
+FIXTURES = fixture_root()
 SETS = ["official-tiny-A", "official-tiny-B"]
 
 
 def _fixture(name: str) -> Path:
     path = FIXTURES / name
     if not path.is_dir():
-        pytest.skip(f"fixture set {path} not present")
+        pytest.fail(f"fixture set {path} not present (tests/fixtures or GEOREASON_FIXTURES)")
     return path
 
 

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 
 from georeason.errors import GeoreasonError
+from tests.conftest import fixture_root
 from georeason.metrics import MetricAccumulator, compute_metrics, intersection_and_union, sample_iou
 
-FIXTURES = Path("/work/shared/reference/fixtures")
+FIXTURES = fixture_root()
 
 
 def _load(name: str):
     base = FIXTURES / name / "metrics"
     if not base.is_dir():
-        pytest.skip(f"fixture set {base} not present")
+        pytest.fail(f"fixture set {base} not present (tests/fixtures or GEOREASON_FIXTURES)")
     return np.load(base / "masks.npz"), json.loads((base / "metrics.json").read_text())
 
 
