@@ -272,7 +272,7 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
                                          collate_fn=collate_samples, num_workers=recipe.num_workers)
 
     # Everything is checked: from here on the run writes.
-    created = False
+    created = None
     if is_main:
         removed = outputs.clean_interrupted_writes(out)
         if removed:

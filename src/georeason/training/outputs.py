@@ -195,14 +195,18 @@ def _check_writable(output_dir: Path) -> None:
         raise GeoreasonError(f"output_dir {output_dir}: {existing} is not writable")
 
 
-def start_writing(output_dir: Path, replace: bool) -> bool:
-    """Create output_dir and make way for a new run's logs; returns whether output_dir was created.
+def start_writing(output_dir: Path, replace: bool) -> Path | None:
+    """Create output_dir and make way for a new run's logs; returns the topmost folder this created.
 
     `replace` (--overwrite, or the leftovers of a start that never trained): the earlier run's logs
     and summary go now, as this run is about to write its own; its checkpoints go when this run
     writes its first checkpoint, its final/ when this run's final/ replaces it.
     """
-    created = not output_dir.exists()
+    created = None
+    for folder in (output_dir, *output_dir.parents):
+        if folder.exists():
+            break
+        created = folder
     with writing(output_dir):
         output_dir.mkdir(parents=True, exist_ok=True)
         if replace:
@@ -221,7 +225,7 @@ def holds_trained_outputs(output_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def removed_if_untrained(output_dir: Path, created: bool) -> Iterator[None]:
+def removed_if_untrained(output_dir: Path, created: Path | None) -> Iterator[None]:
     """Around a fresh run: if it fails before completing a step, delete what it wrote (remove_failed_start)."""
     try:
         yield
@@ -231,8 +235,11 @@ def removed_if_untrained(output_dir: Path, created: bool) -> Iterator[None]:
         raise
 
 
-def remove_failed_start(output_dir: Path, created: bool) -> None:
-    """After a fresh run failed before completing a step: delete what it wrote, so a rerun starts clean."""
+def remove_failed_start(output_dir: Path, created: Path | None) -> None:
+    """After a fresh run failed before completing a step: delete what it wrote, so a rerun starts clean.
+
+    `created`: the topmost folder the run created (start_writing); emptied folders up to it go too.
+    """
     for name in (TENSORBOARD_DIR, METRICS_FILE, RECIPE_FILE):
         path = output_dir / name
         with contextlib.suppress(OSError):
@@ -241,6 +248,12 @@ def remove_failed_start(output_dir: Path, created: bool) -> None:
             elif path.exists():
                 path.unlink()
     clean_interrupted_writes(output_dir)
-    if created:
-        with contextlib.suppress(OSError):
-            output_dir.rmdir()  # only when empty: never anything the run did not write
+    if created is None:
+        return
+    folder = output_dir
+    with contextlib.suppress(OSError):  # rmdir only removes empty folders: never anything the run did not write
+        while True:
+            folder.rmdir()
+            if folder == created:
+                break
+            folder = folder.parent
