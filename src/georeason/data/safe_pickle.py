@@ -1,6 +1,6 @@
 """Pickle readers that never import or call anything beyond a short list of data constructors.
 
-Used for RRSIS-D's `refs(unc).p` (SPEC 2) and detectron2 Mask2Former `.pkl` checkpoints (SPEC 3): a
+Used for RRSIS-D's `refs(unc).p` and detectron2 Mask2Former `.pkl` checkpoints (no paper section): a
 pickle from the internet must not run code on load.
 """
 

@@ -1,9 +1,6 @@
 """What a training run writes in output_dir: the start checks, `--overwrite`, and interrupted writes.
 
-Supports the training recipe of SPEC 3 (long runs, interrupted and resumed); see docs/train.md.
-A run writes only the names in RUN_OUTPUTS (and hidden temporaries of them); it replaces each only
-when it is about to write it, never touches anything else in the folder, and removes what an
-interrupted write of its own left behind.
+Part of `georeason train` (docs/train.md, "The output folder"); no paper section.
 """
 
 from __future__ import annotations
@@ -28,8 +25,9 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
-# Everything a run writes at the top of output_dir; recipe.json is written first and removed last, so
-# an output_dir with any of the others but no recipe.json was not written by a georeason run.
+# Everything a run writes at the top of output_dir (and hidden temporaries of them): it replaces each
+# only when it is about to write it and never touches anything else in the folder. recipe.json is
+# written first and removed last, so a folder with the others but no recipe.json is not a run's.
 RUN_OUTPUTS = (CHECKPOINT_DIR, FINAL_DIR, TENSORBOARD_DIR, METRICS_FILE, SUMMARY_FILE, RECIPE_FILE)
 # Written only once a training step has completed: a folder without them never trained.
 TRAINED_OUTPUTS = (CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE, SUMMARY_FILE)
