@@ -51,6 +51,7 @@ def test_recipe_yaml_mix_and_overrides(tmp_path):
     ({"data": "x", "text_blind": 1}, r"key text_blind: expected true or false"),
     ({"data": "x", "mixed_precision": "fp8"}, r"mixed_precision: expected one of"),
     ({}, r"recipe data: give at least one dataset path"),
+    ({"data": "x", "output_dir": " "}, r"recipe output_dir: expected a folder path, got an empty string"),
 ])
 def test_recipe_errors_name_the_key(tmp_path, values, message):
     with pytest.raises(GeoreasonError, match=message):

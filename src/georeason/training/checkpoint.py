@@ -143,6 +143,10 @@ def read_info(folder: Path) -> dict[str, Any]:
         raise DamagedCheckpoint(f"{path}: unreadable checkpoint description ({error})") from None
     if not isinstance(info, dict):
         raise DamagedCheckpoint(f"{path}: unreadable checkpoint description (not a JSON object)")
+    missing = sorted({"step", "recipe", "recipe_fingerprint", "model_config"} - set(info))
+    if missing or not isinstance(info["recipe"], dict):
+        raise DamagedCheckpoint(f"{path}: incomplete checkpoint description (missing or not an object: "
+                                f"{', '.join(missing) or 'recipe'})")
     return info
 
 

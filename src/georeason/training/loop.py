@@ -103,7 +103,7 @@ class Logger:
             return
         self.path = output_dir / outputs.METRICS_FILE
         if self.path.exists():  # a resume: drop lines past the resumed step (they will be written again)
-            outputs.write_lines(self.path, [line for line in self.path.read_text(encoding="utf-8").splitlines()
+            outputs.write_lines(self.path, [line for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines()
                                             if _logged_step(line) is not None and _logged_step(line) <= start_step])
         try:
             from torch.utils.tensorboard import SummaryWriter
