@@ -98,9 +98,9 @@ def test_output_dir_checks_decide_without_touching_anything(tmp_path):
     earlier = tmp_path / "earlier"
     _earlier_run(earlier, "metrics.jsonl", "checkpoints", "final")
     before = _tree(earlier)
-    with pytest.raises(GeoreasonError, match=r"already exists with the outputs of a training run \(checkpoints, "
-                                             r"final, metrics.jsonl, recipe.json\); pass --resume to continue it or "
-                                             r"--overwrite"):
+    with pytest.raises(GeoreasonError, match=r"already exists; pass --resume to continue it or --overwrite to "
+                                             r"replace it \(it holds the outputs of a training run: checkpoints, "
+                                             r"final, metrics.jsonl, recipe.json; other files"):
         check_output_dir(earlier, resume=False, overwrite=False)
     assert check_output_dir(earlier, resume=False, overwrite=True) is False
     assert check_output_dir(earlier, resume=True, overwrite=False) is False

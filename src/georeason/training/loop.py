@@ -103,8 +103,9 @@ class Logger:
             return
         self.path = output_dir / outputs.METRICS_FILE
         if self.path.exists():  # a resume: drop lines past the resumed step (they will be written again)
-            outputs.write_lines(self.path, [line for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-                                            if _logged_step(line) is not None and _logged_step(line) <= start_step])
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+            steps = [(line, _logged_step(line)) for line in lines]
+            outputs.write_lines(self.path, [line for line, step in steps if step is not None and step <= start_step])
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -286,8 +287,8 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     accelerator.wait_for_everyone()
 
     # A fresh run that fails before completing a step leaves nothing, so the same command can run again.
-    guard = outputs.removed_if_untrained(out, created) if is_main and not keeps_earlier_run else contextlib.nullcontext()
-    with guard:
+    fresh = is_main and not keeps_earlier_run
+    with outputs.removed_if_untrained(out, created) if fresh else contextlib.nullcontext():
         return _run_steps(recipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, prompts, loader,
                           data, trainable, recipe_dict, fingerprint, model_config, mixed, accumulation, start_step,
                           overwrite, progress)

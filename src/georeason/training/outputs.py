@@ -177,8 +177,8 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> bool:
     never_trained = bool(present) and not holds_trained_outputs(output_dir)
     if present and not (resume or overwrite or never_trained):
         raise GeoreasonError(
-            f"output_dir {output_dir} already exists with the outputs of a training run ({', '.join(present)}); "
-            "pass --resume to continue it or --overwrite to replace them (other files there are never touched)")
+            f"output_dir {output_dir} already exists; pass --resume to continue it or --overwrite to replace it "
+            f"(it holds the outputs of a training run: {', '.join(present)}; other files there are never touched)")
     _check_writable(output_dir)
     return never_trained and not resume
 
