@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from georeason.errors import GeoreasonError
@@ -25,7 +25,9 @@ from georeason.serve.schemas import (
     SampleInfo, Timings,
 )
 from georeason.serve.store import RESULT_FILES, ResultStore
-from georeason.serve.upload import SUFFIXES, Upload, UploadError, image_dimensions, read_form, sniff_image
+from georeason.serve.upload import (
+    SUFFIXES, ClientDisconnected, Upload, UploadError, image_dimensions, read_form, sniff_image,
+)
 from georeason.serve.worker import InferenceWorker, QueueFull
 
 log = logging.getLogger("georeason.serve")
@@ -198,6 +200,13 @@ def add_routes(app: FastAPI) -> None:
     @app.exception_handler(UploadError)
     async def upload_error(_request: Request, error: UploadError) -> JSONResponse:
         return _error(error.status, error.message, error.headers)
+
+    @app.exception_handler(ClientDisconnected)
+    async def client_disconnected(request: Request, error: ClientDisconnected) -> Response:
+        # Not a server fault: one line, no traceback; nobody is left to read a response.
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s %s from %s: %s; the partial upload was deleted", request.method, request.url.path, client, error)
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
