@@ -108,6 +108,7 @@ class GcpMapping:
     def __init__(self, gcps: tuple[GroundControlPoint, ...]) -> None:
         self.gcps = gcps
         self.order = gcp_polynomial_order(len(gcps))
+        self.linear = self.order == 1  # affine: straight pixel edges stay straight, no need to cut them
 
     def __call__(self, pixel_xy: np.ndarray) -> np.ndarray:
         from rasterio.transform import GCPTransformer

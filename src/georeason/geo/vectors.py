@@ -49,7 +49,7 @@ def mask_to_polygons(
     `transform` maps pixel corners to map coordinates: an Affine geotransform, or a callable taking an
     [n, 2] float64 array of (column, row) and returning [n, 2] map (x, y), such as the GCP transformer
     of Georeferencing.pixel_to_map (edges are then cut into 1-pixel segments first, so a nonlinear
-    mapping bends them as it bends the raster). None means pixel coordinates (x = column, y = row,
+    mapping bends them as it bends the raster, unless the callable has a true `linear` attribute). None means pixel coordinates (x = column, y = row,
     pointing down). Regions smaller than `min_area` (map units squared) are dropped and counted;
     `simplify_tolerance` (map units) simplifies while preserving topology.
     """
@@ -68,7 +68,9 @@ def mask_to_polygons(
     for geometry, _ in shapes(inside.astype(np.uint8), mask=inside, connectivity=4, transform=affine):
         polygon = shape(geometry)
         if mapping is not None:
-            polygon = shapely.transform(shapely.segmentize(polygon, 1.0), mapping)
+            if not getattr(mapping, "linear", False):
+                polygon = shapely.segmentize(polygon, 1.0)
+            polygon = shapely.transform(polygon, mapping)
         if polygon.area < min_area:
             result.dropped_small += 1
             result.dropped_area += polygon.area
