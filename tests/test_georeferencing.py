@@ -136,11 +136,12 @@ def _corners(polygon: Polygon) -> set[tuple[float, float]]:
 def test_gcp_polygons_are_in_map_coordinates(tmp_path):
     info = info_of(write_kind(tmp_path / "s1.tif", "gcps"))
     gpkg = save_mask_vectors(tmp_path / "s1.gpkg", _mask(), info, ATTRIBUTES, "GPKG")
-    expected = {(round(x, 9), round(y, 9)) for x, y in (skewed(c, r) for c, r in [(5, 10), (15, 10), (15, 20), (5, 20)])}
+    square = [(5, 10), (15, 10), (15, 20), (5, 20)]
+    expected = {(round(x, 9), round(y, 9)) for x, y in (skewed(c, r) for c, r in square)}
     (polygon,) = _polygons(tmp_path / "s1.gpkg")
     # Order 1 (4 GCPs) is affine: the four corners, mapped exactly, and straight edges between them.
     assert _corners(polygon) == expected and polygon.area == pytest.approx(
-        shapely.Polygon([skewed(c, r) for c, r in [(5, 10), (15, 10), (15, 20), (5, 20)]]).area, rel=1e-9)
+        shapely.Polygon([skewed(c, r) for c, r in square]).area, rel=1e-9)
     assert pyogrio.read_info(tmp_path / "s1.gpkg")["crs"] == "EPSG:4326"
     assert gpkg["crs"] == "EPSG:4326" and gpkg["coordinates"] == "map" and gpkg["georeferenced"]
     assert gpkg["warning"] == (

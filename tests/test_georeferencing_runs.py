@@ -41,9 +41,14 @@ def _read(path) -> list[shapely.Polygon]:
     return [shapely.from_wkb(g) for g in pyogrio.raw.read(path)[2]]
 
 
+def _by_place(polygons) -> list[shapely.Polygon]:
+    return sorted(polygons, key=lambda p: p.centroid.coords[0])
+
+
 def _same_polygons(got, expected, tolerance: float) -> None:
+    """The same polygons, each vertex within `tolerance` (map units) of the expected outline."""
     assert len(got) == len(expected) > 0
-    for a, b in zip(sorted(got, key=lambda p: p.centroid.coords[0]), sorted(expected, key=lambda p: p.centroid.coords[0])):
+    for a, b in zip(_by_place(got), _by_place(expected)):
         assert a.symmetric_difference(b).area < tolerance * max(b.length, 1e-12) and a.hausdorff_distance(b) < tolerance
 
 

@@ -24,8 +24,8 @@ CLI_DESCRIPTION = """Segment what answers a question in images or GeoTIFF scenes
 
 Writes, per image and question, into --out: NAME.mask.png (original size, 255 = answer),
 NAME.overlay.png (mask over the image, question and answer below) and NAME.gpkg (or .geojson)
-polygons; for raster inputs (GeoTIFF etc.) also NAME.mask.tif (source CRS/transform, 1 = answer,
-0 = background, 255 = nodata). summary.json lists inputs, outputs, answers, timings and the model.
+polygons; for raster inputs (GeoTIFF etc.) also NAME.mask.tif (the source's CRS/transform, GCPs or
+RPCs; 1 = answer, 0 = background, 255 = nodata). summary.json lists inputs, outputs, answers, timings and the model.
 Scenes above --max-pixels need --tile (tiled inference, constant memory)."""
 
 CLI_EPILOG = """examples:

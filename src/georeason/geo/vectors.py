@@ -49,9 +49,10 @@ def mask_to_polygons(
     `transform` maps pixel corners to map coordinates: an Affine geotransform, or a callable taking an
     [n, 2] float64 array of (column, row) and returning [n, 2] map (x, y), such as the GCP transformer
     of Georeferencing.pixel_to_map (edges are then cut into 1-pixel segments first, so a nonlinear
-    mapping bends them as it bends the raster, unless the callable has a true `linear` attribute). None means pixel coordinates (x = column, y = row,
-    pointing down). Regions smaller than `min_area` (map units squared) are dropped and counted;
-    `simplify_tolerance` (map units) simplifies while preserving topology.
+    mapping bends them as it bends the raster, unless the callable has a true `linear` attribute).
+    None means pixel coordinates (x = column, y = row, pointing down). Regions smaller than `min_area`
+    (map units squared) are dropped and counted; `simplify_tolerance` (map units) simplifies while
+    preserving topology.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -64,13 +65,15 @@ def mask_to_polygons(
         return result
     mapping = None if transform is None or isinstance(transform, Affine) else transform
     affine = transform if isinstance(transform, Affine) else Affine.identity()
+    polygons = [shape(geometry) for geometry, _ in
+                shapes(inside.astype(np.uint8), mask=inside, connectivity=4, transform=affine)]
+    if mapping is not None:  # one call for all vertices: the GCP transformer is set up once
+        pixel_polygons = np.asarray(polygons, dtype=object)
+        if not getattr(mapping, "linear", False):
+            pixel_polygons = shapely.segmentize(pixel_polygons, 1.0)
+        polygons = list(shapely.transform(pixel_polygons, mapping))
     found: list[tuple[float, Polygon]] = []
-    for geometry, _ in shapes(inside.astype(np.uint8), mask=inside, connectivity=4, transform=affine):
-        polygon = shape(geometry)
-        if mapping is not None:
-            if not getattr(mapping, "linear", False):
-                polygon = shapely.segmentize(polygon, 1.0)
-            polygon = shapely.transform(polygon, mapping)
+    for polygon in polygons:
         if polygon.area < min_area:
             result.dropped_small += 1
             result.dropped_area += polygon.area
