@@ -24,8 +24,8 @@ CLI_DESCRIPTION = """Segment what answers a question in images or GeoTIFF scenes
 
 Writes, per image and question, into --out: NAME.mask.png (original size, 255 = answer),
 NAME.overlay.png (mask over the image, question and answer below) and NAME.gpkg (or .geojson)
-polygons; for raster inputs (GeoTIFF etc.) also NAME.mask.tif (source CRS/transform, 1 = answer,
-0 = background, 255 = nodata). summary.json lists inputs, outputs, answers, timings and the model.
+polygons; for raster inputs (GeoTIFF etc.) also NAME.mask.tif (the source's CRS/transform, GCPs or
+RPCs; 1 = answer, 0 = background, 255 = nodata). summary.json lists inputs, outputs, answers, timings and the model.
 Scenes above --max-pixels need --tile (tiled inference, constant memory)."""
 
 CLI_EPILOG = """examples:
@@ -174,7 +174,15 @@ def _raster_summary(raster) -> dict[str, Any] | None:
         return None
     crs = None if raster.crs is None else raster.crs.to_string()
     return {"width": raster.width, "height": raster.height, "crs": crs,
-            "transform": list(raster.transform)[:6], "nodata": raster.nodata, "georeferenced": raster.georeferenced}
+            "transform": list(raster.transform)[:6], "nodata": raster.nodata, "georeferenced": raster.georeferenced,
+            "georeferencing": raster.georef.to_dict()}
+
+
+def _check_vector_format(raster, job: Job, out: Path, vector_format: str) -> None:
+    """Fail a pair before any model work when its polygons cannot be written in --vector-format."""
+    if raster is not None:
+        driver = "GeoJSON" if vector_format == "geojson" else "GPKG"
+        raster.georef.vector_note(output_paths(out, job, vector_format)["vectors"], driver)
 
 
 def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool) -> dict[str, Any]:
@@ -221,6 +229,10 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
     if args.mode == "tile":
         for job in jobs:
             try:
+                from georeason.geo import open_raster, raster_info
+
+                with open_raster(job.image) as src:
+                    _check_vector_format(raster_info(src), job, out, args.vector_format)
                 geotiff = output_paths(out, job, args.vector_format)["mask_geotiff"]
                 tiles = _tile_progress(bar, job)
                 prediction = reasoner.predict_tiled(job.image, job.question, geotiff, args.tile_size, args.overlap,
@@ -239,7 +251,9 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
         loaded = []
         for job in batch:
             try:
-                loaded.append((job, load_input(job.image, bands, reasoner.max_pixels)))
+                item = load_input(job.image, bands, reasoner.max_pixels)
+                _check_vector_format(item.raster, job, out, args.vector_format)
+                loaded.append((job, item))
             except GeoreasonError as error:
                 _fail(job, error, rank)
                 bar.update(1)

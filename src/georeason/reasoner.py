@@ -38,6 +38,7 @@ from georeason.geo import (
     write_vectors,
 )
 from georeason.geo.atomic import atomic_output
+from georeason.geo.georef import NONE as NO_GEOREFERENCING
 from georeason.geo.raster import capped_block_cache, needs_stretch
 from georeason.render import overlay_png
 
@@ -82,7 +83,10 @@ class Prediction:
                            max_side=OVERLAY_MAX_SIDE, overwrite=overwrite)
 
     def save_geotiff(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-        """uint8 GeoTIFF (1 = answer, 0 = background, 255 = nodata) with the source CRS and transform."""
+        """uint8 GeoTIFF (1 = answer, 0 = background, 255 = nodata) with the source's georeferencing.
+
+        CRS and geotransform, GCPs and their CRS, RPCs: whatever the source has (Georeferencing.geotiff_items).
+        """
         return write_mask_geotiff(path, self.mask, profile_from=self.raster, valid=self.valid,
                                   overwrite=overwrite, tags=self.tags(),
                                   description="georeason mask: 1 = answer, 0 = background, 255 = no data")
@@ -152,16 +156,25 @@ def caption(question: str, answer: str | None, empty: bool) -> list[str]:
 def save_mask_vectors(path: str | os.PathLike[str], mask: np.ndarray, raster: RasterInfo | None,
                       attributes: dict[str, str], driver: str = "GPKG", simplify: float = 0.0,
                       min_area: float = 0.0, overwrite: bool = False) -> dict[str, Any]:
-    """Polygonise a mask (map coordinates when `raster` is georeferenced, else pixels) and write it."""
+    """Polygonise a mask in the coordinates the raster's georeferencing gives (georeason.geo.georef) and write it.
+
+    A geotransform or GCPs give map coordinates, anything else pixel coordinates; `warning` says what
+    the user must know. GeoJSON of coordinates that cannot be put in EPSG:4326 (a local CRS, a
+    geotransform without CRS) raises GeoreasonError before anything is written.
+    """
     drivers = {"gpkg": "GPKG", "geojson": "GeoJSON"}
     if str(driver).lower() not in drivers:
         raise GeoreasonError(f"driver: expected GPKG or GeoJSON, got {driver!r}")
-    georeferenced = raster is not None and raster.georeferenced
-    polygons = mask_to_polygons(mask, raster.transform if georeferenced else None, simplify, min_area)
-    written = write_vectors(path, polygons, attributes, raster.crs if georeferenced else None,
-                            driver=drivers[str(driver).lower()], overwrite=overwrite)
+    driver = drivers[str(driver).lower()]
+    georef = NO_GEOREFERENCING if raster is None else raster.georef
+    note = georef.vector_note(path, driver)  # raises for GeoJSON that cannot be lon/lat
+    mapping = georef.pixel_to_map
+    polygons = mask_to_polygons(mask, mapping, simplify, min_area)
+    written = write_vectors(path, polygons, attributes, georef.map_crs, driver=driver, overwrite=overwrite,
+                            coordinates="pixel" if mapping is None else "map", note=note)
     return {"path": str(written.path), "count": written.count, "georeferenced": written.georeferenced,
-            "crs": written.crs, "warning": written.warning, "dropped_small": polygons.dropped_small}
+            "coordinates": written.coordinates, "crs": written.crs, "warning": written.warning,
+            "dropped_small": polygons.dropped_small}
 
 
 def write_png_rows(path: str | os.PathLike[str], width: int, height: int, row_blocks, overwrite: bool) -> Path:
@@ -232,7 +245,8 @@ def load_input(image: Any, bands: Sequence[int] | None = None, max_pixels: int =
         info = _probe(path)
         if info is not None:
             check_scene_size(info, max_pixels)
-            if path.suffix.lower() in TIFF_SUFFIXES or info.georeferenced:
+            # Any georeferencing (a world file's transform, GCPs ...) must reach the outputs, so via geo.
+            if path.suffix.lower() in TIFF_SUFFIXES or info.georef.kind != "none":
                 with open_raster(path) as src:
                     rgb, valid = read_rgb(src, bands=bands)
                 return LoadedImage(rgb, None if valid.all() else valid, info, str(path), time.perf_counter() - started)

@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from georeason.data.imageio import percentile_limits, stretch_to_uint8
 from georeason.errors import GeoreasonError
+from georeason.geo.georef import Georeferencing, georeferencing
 
 # Limits come from a decimated read whose long side is at most this (fast, and plenty for percentiles).
 LIMITS_MAX_SIDE = 2048
@@ -59,16 +60,21 @@ class RasterInfo:
     crs: CRS | None
     transform: Affine
     nodata: float | None
-    georeferenced: bool  # False when there is no CRS or the transform is the identity (pixel space)
+    georef: Georeferencing  # what places the raster on the Earth; every writer asks it (geo/georef.py)
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
 
     @property
+    def georeferenced(self) -> bool:
+        """True when outputs get map coordinates in a known CRS (a geotransform or GCPs, with a CRS)."""
+        return self.georef.georeferenced
+
+    @property
     def output_crs(self) -> CRS | None:
-        """The CRS to give outputs: None unless georeferenced (a CRS with an identity transform is not)."""
-        return self.crs if self.georeferenced else None
+        """The CRS of the outputs' map coordinates: the geotransform's or the GCPs' CRS, else None."""
+        return self.georef.map_crs
 
 
 @contextlib.contextmanager
@@ -106,9 +112,8 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[DatasetReader]:
 
 
 def raster_info(src: DatasetReader) -> RasterInfo:
-    """Describe an open raster."""
+    """Describe an open raster (its georeferencing decided by georef.georeferencing)."""
     transform = src.transform
-    georeferenced = src.crs is not None and not transform.is_identity
     return RasterInfo(
         path=str(src.name),
         width=src.width,
@@ -118,7 +123,7 @@ def raster_info(src: DatasetReader) -> RasterInfo:
         crs=src.crs,
         transform=transform,
         nodata=src.nodata,
-        georeferenced=georeferenced,
+        georef=georeferencing(src),
     )
 
 

@@ -52,8 +52,8 @@ _FORM_SCHEMA = {
                 "answer": {"type": "boolean", "default": True,
                            "description": "Also generate the text answer (slower); false returns answer=null."},
                 "vectors": {"type": "boolean", "default": True,
-                            "description": "Also polygonise the mask (GeoPackage, and GeoJSON in EPSG:4326 for "
-                                           "georeferenced input)."},
+                            "description": "Also polygonise the mask (GeoPackage, and GeoJSON in EPSG:4326 when "
+                                           "the polygons can be lon/lat)."},
                 "bands": {"type": "string", "example": "3,2,1",
                           "description": "Bands to show the model as R,G,B (1-based, e.g. 4,3,2 for a "
                                          "multispectral GeoTIFF; one number = gray). Default: 1,2,3."},
@@ -312,6 +312,7 @@ def add_routes(app: FastAPI) -> None:
             id=result_id, question=question, answer=result.answer, empty=result.empty,
             target_pixels=result.target_pixels, image=ImageSize(width=result.width, height=result.height),
             mask_png_base64=result.mask_png_base64, georeferenced=result.georeferenced, crs=result.crs,
+            georeferencing=result.georeferencing,
             geojson=result.geojson, timings=timings, downloads=downloads,
             expires_in_seconds=settings.result_ttl, warnings=result.warnings,
         )
