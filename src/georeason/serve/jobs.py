@@ -83,7 +83,8 @@ def run_job(reasoner: Any, job: JobRequest) -> JobResult:
     prediction.save_overlay(folder / "overlay.png")
     _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
     georeferenced, crs = _georeferencing(prediction)
-    warnings: list[str] = []
+    # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
+    warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
     geojson = None
     if job.vectors:
         prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
