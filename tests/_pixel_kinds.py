@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,6 @@ class Kind:
     kind: str
     handling: str
     build: Callable[[Path], Case]
-    marks: list = field(default_factory=list)
 
     def param(self):
         return pytest.param(self, id=self.id, marks=[pytest.mark.input_kind("pixels", self.kind, self.handling)])
