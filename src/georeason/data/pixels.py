@@ -194,7 +194,7 @@ class ArraySource(PixelSource):
             c = col0 + np.floor((np.arange(int(out_shape[1])) + 0.5) * (cols / int(out_shape[1]))).astype(np.intp)
             index = np.ix_(r, c)
         chosen = [int(b) - 1 for b in bands]
-        data = self.values[index][..., chosen]
+        data = np.take(self.values[index], chosen, axis=2)  # C order (fancy indexing would transpose it)
         if self.masks is None:
             valid = np.ones(data.shape[:2], dtype=bool)
         elif self.masks.shape[2] == 1:
@@ -587,8 +587,10 @@ def read_rgb(
             rgb = data.astype(np.uint8, copy=False)
         else:
             rgb = stretch_to_uint8(data, np.asarray(limits[0]), np.asarray(limits[1]))
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    rgb[~valid] = 0
+    if not (rgb.flags.c_contiguous and rgb.flags.writeable and rgb.dtype == np.uint8):
+        rgb = np.array(rgb, dtype=np.uint8, order="C")
+    if not valid.all():
+        rgb[~valid] = 0
     return rgb, valid
 
 
