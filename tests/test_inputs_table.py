@@ -35,7 +35,8 @@ def test_rows_are_merged_sorted_by_group_and_escaped():
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| group")]
     assert rows == [
         "| pixels | palette | colours | `tests/test_p.py::test_p` |",
-        "| labels | RGBA label | alpha \\| 0 is background | `tests/test_l.py::test_a[x]`<br>`tests/test_l.py::test_b` |",
+        "| labels | RGBA label | alpha \\| 0 is background | `tests/test_l.py::test_a[x]`<br>"
+        "`tests/test_l.py::test_b` |",
         "| runs | a run | kept | `tests/test_r.py::test_r` |",
         "| zeta | other | listed last | `tests/test_z.py::test_z` |",
     ]

@@ -39,7 +39,8 @@ def _earthreason(root: Path, labels: dict[str, Image.Image]) -> None:
     rng = np.random.default_rng(4)
     for stem, label in labels.items():
         height, width = label.height, label.width
-        Image.fromarray((rng.random((height, width, 3)) * 255).astype("uint8")).save(root / "test" / "images" / f"{stem}.jpg")
+        photo = (rng.random((height, width, 3)) * 255).astype("uint8")
+        Image.fromarray(photo).save(root / "test" / "images" / f"{stem}.jpg")
         label.save(root / "test" / "labels" / f"{stem}.png")
         qa = {"questions": ["Where could boats be launched?"], "answer": ["The lake in the centre."]}
         (root / "test" / "QAs" / f"{stem}.json").write_text(json.dumps(qa))

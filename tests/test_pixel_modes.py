@@ -1,8 +1,8 @@
 """Whole-image mode, the web service and --tile give the same model input and the same mask, per input kind.
 
-With the tiny preset (at a 128 px input): for a scene smaller than one tile the docs promise whole == tiled; this holds for
-every input kind the pixel reader supports (tests/_pixel_kinds.py), including the handed-over failures
-(paletted GeoTIFF, complex SAR) end to end through the CLI.
+With the tiny preset (at a 128 px input): for a scene smaller than one tile the docs promise whole ==
+tiled; this holds for every input kind the pixel reader supports (tests/_pixel_kinds.py), including the
+paletted GeoTIFF and complex SAR end to end through the CLI.
 """
 
 from __future__ import annotations

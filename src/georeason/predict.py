@@ -205,7 +205,7 @@ def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int)
         "status": "ok", "rank": rank, "mode": "tile" if tiled else "whole", "answer": prediction.answer,
         "empty": bool(prediction.empty), "raster": _raster_summary(raster), **files,
         "seconds": {k: round(v, 4) for k, v in prediction.seconds.items()},
-        "notes": list(prediction.notes),  # how the input was read (complex amplitude, EXIF orientation, ...)
+        "notes": list(getattr(prediction, "notes", [])),  # how the input was read (complex amplitude, EXIF)
     }
     if tiled:
         job.result["tiles"] = prediction.tiles

@@ -457,7 +457,8 @@ def _decode(plan: _Plan) -> PixelSource:
         else:
             masks = np.moveaxis(src.read_masks(), 0, -1) != 0
     except GDAL_ERRORS as exc:
-        raise GeoreasonError(f"{name}: cannot read the pixels (truncated or corrupt file?): {gdal_reason(exc)}") from exc
+        reason = gdal_reason(exc)
+        raise GeoreasonError(f"{name}: cannot read the pixels (truncated or corrupt file?): {reason}") from exc
     palette = gdal_palette(src)
     alpha = next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
     return ArraySource(name, values, masks, palette, alpha, src, "GDAL", plan.orientation, src.dtypes,
