@@ -1,6 +1,6 @@
 """Label images read as values: which pixels are target is decided from what the file is, never from alpha.
 
-The binary ground-truth masks of SPEC 2 (paper Sec. 3.2); how each kind of label file is read is listed
+The binary ground-truth masks of the datasets (paper Sec. 3.2); how each kind of label file is read is listed
 in docs/data.md ("How labels are read"). Files go through the one pixel reader, georeason.data.pixels.
 """
 
