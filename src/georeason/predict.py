@@ -26,7 +26,8 @@ Writes, per image and question, into --out: NAME.mask.png (original size, 255 = 
 NAME.overlay.png (mask over the image, question and answer below) and NAME.gpkg (or .geojson)
 polygons; for raster inputs (GeoTIFF etc.) also NAME.mask.tif (the source's CRS/transform, GCPs or
 RPCs; 1 = answer, 0 = background, 255 = nodata). summary.json lists inputs, outputs, answers, timings and the model.
-Scenes above --max-pixels need --tile (tiled inference, constant memory)."""
+Scenes above --max-pixels need --tile (tiled inference, constant memory); a PNG, JPEG or other
+file that cannot be read by windows must first become a tiled GeoTIFF (docs/predict.md)."""
 
 CLI_EPILOG = """examples:
   georeason predict --model runs/smol IMG_0001.jpg --question "Where could a small plane land?" --out pred
@@ -56,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=128, metavar="PX",
                         help="overlap of neighbouring tiles, blended linearly (default 128, at most tile/2)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help="largest scene read whole (default 64000000); larger scenes need --tile")
+                        help="largest image decoded at once (default 64000000): any scene in whole-image mode, "
+                             "and with --tile a PNG/JPEG or other file that cannot be read by windows; larger "
+                             "scenes need --tile (tiled GeoTIFFs have no limit)")
     parser.add_argument("--vector-format", choices=("gpkg", "geojson"), default="gpkg",
                         help="gpkg keeps the source CRS; geojson is RFC 7946 lon/lat (EPSG:4326)")
     parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
@@ -210,6 +213,7 @@ def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int)
         "status": "ok", "rank": rank, "mode": "tile" if tiled else "whole", "answer": prediction.answer,
         "empty": bool(prediction.empty), "raster": _raster_summary(raster), **files,
         "seconds": {k: round(v, 4) for k, v in prediction.seconds.items()},
+        "notes": list(getattr(prediction, "notes", [])),  # how the input was read (complex amplitude, EXIF)
     }
     if tiled:
         job.result["tiles"] = prediction.tiles
@@ -328,6 +332,8 @@ def _report(summary: dict[str, Any], path: Path) -> None:
         answer = "(no answer)" if entry["answer"] is None else repr(entry["answer"])
         print(f"{entry['image']}: {answer}{' [empty mask]' if entry['empty'] else ''} -> "
               + ", ".join(Path(p).name for p in entry["outputs"].values()))
+        for note in entry.get("notes", []):
+            print(f"  note: {note}")
         warning = entry["vectors"].get("warning")
         if warning:
             print(f"  note: {warning}")

@@ -19,18 +19,15 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from georeason.data.imageio import load_image
+from georeason.data.pixels import open_pixels
 from georeason.data.transforms import preprocess_image, restore_to_original
 from georeason.errors import GeoreasonError
 from georeason.geo import (
     RasterInfo,
-    check_scene_size,
     mask_to_polygons,
     open_raster,
     plan_tiles,
-    raster_info,
     read_rgb,
-    resolve_bands,
     run_tiled,
     scene_limits,
     write_mask_geotiff,
@@ -39,10 +36,11 @@ from georeason.geo import (
 )
 from georeason.geo.atomic import atomic_output
 from georeason.geo.georef import NONE as NO_GEOREFERENCING
-from georeason.geo.raster import capped_block_cache, needs_stretch
+from georeason.geo.raster import capped_block_cache, needs_stretch, source_info
 from georeason.render import overlay_png
 
-# Whole-image mode reads the scene at once; above this many pixels it asks for --tile instead.
+# The pixel budget (--max-pixels): whole-image mode decodes the scene at once, and so does tiled mode for
+# formats that cannot be read by windows (PNG, JPEG, ...); above it they are refused from the header.
 WHOLE_MAX_PIXELS = 64_000_000
 OVERLAY_MAX_SIDE = 2048  # overlays and the tiled-mode overview are at most this long
 DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128
@@ -68,6 +66,7 @@ class Prediction:
     source: str
     valid: np.ndarray | None = None  # bool [H, W]: False on nodata pixels; None = all valid
     model: str = ""
+    notes: list[str] = field(default_factory=list)  # how the input was read, when the user should know
 
     def tags(self) -> dict[str, str]:
         return {"georeason_question": self.question, "georeason_answer": self.answer or "",
@@ -119,6 +118,7 @@ class TiledPrediction:
     valid_pixels: int
     positive_pixels: int
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how the input was read, when the user should know
 
     def save_mask_png(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Full-resolution 0/255 PNG streamed from the GeoTIFF block row by block row (flat memory)."""
@@ -213,48 +213,30 @@ class LoadedImage:
     raster: RasterInfo | None
     source: str
     seconds: float
-
-
-def _is_dataset(image: Any) -> bool:
-    return hasattr(image, "read_masks") and hasattr(image, "transform") and hasattr(image, "count")
-
-
-def _probe(path: Path) -> RasterInfo | None:
-    """The raster header if GDAL can open the file, else None (PIL may still read it)."""
-    try:
-        with open_raster(path) as src:
-            return raster_info(src)
-    except GeoreasonError:
-        return None
+    notes: list[str] = field(default_factory=list)
 
 
 def load_input(image: Any, bands: Sequence[int] | None = None, max_pixels: int = WHOLE_MAX_PIXELS) -> LoadedImage:
     """Read a path, PIL image, numpy array or open rasterio dataset as RGB uint8 (+ validity, raster info).
 
-    TIFF-family files and georeferenced rasters go through georeason.geo (nodata, scene stretch, CRS);
-    other files, PIL images and arrays through georeason.data.imageio.
+    Through the one pixel reader (georeason.data.pixels), as tiled mode and the dataset loaders read;
+    open datasets, TIFF-family files and georeferenced rasters keep their raster info (CRS, transform,
+    nodata) for the mask GeoTIFF. Refuses images above `max_pixels` from their header.
     """
     started = time.perf_counter()
-    if _is_dataset(image):
-        info = raster_info(image)
-        check_scene_size(info, max_pixels)
-        rgb, valid = read_rgb(image, bands=bands)
-        return LoadedImage(rgb, None if valid.all() else valid, info, str(image.name), time.perf_counter() - started)
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        info = _probe(path)
-        if info is not None:
-            check_scene_size(info, max_pixels)
-            # Any georeferencing (a world file's transform, GCPs ...) must reach the outputs, so via geo.
-            if path.suffix.lower() in TIFF_SUFFIXES or info.georef.kind != "none":
-                with open_raster(path) as src:
-                    rgb, valid = read_rgb(src, bands=bands)
-                return LoadedImage(rgb, None if valid.all() else valid, info, str(path), time.perf_counter() - started)
-        rgb = load_image(path, bands, max_pixels=max_pixels)
-        return LoadedImage(rgb, None, None, str(path), time.perf_counter() - started)
-    name = "array" if isinstance(image, np.ndarray) else (getattr(image, "filename", "") or "PIL image")
-    rgb = load_image(image, bands, max_pixels=max_pixels)
-    return LoadedImage(rgb, None, None, str(name), time.perf_counter() - started)
+    if isinstance(image, os.PathLike):
+        image = os.fspath(image)
+    with open_pixels(image, max_pixels, "whole") as source:
+        rgb, valid = read_rgb(source, bands=bands)
+        raster = None
+        if source.header is not None:
+            info = source_info(source)
+            # Any georeferencing (a world file's transform, GCPs ...) must reach the outputs.
+            if (source.header is image or Path(source.name).suffix.lower() in TIFF_SUFFIXES
+                    or info.georef.kind != NO_GEOREFERENCING.kind):
+                raster = info
+    return LoadedImage(rgb, None if valid.all() else valid, raster, source.name, time.perf_counter() - started,
+                       list(source.notes))
 
 
 def resolve_device(device: str) -> str:
@@ -419,7 +401,8 @@ class GeoReasoner:
                        "restore": time.perf_counter() - restore_started}
             seconds["total"] = sum(seconds.values())
             predictions.append(Prediction(mask, probability, not mask.any(), text, questions[row], seconds,
-                                          item.rgb, item.raster, item.source, item.valid, self.name))
+                                          item.rgb, item.raster, item.source, item.valid, self.name,
+                                          list(item.notes)))
         return predictions
 
     def predict(self, image: Any, question: str, answer: bool = True,
@@ -469,14 +452,16 @@ class GeoReasoner:
 
         seconds: dict[str, float] = {}
         started = time.perf_counter()
-        with open_raster(path) as src:
-            info = raster_info(src)
-            chosen = resolve_bands(src, bands)
-            limits = scene_limits(src, chosen) if needs_stretch(src, chosen) else None
+        # The same reader as whole-image mode: tiled GeoTIFFs are read by windows, formats that must be
+        # decoded whole (PNG, JPEG, ...) once, within the pixel budget.
+        with open_pixels(os.fspath(path), self.max_pixels, "tiled") as src:
+            info = source_info(src)
+            notes = list(src.notes)
+            limits = scene_limits(src, bands) if needs_stretch(src, bands) else None
             one_tile = info.height <= tile_size and info.width <= tile_size
             scale = 1.0 if one_tile else min(1.0, OVERLAY_MAX_SIDE / max(info.height, info.width))
             shape = None if scale == 1.0 else (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
-            preview, _ = read_rgb(src, None, chosen, limits, out_shape=shape)
+            preview, _ = read_rgb(src, None, bands, limits, out_shape=shape)
             seconds["overview"] = time.perf_counter() - started
 
             step = time.perf_counter()
@@ -498,7 +483,7 @@ class GeoReasoner:
             tags = {"georeason_question": question, "georeason_answer": text or "", "georeason_model": self.name,
                     "georeason_source": str(path), "georeason_tile_size": str(tile_size),
                     "georeason_overlap": str(overlap)}
-            result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=chosen,
+            result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=bands,
                                limits=limits, overwrite=overwrite, tags=tags, progress=progress)
             seconds["tiles"] = time.perf_counter() - step
         with open_raster(geotiff_path) as written:
@@ -506,7 +491,7 @@ class GeoReasoner:
         seconds["total"] = time.perf_counter() - started
         return TiledPrediction(Path(geotiff_path), question, text, result.positive_pixels == 0, info, str(path),
                                self.name, preview, preview_mask, result.tiles, result.valid_pixels,
-                               result.positive_pixels, seconds)
+                               result.positive_pixels, seconds, notes)
 
 
 __all__ = ["GeoReasoner", "LoadedImage", "Prediction", "TiledPrediction", "load_input", "resolve_device",

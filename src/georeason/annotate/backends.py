@@ -253,16 +253,10 @@ def image_data_url(path: Path, max_side: int = 1024, quality: int = 90) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image without decoding its pixels."""
-    if path.suffix.lower() in GEOTIFF_SUFFIXES:
-        import rasterio
+    """(width, height) of an image as the model sees it (EXIF orientation applied), without decoding pixels."""
+    from georeason.data.pixels import pixel_size
 
-        with rasterio.open(path) as dataset:
-            return dataset.width, dataset.height
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.size
+    return pixel_size(path)
 
 
 def describe_image(path: Path) -> str:

@@ -1,8 +1,8 @@
 """`georeason data merge-masks`: bring masks drawn elsewhere (QGIS, CVAT, SAM) into an annotated dataset.
 
 Step 3 of the EarthReason pipeline (paper Sec. 3.2 "Object Mask Labeling", App. A.1): masks are checked against
-the images (stems, sizes), binarised (non-zero = target) into <split>/labels/<stem>.png (SPEC 2), and the JSONL
-manifest written by `georeason annotate` gets their paths.
+the images (stems, sizes), read as label values (georeason.data.labels) and written as 0/255 into
+<split>/labels/<stem>.png (SPEC 2), and the JSONL manifest written by `georeason annotate` gets their paths.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +23,13 @@ MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 CLI_HELP = "copy externally drawn masks into <split>/labels and update the JSONL manifest"
 CLI_DESCRIPTION = """\
 Copy masks drawn elsewhere (QGIS, CVAT, SAM, ...) into DATASET_DIR/<split>/labels/<stem>.png.
-A mask is matched to an image by file stem; its height and width must equal the image's. Masks are
-binarised: any non-zero value (in any band) is target, written as 255. Masks without an image and images
-without a mask are listed. DATASET_DIR/<split>.jsonl (from `georeason annotate`) gets the mask paths.
-Exit code 1 when a mask has no image; a size mismatch is an error and nothing is written."""
+A mask is matched to an image by file stem; its height and width must equal the image's (both as shown,
+EXIF orientation applied). Masks are read as label values and written as 0/255: gray non-zero, RGB
+non-black and palette index non-zero are target; alpha 0, nodata and transparent pixels are background;
+alpha is never a label value, and a mask drawn only in its alpha channel is refused. The report says how
+each mask was read. Masks without an image and images without a mask are listed. DATASET_DIR/<split>.jsonl
+(from `georeason annotate`) gets the mask paths. Exit code 1 when a mask has no image or was refused (the
+others are merged); a size mismatch is an error and nothing is written."""
 CLI_EPILOG = "example: georeason data merge-masks my-dataset qgis-masks/ --split train"
 
 
@@ -36,13 +40,17 @@ class MergeReport:
     images_without_mask: list[str] = field(default_factory=list)
     empty_masks: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # "name: why" of masks that could not be read as labels
+    read_as: Counter[str] = field(default_factory=Counter)  # how the merged masks were read -> how many
     manifest: Path | None = None
     manifest_records_with_mask: int = 0
 
     def text(self) -> str:
         lines = [f"merged {len(self.merged)} masks; masks without an image {len(self.masks_without_image)}; "
                  f"images without a mask {len(self.images_without_mask)}; empty masks {len(self.empty_masks)}; "
-                 f"ignored files {len(self.ignored_files)}"]
+                 f"ignored files {len(self.ignored_files)}; refused masks {len(self.refused)}"]
+        lines += [f"  {count} mask(s) read as {kind}" for kind, count in sorted(self.read_as.items())]
+        lines += [f"  refused: {reason}" for reason in self.refused]
         lines += [f"  mask without an image: {name}" for name in self.masks_without_image]
         lines += [f"  image without a mask: {name}" for name in self.images_without_mask]
         lines += [f"  empty mask (no target pixel): {name}" for name in self.empty_masks]
@@ -55,22 +63,11 @@ class MergeReport:
 
 
 def raster_hw(path: Path) -> tuple[int, int]:
-    """(height, width) read from the file header (PIL, else rasterio)."""
-    from PIL import Image, UnidentifiedImageError
+    """(height, width) from the file header, as the pixel reader shows the image (EXIF orientation applied)."""
+    from georeason.data.pixels import pixel_size
 
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (UnidentifiedImageError, OSError):
-        pass
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    try:
-        with rasterio.open(path) as dataset:
-            return dataset.height, dataset.width
-    except RasterioError as error:
-        raise GeoreasonError(f"{path}: cannot read this raster ({error})") from None
+    width, height = pixel_size(path)
+    return height, width
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...], ignored: list[str] | None) -> dict[str, Path]:
@@ -94,7 +91,7 @@ def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "tr
     import numpy as np
     from PIL import Image
 
-    from georeason.data.imageio import load_mask
+    from georeason.data.labels import read_label
 
     dataset_dir, masks_dir = Path(dataset_dir), Path(masks_dir)
     split_dir = dataset_dir / split
@@ -110,9 +107,15 @@ def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "tr
     matched = sorted(set(masks) & set(images))
 
     # All sizes are checked before anything is written: a wrong export fails as a whole, loudly.
-    mismatches = []
+    mismatches, unreadable = [], set()
     for stem in matched:
-        mask_hw, image_hw = raster_hw(masks[stem]), raster_hw(images[stem])
+        image_hw = raster_hw(images[stem])
+        try:
+            mask_hw = raster_hw(masks[stem])
+        except GeoreasonError as error:  # this mask fails alone; the others are merged
+            report.refused.append(str(error))
+            unreadable.add(stem)
+            continue
         if mask_hw != image_hw:
             mismatches.append(f"{masks[stem]}: mask is {mask_hw[0]}x{mask_hw[1]} (HxW) but image {images[stem]} "
                               f"is {image_hw[0]}x{image_hw[1]}")
@@ -123,7 +126,15 @@ def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "tr
     labels_dir = split_dir / "labels"
     labels_dir.mkdir(exist_ok=True)
     for stem in matched:
-        target = load_mask(masks[stem])
+        if stem in unreadable:
+            continue
+        try:
+            label = read_label(masks[stem])
+        except GeoreasonError as error:
+            report.refused.append(str(error))
+            continue
+        report.read_as[label.kind] += 1
+        target = label.mask
         if not target.any():
             report.empty_masks.append(masks[stem].name)
         destination = labels_dir / f"{stem}.png"
@@ -175,4 +186,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     report = merge_masks(args.dataset_dir, args.masks_dir, args.split)
     print(report.text())
-    return 1 if report.masks_without_image else 0
+    return 1 if report.masks_without_image or report.refused else 0

@@ -108,7 +108,8 @@ def run_job(reasoner: Any, job: JobRequest) -> JobResult:
     prediction.save_overlay(folder / "overlay.png")
     _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
     georef = _georeferencing(prediction)
-    warnings: list[str] = []
+    # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
+    warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
     geojson = _vectors(prediction, georef, folder, warnings) if job.vectors else None
     mask = np.asarray(prediction.mask, dtype=bool)
     finished = time.perf_counter()
