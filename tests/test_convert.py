@@ -112,8 +112,9 @@ def test_conversion_refuses_foreign_tensors_before_writing(tmp_path):
         convert_released_folder(bad, tmp_path / "out")
     del state["model.vision_tower.extra_adapter.weight"]
     save_file(state, str(bad / "model.safetensors"))
-    with pytest.raises(GeoreasonError, match=r"the released tensors do not make the SegEarth-R1 model their shapes "
-                                             r"describe: wrong shape: pixel_decoder.decoder.mask_projection.bias \(3,\)"):
+    with pytest.raises(GeoreasonError, match=r"the released tensors do not make the SegEarth-R1 model their "
+                                             r"shapes describe: wrong shape: "
+                                             r"pixel_decoder.decoder.mask_projection.bias \(3,\)"):
         convert_released_folder(bad, tmp_path / "out")
     assert list(tmp_path.iterdir()) == [bad]
 

@@ -74,7 +74,8 @@ def model_card(config: SegEarthConfig, provenance: Provenance | None = None) -> 
         "Geospatial pixel reasoning: an optical remote-sensing image and a question in, the mask of the region "
         f"that answers it and a short text answer out ({PAPER}).", "",
         "## Source", "", f"Weights from {provenance.source}{revision}.", "", provenance.how, "",
-        "## Licence", "", f"{licence[0].upper()}{licence[1:]}. The georeason code that reads this folder is Apache-2.0.", "",
+        "## Licence", "",
+        f"{licence[0].upper()}{licence[1:]}. The georeason code that reads this folder is Apache-2.0.", "",
         "## Reported metrics", "", *metrics, "",
         "## Preprocessing", "",
         f"RGB, long side resized to {size} px (bilinear), centred zero padding to {size}x{size}, then normalised "

@@ -83,7 +83,8 @@ def released_config(shapes: dict[str, tuple[int, ...]], llm_json: dict, image_si
             "eos_token_id": llm_json.get("eos_token_id"),
         }
     except (KeyError, TypeError) as missing:
-        raise GeoreasonError(f"released config.json lacks {missing} (the Phi settings of a SegEarth-R1 checkpoint)") from None
+        raise GeoreasonError(f"released config.json lacks {missing} (the Phi settings of a SegEarth-R1 "
+                             "checkpoint)") from None
     return SegEarthConfig(
         preset="released",
         image_size=image_size,

@@ -97,7 +97,8 @@ def weight_sources(folder: Path) -> dict[str, Path]:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (ValueError, KeyError, TypeError) as error:
-            raise GeoreasonError(f"{index}: not a safetensors index (expected a 'weight_map' object; {error})") from None
+            raise GeoreasonError(f"{index}: not a safetensors index (expected a 'weight_map' object; "
+                                 f"{error})") from None
         for shard in sorted(set(weight_map.values())):
             if not (folder / shard).is_file():
                 raise GeoreasonError(f"{folder / shard}: missing weights shard listed in {index.name}")
