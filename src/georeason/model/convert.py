@@ -383,8 +383,8 @@ def convert_released_folder(released: str | Path, out: str | Path, provenance=No
         llm_json = json.loads(config_path.read_text())
     except ValueError as error:
         raise GeoreasonError(f"{config_path}: not valid JSON ({error})") from None
-    weights = ReleasedWeights(released)
     try:
+        weights = ReleasedWeights(released)
         config = released_config(weights.shapes, llm_json)
         produced, layout = plan_released_conversion(weights, config)
     except GeoreasonError as error:
