@@ -41,7 +41,10 @@ SUMMARY_NAME = "summary.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image or raster files (with --question)")
-    parser.add_argument("--model", required=True, metavar="DIR", help="model folder (config.json, weights, tokenizer)")
+    parser.add_argument("--model", required=True, metavar="DIR|HUB_ID",
+                        help="model folder (config.json, weights, tokenizer) or hub id, e.g. "
+                             "earth-insights/SegEarth-R1-EarthReason (downloaded and converted once)")
+    parser.add_argument("--revision", help="with a hub id: branch, tag or commit hash (default main)")
     parser.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--question", metavar="TEXT", help="the question asked about every IMAGE")
@@ -367,7 +370,8 @@ def run(args: argparse.Namespace) -> int:
         if device == "cuda" or torch.cuda.is_available():
             device = f"cuda:{local}"  # one GPU per process; a missing GPU is still reported by the reasoner
     reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
-                                           max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams)
+                                           max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams,
+                                           revision=args.revision)
     for job in jobs:  # refuse bad questions before writing anything
         job.question = reasoner.check_question(job.question)
     loaded = time.perf_counter()

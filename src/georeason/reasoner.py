@@ -263,6 +263,16 @@ def resolve_device(device: str) -> str:
     raise GeoreasonError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
 
 
+def _sha256(paths: Sequence[Path]) -> str:
+    """SHA-256 of the files' bytes in order (for one file: the file's own SHA-256)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_num_beams(num_beams: Any) -> None:
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
         raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
@@ -283,17 +293,25 @@ class GeoReasoner:
         self.num_beams = num_beams  # 1 = greedy answers from the mask's KV cache; more = beam search
         self.image_size = int(model.config.image_size)
         self.name = f"{model.config.preset}@{folder.name}"
+        self.source = str(folder)  # the folder, or the hub id and revision it came from
         self._torch_dtype = getattr(__import__("torch"), dtype)
         self.max_question_tokens = self._question_budget()
         self._fingerprint: dict[str, Any] | None = None
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32",
-                        max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1) -> GeoReasoner:
-        """Load a model folder (config.json + model.safetensors + tokenizer) for inference."""
+                        max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1,
+                        revision: str | None = None) -> GeoReasoner:
+        """Load a model folder (config.json + weights + tokenizer) or a hub id for inference.
+
+        A hub id ("earth-insights/SegEarth-R1-EarthReason", at `revision`: branch, tag or commit) is
+        downloaded through huggingface_hub and, in the authors' released layout, converted once into
+        a cached folder (docs/model.md). Weights load directly in `dtype`.
+        """
         import torch
 
         from georeason.model import load_pretrained
+        from georeason.model.hub import is_hub_id, resolve_model
 
         dtype_name = DTYPES.get(str(dtype).lower().removeprefix("torch."))
         if dtype_name is None:
@@ -302,9 +320,14 @@ class GeoReasoner:
         if dtype_name == "float16" and device_name == "cpu":
             raise GeoreasonError("dtype: float16 is not supported on the CPU; use float32 or bfloat16")
         _check_num_beams(num_beams)  # before the (slow) load
-        folder = Path(folder)
+        hub_id = folder if is_hub_id(folder) else None
+        folder = resolve_model(folder, revision)
+        source = f"{hub_id}@{folder.name}" if hub_id else None  # the folder of a hub id is named by its commit
         model, prompts = load_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
-        return cls(model, prompts, folder, device_name, dtype_name, max_pixels, num_beams)
+        reasoner = cls(model, prompts, folder, device_name, dtype_name, max_pixels, num_beams)
+        if source is not None:
+            reasoner.source, reasoner.name = source, f"{model.config.preset}@{source}"
+        return reasoner
 
     # -- description ------------------------------------------------------------------------------
     def _question_budget(self) -> int:
@@ -330,18 +353,15 @@ class GeoReasoner:
         return {"preset": self.model.config.preset, "parameters": int(self.model.num_parameters()),
                 "device": self.device, "dtype": self.dtype, "image_size": self.image_size,
                 "num_beams": self.num_beams, "max_question_tokens": self.max_question_tokens,
-                "folder": str(self.folder)}
+                "folder": str(self.folder), "source": self.source}
 
     def fingerprint(self) -> dict[str, Any]:
         """info() plus SHA-256 of the weights and config, to tie outputs to the exact model."""
         if self._fingerprint is None:
-            digests = {}
-            for name in ("model.safetensors", "config.json"):
-                digest = hashlib.sha256()
-                with open(self.folder / name, "rb") as stream:
-                    for block in iter(lambda: stream.read(1 << 22), b""):
-                        digest.update(block)
-                digests[name.split(".")[0] + "_sha256"] = digest.hexdigest()
+            from georeason.model.weights import weight_files
+
+            digests = {"model_sha256": _sha256(weight_files(self.folder)),
+                       "config_sha256": _sha256([self.folder / "config.json"])}
             self._fingerprint = {**self.info(), "name": self.name, **digests}
         return self._fingerprint
 
