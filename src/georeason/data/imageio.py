@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import gdal_name
 
 # Decompression-bomb guard: refuse anything above this many pixels before decoding it.
 DEFAULT_MAX_PIXELS = 200_000_000
@@ -183,7 +184,7 @@ def _read_with_rasterio(path: Path, bands: Sequence[int] | None, max_pixels: int
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(gdal_name(path))
         except RasterioIOError as error:
             raise _CannotRead(f"rasterio: {error}") from None
         with dataset:
@@ -267,7 +268,7 @@ def _read_mask_with_rasterio(path: Path, max_pixels: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         try:
-            with rasterio.open(path) as dataset:
+            with rasterio.open(gdal_name(path)) as dataset:
                 _check_pixels(dataset.width * dataset.height, str(path), max_pixels)
                 return np.moveaxis(dataset.read(), 0, -1)
         except RasterioError as error:

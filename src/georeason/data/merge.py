@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import gdal_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 # Lossy JPEG masks are refused: compression noise would turn background pixels into target.
@@ -67,7 +68,7 @@ def raster_hw(path: Path) -> tuple[int, int]:
     from rasterio.errors import RasterioError
 
     try:
-        with rasterio.open(path) as dataset:
+        with rasterio.open(gdal_name(path)) as dataset:
             return dataset.height, dataset.width
     except RasterioError as error:
         raise GeoreasonError(f"{path}: cannot read this raster ({error})") from None

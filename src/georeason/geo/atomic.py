@@ -12,12 +12,34 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import printable
 
 
 def refuse_existing(path: Path, overwrite: bool) -> None:
     """Raise if `path` exists and overwriting was not asked for."""
-    if path.exists() and not overwrite:
-        raise GeoreasonError(f"{path}: output file already exists; pass --overwrite to replace it")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise GeoreasonError(f"{printable(path)}: output file already exists; pass --overwrite to replace it")
+
+
+def write_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a writer raises when the file system refuses (full disk, no permission, read-only, gone):
+    OSError, and GDAL's and OGR's own error classes, which do not derive from it."""
+    errors: list[type[BaseException]] = [OSError]
+    with contextlib.suppress(ImportError):
+        from rasterio._err import CPLE_BaseError
+
+        errors.append(CPLE_BaseError)
+    with contextlib.suppress(ImportError):
+        from pyogrio.errors import DataLayerError, DataSourceError
+
+        errors += [DataLayerError, DataSourceError]
+    return tuple(errors)
+
+
+def cannot_write(path: str | os.PathLike[str], error: BaseException) -> GeoreasonError:
+    """The GeoreasonError for a write the file system refused, naming the file and the reason."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return GeoreasonError(f"{printable(path)}: cannot write this file ({printable(reason)})")
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -46,22 +68,35 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
 
     Writers may create sidecar files next to the temporary file (e.g. GeoPackage journals); any file
     whose name starts with the temporary name is removed too, so a failure leaves nothing behind.
+    A write the file system refuses (see write_errors: full disk, no permission) raises GeoreasonError.
     """
     target = Path(path)
     if not target.parent.is_dir():
-        raise GeoreasonError(f"{target}: output folder {target.parent} does not exist")
+        raise GeoreasonError(f"{printable(target)}: output folder {printable(target.parent)} does not exist")
     refuse_existing(target, overwrite)
     temporary = temporary_sibling(target)
     try:
         yield temporary
         if not temporary.exists():
-            raise GeoreasonError(f"{target}: the writer produced no file")
+            raise GeoreasonError(f"{printable(target)}: the writer produced no file")
         _fsync_file(temporary)
         refuse_existing(target, overwrite)  # another process may have created it meanwhile
         os.replace(temporary, target)
         _fsync_folder(target.parent)
+    except GeoreasonError:
+        raise
+    except Exception as error:
+        if isinstance(error, write_errors()):
+            raise cannot_write(target, error) from error
+        raise
     finally:
-        for leftover in target.parent.iterdir():
+        remove_temporaries(temporary)
+
+
+def remove_temporaries(temporary: Path) -> None:
+    """Remove a temporary file and its sidecars (files whose name starts with its name), if any."""
+    with contextlib.suppress(OSError):
+        for leftover in temporary.parent.iterdir():
             if leftover.name.startswith(temporary.name):
                 with contextlib.suppress(OSError):
                     leftover.unlink()

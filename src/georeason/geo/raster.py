@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from georeason.data.imageio import percentile_limits, stretch_to_uint8
 from georeason.errors import GeoreasonError
+from georeason.filenames import gdal_name, source_name
 
 # Limits come from a decimated read whose long side is at most this (fast, and plenty for percentiles).
 LIMITS_MAX_SIDE = 2048
@@ -96,7 +97,7 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[DatasetReader]:
         with warnings.catch_warnings():
             # Plain PNG/JPEG inputs are fine: raster_info() records georeferenced=False instead.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(gdal_name(path))
     except GDAL_ERRORS as exc:
         raise GeoreasonError(f"{path}: cannot read this raster (not a raster GDAL can open: {_reason(exc)})") from exc
     with dataset:
@@ -110,7 +111,7 @@ def raster_info(src: DatasetReader) -> RasterInfo:
     transform = src.transform
     georeferenced = src.crs is not None and not transform.is_identity
     return RasterInfo(
-        path=str(src.name),
+        path=source_name(src.name),
         width=src.width,
         height=src.height,
         count=src.count,
