@@ -13,6 +13,7 @@ import numpy as np
 from georeason.data.base import ReasoningDataset, Record, raise_problems
 from georeason.data.imageio import load_mask
 from georeason.errors import GeoreasonError
+from georeason.textfiles import read_text_file
 
 SUFFIXES = (".tif", ".tiff", ".png", ".jpg")
 
@@ -33,7 +34,7 @@ def scan_refsegrs(root: str | Path, split: str) -> tuple[list[Record], list[str]
     problems: list[str] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(phrases.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text_file(phrases).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.strip().split(maxsplit=1)

@@ -7,10 +7,7 @@ writes config.json + model.safetensors (+ the released tokenizer files when pres
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
-
-from georeason.errors import GeoreasonError
 
 CLI_DESCRIPTION = __doc__
 CLI_EPILOG = """example:
@@ -21,7 +18,8 @@ CLI_EPILOG = """example:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("released", type=Path, help="released checkpoint folder (config.json + weights)")
     parser.add_argument("out", type=Path, help="output georeason model folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty output folder, replacing its model files (other files are kept)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     from georeason.model.convert import load_released
     from georeason.model.factory import byte_level_tokenizer
+    from georeason.model.output_folder import check_model_out, kept_note, write_model_folder
 
-    if args.out.exists() and not args.overwrite:
-        raise GeoreasonError(f"{args.out}: exists; pass --overwrite to replace it")
+    replaceable = check_model_out(args.out, args.overwrite)  # before any work; nothing is deleted here
     model = load_released(args.released)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(args.released))
@@ -39,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         tokenizer = byte_level_tokenizer()
         note = "no tokenizer in the released folder: a byte-level stand-in was written; copy the real one in"
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    model.save_pretrained(args.out, tokenizer=tokenizer)
+    kept = write_model_folder(args.out, replaceable, lambda folder: model.save_pretrained(folder, tokenizer=tokenizer))
     print(f"wrote {args.out}: {model.num_parameters():,} parameters ({note})")
+    kept_line = kept_note(args.out, kept)
+    if kept_line:
+        print(kept_line)
     return 0
