@@ -200,6 +200,17 @@ def check_planned_outputs(out: Path, jobs: list[Job], vector_format: str, overwr
     return set(existing)
 
 
+def _remove_leftovers(out: Path, jobs: list[Job]) -> None:
+    """Remove temporary files that an interrupted run left for this run's output names (and say so)."""
+    from georeason.geo.atomic import remove_stale_temporaries
+
+    stems = {"summary"} | {stem for job in jobs for stem in (job.name, f"{job.name}.mask", f"{job.name}.overlay")}
+    removed = remove_stale_temporaries(out, stems)
+    if removed:
+        print(f"georeason predict: removed {len(removed)} temporary file(s) left by an interrupted run in "
+              f"{printable(out)}", file=sys.stderr)
+
+
 def distributed() -> tuple[int, int, int]:
     """(rank, world size, local rank) from the torchrun / accelerate launch environment."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -464,6 +475,8 @@ def run(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise GeoreasonError(f"--out {printable(out)}: cannot create the folder ({error.strerror})") from None
+        if rank == 0:
+            _remove_leftovers(out, jobs)
         mine = jobs[rank::world]
         from tqdm import tqdm
 

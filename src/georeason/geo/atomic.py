@@ -51,7 +51,8 @@ def temporary_sibling(path: Path) -> Path:
 
 # The names temporary_sibling() makes: .<stem>.tmp-<pid>-<8 hex>[suffix] (and sidecars starting with them),
 # and the .<name>.tmp<pid> of earlier versions.
-_TEMPORARY_NAME = re.compile(r"^\.(?P<stem>.+)\.tmp(-(?P<pid>\d+)-[0-9a-f]{8}|(?P<legacy_pid>\d+)$)")
+# A temporary of a temporary (a writer's own atomic file inside a staged one) starts with two dots.
+_TEMPORARY_NAME = re.compile(r"^\.+(?P<stem>.+?)\.tmp(-(?P<pid>\d+)-[0-9a-f]{8}|(?P<legacy_pid>\d+)$)")
 
 
 def _running(pid: int) -> bool:
