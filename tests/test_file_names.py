@@ -164,3 +164,36 @@ def test_read_pairs_keeps_jsonl_paths_exact(tmp_path):
         from georeason.predict import plan_jobs
 
         plan_jobs(pairs)
+
+
+def test_redundancy_report_lists_a_non_utf8_name_printable(tmp_path, capsys):
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(scenes / "a.png")
+    _write_non_utf8_copy(scenes / "a.png", b"Gr\xfcn.png")
+    out = tmp_path / "report"
+    assert main(["redundancy", str(scenes), "--patch", "16", "--workers", "1", "--out", str(out)]) == 0
+    rows = (out / "redundancy.csv").read_text(encoding="utf-8").splitlines()
+    assert any(row.split(",")[1].endswith("Gr\\xfcn.png") for row in rows[1:]) and len(rows) == 3
+    assert json.loads((out / "redundancy.json").read_text(encoding="utf-8"))["collections"][0]["analysed"] == 2
+
+
+@pytest.mark.input_kind("file names", "dataset image whose name is not valid UTF-8 (eval)",
+                        "scored like any other; its mask file gets a safe name; the report is valid UTF-8 JSON")
+def test_eval_scores_a_dataset_with_a_non_utf8_image_name(tmp_path):
+    from georeason.evaluate import evaluate
+
+    split = tmp_path / "ds" / "val"
+    for sub in ("images", "QAs", "labels"):
+        (split / sub).mkdir(parents=True)
+    raw = os.fsencode(split)
+    Image.fromarray(np.full((16, 16, 3), 80, np.uint8)).save(tmp_path / "g.png")
+    os.rename(os.fsencode(tmp_path / "g.png"), raw + b"/images/Gr\xfcn.png")
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(os.fsdecode(raw + b"/labels/Gr\xfcn.png"))
+    with open(raw + b"/QAs/Gr\xfcn.json", "w", encoding="utf-8") as qa:
+        json.dump({"questions": ["Where is the field?"], "answer": ["Everywhere."]}, qa)
+    masks = tmp_path / "masks"
+    report = evaluate(None, tmp_path / "ds", "val", baseline="everything", image_size=32, save_masks=masks)
+    assert report["metrics"]["gIoU"] == pytest.approx(1.0, abs=1e-4) and len(report["data"]["fingerprint"]) == 64
+    assert [p.name for p in masks.iterdir()] == ["Gr_n.png"]
+    json.dumps(printable_tree(report), ensure_ascii=False).encode("utf-8")

@@ -64,7 +64,8 @@ def _jsonl_dataset(folder: Path, encode) -> tuple[Path, object]:
 
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
     path = folder / "train.jsonl"
-    path.write_bytes(encode(json.dumps({"image": "a.png", "questions": [WORDS], "answers": []}, ensure_ascii=False) + "\n"))
+    record = {"image": "a.png", "questions": [WORDS], "answers": []}
+    path.write_bytes(encode(json.dumps(record, ensure_ascii=False) + "\n"))
     return path, lambda: scan_jsonl(folder, "train")[0][0].questions[0]
 
 

@@ -134,8 +134,9 @@ def dataset_fingerprint(dataset, root: str | Path) -> str:
                     name = str(path.relative_to(base))
                 except ValueError:
                     name = str(path)
-                digest.update(f"{record.id}\t{name}\t{path.stat().st_size}\n".encode())
-        digest.update(f"{record.id}\t{record.questions!r}\t{record.answers!r}\n".encode())
+                # surrogateescape: a file name that is not UTF-8 enters the digest as its own bytes
+                digest.update(f"{record.id}\t{name}\t{path.stat().st_size}\n".encode("utf-8", "surrogateescape"))
+        digest.update(f"{record.id}\t{record.questions!r}\t{record.answers!r}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

@@ -1,6 +1,7 @@
 """Atomic output files: write to a temporary file next to the target, fsync, then rename; folders of files alike.
 
-Shared by every writer of georeason (no paper section); the rules are in docs/predict.md, "Output files".
+Shared by every writer of georeason (no paper section); the rules are in docs/predict.md,
+"Output files and --overwrite".
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Model folders written by `init` and `convert`: checked before any work, staged, then committed file by file.
 
-No paper section; the rules (shared with predict's outputs) are in docs/cli.md, "Output folders and --overwrite".
+No paper section; the rules, shared with predict's outputs, are in docs/predict.md,
+"Output files and --overwrite".
 """
 
 from __future__ import annotations
