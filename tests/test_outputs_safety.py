@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from PIL import Image
-from rasterio.transform import from_origin
 
 from georeason.cli import main
 from georeason.errors import GeoreasonError
@@ -38,7 +38,7 @@ def _tile_inputs(folder: Path) -> list[Path]:
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         with rasterio.open(path, "w", driver="GTiff", width=40 + 10 * i, height=30, count=3, dtype="uint8",
-                           crs="EPSG:32633", transform=from_origin(500000 + 1000 * i, 4000000, 1, 1)) as dataset:
+                           crs="EPSG:32633", transform=Affine(1, 0, 500000 + 1000 * i, 0, -1, 4000000)) as dataset:
             dataset.write((np.random.default_rng(i).random((3, 30, 40 + 10 * i)) * 255).astype("uint8"))
         paths.append(path)
     return paths
