@@ -1,8 +1,10 @@
 """Single-image inference cost of a preset, broken down by component (SPEC 7 for the released figures).
 
-Random weights, one 1024x1024 image (or the preset's size), a reasoning prompt of ~190 positions after
-expansion like the released measurement (64 image tokens, 26 description, the rest template), mask
-only. Each dtype runs in a fresh subprocess so its peak resident memory is its own.
+Random weights, saved once per preset and loaded in each row through `SegEarthModel.from_pretrained`
+in the row's dtype (as every command loads a model), one 1024x1024 image (or the preset's size), a
+reasoning prompt of ~190 positions after expansion like the released measurement (64 image tokens, 26
+description, the rest template), mask only. Each dtype runs in a fresh subprocess so its peak resident
+memory (loading included) is its own.
 
 The `released-equivalent` row rebuilds the released code's cost on this machine, in the same run:
 the same weights run the way SPEC 7 describes it (Swin twice, eager attention everywhere,
@@ -20,6 +22,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,21 +46,28 @@ def use_grid_sample_deformable_attention(model) -> None:
             module.forward = types.MethodType(DeformableAttention.__mro__[1].forward, module)
 
 
-def measure(preset_name: str, dtype_name: str, repeats: int) -> dict:
+def save_random(preset_name: str, folder: str) -> None:
+    """The preset with random weights (seed 0), written once for all rows of that preset."""
+    from georeason.model.factory import build_model
+
+    model, tokenizer = build_model(preset_name, pretrained_llm=False)
+    model.save_pretrained(folder, tokenizer=tokenizer)
+
+
+def measure(preset_name: str, dtype_name: str, repeats: int, folder: str) -> dict:
     import torch
 
-    from georeason.model.factory import build_model
     from georeason.model.prompt import PromptBatch, TokenKind
+    from georeason.model.segearth import SegEarthModel
 
     torch.set_num_threads(2)
     released = dtype_name == RELEASED_EQUIVALENT
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, RELEASED_EQUIVALENT: torch.float32}[dtype_name]
     started = time.perf_counter()
-    model, _ = build_model(preset_name, pretrained_llm=False, attn_implementation="eager" if released else "sdpa")
-    model = model.to(dtype).eval()
+    model = SegEarthModel.from_pretrained(folder, dtype=dtype, attn_implementation="eager" if released else "sdpa")
     if released:
         use_grid_sample_deformable_attention(model)
-    build_seconds = time.perf_counter() - started
+    load_seconds = time.perf_counter() - started
     config = model.config
     size, visual = config.image_size, config.num_visual_tokens
     kinds = [TokenKind.TEXT] * 58 + [TokenKind.IMAGE] * visual + [TokenKind.TEXT] * 12 + \
@@ -123,7 +133,7 @@ def measure(preset_name: str, dtype_name: str, repeats: int) -> dict:
         np.save(reference, mask)
     elif reference.exists():
         agreement = float((np.load(reference) == mask).mean())
-    return {"preset": preset_name, "dtype": dtype_name, "build_seconds": build_seconds,
+    return {"preset": preset_name, "dtype": dtype_name, "load_seconds": load_seconds,
             "parameters": model.num_parameters(), "median": {k: statistics.median(v) for k, v in rows.items()},
             "peak_rss_gb": peak_gb, "mask_agreement_with_fp32": agreement, "mask_positive_fraction": positive,
             "fp32_matmul_gflops": matmul_gflops, "prompt_positions": length, "image_size": size, "repeats": repeats}
@@ -131,7 +141,8 @@ def measure(preset_name: str, dtype_name: str, repeats: int) -> dict:
 
 def write_results(results: list[dict], machine_note: str) -> str:
     lines = ["## Single-image inference by component (`bench/bench_model.py`)", "",
-             f"Random weights, 2 threads, mask only, median of {results[0]['repeats']} runs after one warm-up, "
+             "Random weights loaded through `from_pretrained` in the row's dtype (peak RSS includes loading), "
+             f"2 threads, mask only, median of {results[0]['repeats']} runs after one warm-up, "
              "prompt positions " + ", ".join(sorted({f"{r['preset']} {r['prompt_positions']}" for r in results}))
              + f". {machine_note}", "",
              "| preset | dtype | encoder s | connector s | LLM s | D-Projector s | pixel decoder s | mask decoder s "
@@ -170,19 +181,26 @@ def main() -> None:
                         help="rows to measure; float32 first (the other masks are compared with its mask)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--note", default="", help="a note on the machine state, written with the table")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.save:
+        save_random(args.presets[0], args.save)
+        return
     if args.child:
-        print(json.dumps(measure(args.presets[0], args.child[0], int(args.child[1]))))
+        print(json.dumps(measure(args.presets[0], args.child[0], int(args.child[1]), args.child[2])))
         return
     results = []
     for preset_name in args.presets:
-        for dtype in args.dtypes:
-            out = subprocess.run([sys.executable, __file__, "--presets", preset_name, "--child", dtype,
-                                  str(args.repeats)], check=True, capture_output=True, text=True)
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(preset_name, dtype, json.dumps(results[-1]["median"]), f"peak {results[-1]['peak_rss_gb']:.1f} GB",
-                  flush=True)
+        with tempfile.TemporaryDirectory(prefix=f"georeason-bench-{preset_name}-") as folder:
+            subprocess.run([sys.executable, __file__, "--presets", preset_name, "--save", folder], check=True,
+                           capture_output=True, text=True)
+            for dtype in args.dtypes:
+                out = subprocess.run([sys.executable, __file__, "--presets", preset_name, "--child", dtype,
+                                      str(args.repeats), folder], check=True, capture_output=True, text=True)
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(preset_name, dtype, json.dumps(results[-1]["median"]),
+                      f"peak {results[-1]['peak_rss_gb']:.1f} GB", flush=True)
     print(write_results(results, args.note))
 
 

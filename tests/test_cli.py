@@ -38,7 +38,7 @@ def test_errors_print_no_traceback_unless_debug(tmp_path, capsys):
     missing = tmp_path / "nope"
     assert main(["convert", str(missing), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"georeason convert: error: {missing}/config.json: missing" in err
+    assert f"georeason convert: error: {missing}: no such released checkpoint folder" in err
     assert "Traceback" not in err
     assert main(["--debug", "convert", str(missing), str(tmp_path / "out")]) == 2
     assert "Traceback" in capsys.readouterr().err

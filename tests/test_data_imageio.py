@@ -91,7 +91,7 @@ def test_geotiff_uint16_float_and_multiband(tmp_path):
     expected = to_rgb_uint8(np.moveaxis(data[:3], 0, -1))
     assert np.array_equal(rgb, expected)
     assert np.array_equal(load_image(path, bands=[4, 3, 2]), to_rgb_uint8(np.moveaxis(data, 0, -1), [4, 3, 2]))
-    with pytest.raises(GeoreasonError, match="band 6 does not exist; the image has 5"):
+    with pytest.raises(GeoreasonError, match="multi.tif: band 6 does not exist; the raster has 5"):
         load_image(path, bands=[6, 1, 1])
     floats = tmp_path / "f.tif"
     with rasterio.open(floats, "w", driver="GTiff", width=12, height=16, count=1, dtype="float32") as out:

@@ -100,8 +100,8 @@ def test_large_scene_needs_tile_and_tile_mode_streams_it(tiny_model_dir, tmp_pat
     whole = tmp_path / "whole"
     assert _predict("--model", tiny_model_dir, scene, "--question", QUESTION, "--out", whole,
                     "--max-pixels", 40_000) == 2
-    assert "scene.tif: the scene is 230 x 200 px (0.0 Mpx), above the limit of 0.0 Mpx for whole-image mode; use " \
-           "--tile" in capsys.readouterr().err
+    assert "scene.tif: the scene is 230 x 200 px (46000 px), above the limit of 40000 px for whole-image mode " \
+           "(--max-pixels); use --tile" in capsys.readouterr().err
     assert _outputs(whole) == ["summary.json"]
     failed = json.loads((whole / "summary.json").read_text())["inputs"][0]
     assert failed["status"] == "failed" and "use --tile" in failed["error"]

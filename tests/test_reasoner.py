@@ -258,7 +258,7 @@ def test_bad_inputs_raise_clear_errors(reasoner, tmp_path):
             reasoner.predict(source, QUESTION)
     with pytest.raises(GeoreasonError, match="good.tif: band 5 does not exist; the raster has 3 band"):
         reasoner.predict(good, QUESTION, bands=[3, 5, 1])
-    with pytest.raises(GeoreasonError, match="bands: band 4 does not exist; the image has 3 band"):
+    with pytest.raises(GeoreasonError, match="array: band 4 does not exist; the raster has 3 band"):
         reasoner.predict(np.zeros((8, 8, 3), np.uint8), QUESTION, bands=[4])
     with pytest.raises(GeoreasonError, match="overlap: expected 0 <= overlap <= tile/2"):
         reasoner.predict_tiled(good, QUESTION, tmp_path / "t.tif", tile_size=64, overlap=40)

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from georeason.errors import GeoreasonError
-from georeason.training.loop import lr_factor, prepare_output_dir
+from georeason.training.loop import lr_factor
+from georeason.training.outputs import check_output_dir
 from georeason.training.recipe import TrainRecipe, load_recipe
 from georeason.training.sampling import SampleStream, rank_positions
 
@@ -50,6 +51,7 @@ def test_recipe_yaml_mix_and_overrides(tmp_path):
     ({"data": "x", "text_blind": 1}, r"key text_blind: expected true or false"),
     ({"data": "x", "mixed_precision": "fp8"}, r"mixed_precision: expected one of"),
     ({}, r"recipe data: give at least one dataset path"),
+    ({"data": "x", "output_dir": " "}, r"recipe output_dir: expected a folder path, got an empty string"),
 ])
 def test_recipe_errors_name_the_key(tmp_path, values, message):
     with pytest.raises(GeoreasonError, match=message):
@@ -73,13 +75,53 @@ def test_gradient_accumulation_from_world_size():
         recipe.gradient_accumulation(3)
 
 
-def test_existing_output_dir_is_refused(tmp_path):
-    recipe = TrainRecipe(output_dir=str(tmp_path))
-    (tmp_path / "something").write_text("x")
-    with pytest.raises(GeoreasonError, match="already exists; pass --resume .* or --overwrite"):
-        prepare_output_dir(recipe, resume=False, overwrite=False, is_main=True)
-    prepare_output_dir(recipe, resume=False, overwrite=True, is_main=True)
-    assert not (tmp_path / "something").exists()
+def _earlier_run(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.json").write_text(json.dumps(TrainRecipe(data=[], output_dir=str(folder)).to_dict()))
+    for name in names:
+        (folder / name).mkdir() if "." not in name else (folder / name).write_text("{}\n")
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.input_kind("runs", "train output_dir holding other files or an earlier run",
+                        "other files never count or get touched; an earlier run needs --resume or --overwrite; "
+                        "names a run writes but no recipe.json are refused in every mode")
+def test_output_dir_checks_decide_without_touching_anything(tmp_path):
+    unrelated = tmp_path / "project"
+    unrelated.mkdir()
+    (unrelated / "notes.txt").write_text("precious")
+    assert check_output_dir(unrelated, resume=False, overwrite=False) is False  # other files are fine
+
+    earlier = tmp_path / "earlier"
+    _earlier_run(earlier, "metrics.jsonl", "checkpoints", "final")
+    before = _tree(earlier)
+    with pytest.raises(GeoreasonError, match=r"already exists; pass --resume to continue it or --overwrite to "
+                                             r"replace it \(it holds the outputs of a training run: checkpoints, "
+                                             r"final, metrics.jsonl, recipe.json; other files"):
+        check_output_dir(earlier, resume=False, overwrite=False)
+    assert check_output_dir(earlier, resume=False, overwrite=True) is False
+    assert check_output_dir(earlier, resume=True, overwrite=False) is False
+    assert _tree(earlier) == before  # checking deletes nothing
+
+    foreign = tmp_path / "foreign"
+    (foreign / "final").mkdir(parents=True)
+    for resume, overwrite in ((False, False), (False, True), (True, False)):
+        with pytest.raises(GeoreasonError, match=r"holds final/ but no recipe.json of a georeason training run"):
+            check_output_dir(foreign, resume=resume, overwrite=overwrite)
+
+    leftover = tmp_path / "leftover"
+    _earlier_run(leftover)  # a start that failed before its first step
+    assert check_output_dir(leftover, resume=False, overwrite=False) is True
+
+    with pytest.raises(GeoreasonError, match="--resume and --overwrite exclude each other"):
+        check_output_dir(earlier, resume=True, overwrite=True)
+    with pytest.raises(GeoreasonError, match=r"--resume: output_dir .*missing does not exist"):
+        check_output_dir(tmp_path / "missing", resume=True, overwrite=False)
+    with pytest.raises(GeoreasonError, match=r"notes.txt is a file, expected a folder"):
+        check_output_dir(unrelated / "notes.txt" / "run", resume=False, overwrite=False)
 
 
 # -- schedule -------------------------------------------------------------------------------------

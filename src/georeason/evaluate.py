@@ -141,10 +141,12 @@ def dataset_fingerprint(dataset, root: str | Path) -> str:
 
 
 def model_fingerprint(folder: str | Path) -> str:
-    """sha256 of config.json followed by the weights file."""
+    """sha256 of config.json followed by the weights file(s)."""
+    from georeason.model.weights import weight_files
+
     digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        with open(Path(folder) / name, "rb") as stream:
+    for path in [Path(folder) / "config.json", *weight_files(Path(folder))]:
+        with open(path, "rb") as stream:
             for chunk in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
@@ -405,8 +407,10 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
              save_masks: Path | None = None, save_overlays: Path | None = None, device: str = "cpu",
              dtype=None, baseline: str | None = None, image_size: int | None = None, question_index: int = 0,
              num_workers: int = 0, progress: bool = False, threshold: float = 0.5,
-             predictor: Predictor | None = None, limit: int | None = None, num_beams: int = 1) -> dict[str, Any]:
-    """Evaluate a model folder (or a constant `baseline`, "empty"/"everything", at `image_size`); -> report.
+             predictor: Predictor | None = None, limit: int | None = None, num_beams: int = 1,
+             revision: str | None = None) -> dict[str, Any]:
+    """Evaluate a model folder or hub id (at `revision`), or a constant `baseline` ("empty"/"everything",
+    at `image_size`); -> report.
 
     Runs this process's share and merges all processes' counts; every process gets the full report.
     """
@@ -415,7 +419,9 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     question = None
     if baseline is None:
         from georeason.model import load_pretrained
+        from georeason.model.hub import resolve_model
 
+        model_dir = resolve_model(model_dir, revision) if model_dir is not None else None
         if model_dir is None or not Path(model_dir).is_dir():
             raise GeoreasonError(f"--model {model_dir}: not a model folder (expected config.json and "
                                  "model.safetensors, as written by georeason train or init)")
@@ -459,7 +465,9 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
 
 # -- command line ---------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model folder (save_pretrained / georeason train output)")
+    parser.add_argument("--model", required=True, help="model folder (save_pretrained / georeason train output) or "
+                        "hub id, e.g. earth-insights/SegEarth-R1-EarthReason")
+    parser.add_argument("--revision", help="with a hub id: branch, tag or commit hash (default main)")
     parser.add_argument("--data", required=True, help="dataset folder (EarthReason, RRSIS-D, RefSegRS) or JSONL")
     parser.add_argument("--split", default="val", help="split to score (default val)")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
@@ -517,7 +525,7 @@ def run(args: argparse.Namespace) -> int:
                           args.at_original_size, args.save_masks, args.save_overlays, args.device,
                           torch.bfloat16 if args.bf16 else None, question_index=args.question_index,
                           num_workers=args.num_workers, progress=sys.stderr.isatty(), threshold=args.threshold,
-                          num_beams=args.num_beams)
+                          num_beams=args.num_beams, revision=args.revision)
         if _state().is_main_process:
             print(format_table(report))
             print(f"{report['data']['items']} items in {report['elapsed_s']:.1f} s")

@@ -31,9 +31,10 @@ CLI_DESCRIPTION = """Segment what answers a question in images or GeoTIFF scenes
 
 Writes, per image and question, into --out: NAME.mask.png (original size, 255 = answer),
 NAME.overlay.png (mask over the image, question and answer below) and NAME.gpkg (or .geojson)
-polygons; for raster inputs (GeoTIFF etc.) also NAME.mask.tif (source CRS/transform, 1 = answer,
-0 = background, 255 = nodata). summary.json lists inputs, outputs, answers, timings and the model.
-Scenes above --max-pixels need --tile (tiled inference, constant memory)."""
+polygons; for raster inputs (GeoTIFF etc.) also NAME.mask.tif (the source's CRS/transform, GCPs or
+RPCs; 1 = answer, 0 = background, 255 = nodata). summary.json lists inputs, outputs, answers, timings and the model.
+Scenes above --max-pixels need --tile (tiled inference, constant memory); a PNG, JPEG or other
+file that cannot be read by windows must first become a tiled GeoTIFF (docs/predict.md)."""
 
 CLI_EPILOG = """examples:
   georeason predict --model runs/smol IMG_0001.jpg --question "Where could a small plane land?" --out pred
@@ -47,7 +48,10 @@ SUMMARY_NAME = "summary.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image or raster files (with --question)")
-    parser.add_argument("--model", required=True, metavar="DIR", help="model folder (config.json, weights, tokenizer)")
+    parser.add_argument("--model", required=True, metavar="DIR|HUB_ID",
+                        help="model folder (config.json, weights, tokenizer) or hub id, e.g. "
+                             "earth-insights/SegEarth-R1-EarthReason (downloaded and converted once)")
+    parser.add_argument("--revision", help="with a hub id: branch, tag or commit hash (default main)")
     parser.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--question", metavar="TEXT", help="the question asked about every IMAGE")
@@ -63,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=128, metavar="PX",
                         help="overlap of neighbouring tiles, blended linearly (default 128, at most tile/2)")
     parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help="largest scene read whole (default 64000000); larger scenes need --tile")
+                        help="largest image decoded at once (default 64000000): any scene in whole-image mode, "
+                             "and with --tile a PNG/JPEG or other file that cannot be read by windows; larger "
+                             "scenes need --tile (tiled GeoTIFFs have no limit)")
     parser.add_argument("--vector-format", choices=("gpkg", "geojson"), default="gpkg",
                         help="gpkg keeps the source CRS; geojson is RFC 7946 lon/lat (EPSG:4326)")
     parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
@@ -226,7 +232,15 @@ def _raster_summary(raster) -> dict[str, Any] | None:
         return None
     crs = None if raster.crs is None else raster.crs.to_string()
     return {"width": raster.width, "height": raster.height, "crs": crs,
-            "transform": list(raster.transform)[:6], "nodata": raster.nodata, "georeferenced": raster.georeferenced}
+            "transform": list(raster.transform)[:6], "nodata": raster.nodata, "georeferenced": raster.georeferenced,
+            "georeferencing": raster.georef.to_dict()}
+
+
+def _check_vector_format(raster, job: Job, out: Path, vector_format: str) -> None:
+    """Fail a pair before any model work when its polygons cannot be written in --vector-format."""
+    if raster is not None:
+        driver = "GeoJSON" if vector_format == "geojson" else "GPKG"
+        raster.georef.vector_note(output_paths(out, job, vector_format)["vectors"], driver)
 
 
 def staging_paths(targets: dict[str, Path]) -> dict[str, Path]:
@@ -293,6 +307,7 @@ def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int)
         "status": "ok", "rank": rank, "mode": "tile" if tiled else "whole", "answer": prediction.answer,
         "empty": bool(prediction.empty), "raster": _raster_summary(raster), **files,
         "seconds": {k: round(v, 4) for k, v in prediction.seconds.items()},
+        "notes": list(getattr(prediction, "notes", [])),  # how the input was read (complex amplitude, EXIF)
     }
     if tiled:
         job.result["tiles"] = prediction.tiles
@@ -327,6 +342,10 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
     if args.mode == "tile":
         for job in jobs:
             try:
+                from georeason.geo import open_raster, raster_info
+
+                with open_raster(job.image) as src:
+                    _check_vector_format(raster_info(src), job, out, args.vector_format)
                 staged = staging_paths(output_paths(out, job, args.vector_format))
                 tiles = _tile_progress(bar, job)
                 prediction = reasoner.predict_tiled(job.image, job.question, staged["mask_geotiff"], args.tile_size,
@@ -345,7 +364,9 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
         loaded = []
         for job in batch:
             try:
-                loaded.append((job, load_input(job.image, bands, reasoner.max_pixels)))
+                item = load_input(job.image, bands, reasoner.max_pixels)
+                _check_vector_format(item.raster, job, out, args.vector_format)
+                loaded.append((job, item))
             except Exception as error:  # noqa: BLE001
                 _fail(job, error, rank, debug)
                 bar.update(1)
@@ -428,6 +449,8 @@ def _report(summary: dict[str, Any], path: Path) -> None:
         answer = "(no answer)" if entry["answer"] is None else repr(entry["answer"])
         print(f"{entry['image']}: {answer}{' [empty mask]' if entry['empty'] else ''} -> "
               + ", ".join(Path(p).name for p in entry["outputs"].values()))
+        for note in entry.get("notes", []):
+            print(f"  note: {note}")
         warning = entry["vectors"].get("warning")
         if warning:
             print(f"  note: {warning}")
@@ -462,7 +485,8 @@ def run(args: argparse.Namespace) -> int:
         if device == "cuda" or torch.cuda.is_available():
             device = f"cuda:{local}"  # one GPU per process; a missing GPU is still reported by the reasoner
     reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
-                                           max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams)
+                                           max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams,
+                                           revision=args.revision)
     for job in jobs:  # refuse bad questions before writing anything
         job.question = reasoner.check_question(job.question)
     loaded = time.perf_counter()

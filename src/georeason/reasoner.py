@@ -19,19 +19,16 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from georeason.data.imageio import load_image
+from georeason.data.pixels import open_pixels
 from georeason.data.transforms import preprocess_image, restore_to_original
 from georeason.errors import GeoreasonError
 from georeason.filenames import is_utf8, printable
 from georeason.geo import (
     RasterInfo,
-    check_scene_size,
     mask_to_polygons,
     open_raster,
     plan_tiles,
-    raster_info,
     read_rgb,
-    resolve_bands,
     run_tiled,
     scene_limits,
     write_mask_geotiff,
@@ -39,10 +36,12 @@ from georeason.geo import (
     write_vectors,
 )
 from georeason.geo.atomic import atomic_output
-from georeason.geo.raster import capped_block_cache, needs_stretch
+from georeason.geo.georef import NONE as NO_GEOREFERENCING
+from georeason.geo.raster import capped_block_cache, needs_stretch, source_info
 from georeason.render import overlay_png
 
-# Whole-image mode reads the scene at once; above this many pixels it asks for --tile instead.
+# The pixel budget (--max-pixels): whole-image mode decodes the scene at once, and so does tiled mode for
+# formats that cannot be read by windows (PNG, JPEG, ...); above it they are refused from the header.
 WHOLE_MAX_PIXELS = 64_000_000
 OVERLAY_MAX_SIDE = 2048  # overlays and the tiled-mode overview are at most this long
 DEFAULT_TILE, DEFAULT_OVERLAP = 1024, 128
@@ -68,6 +67,7 @@ class Prediction:
     source: str
     valid: np.ndarray | None = None  # bool [H, W]: False on nodata pixels; None = all valid
     model: str = ""
+    notes: list[str] = field(default_factory=list)  # how the input was read, when the user should know
 
     def tags(self) -> dict[str, str]:
         return {"georeason_question": self.question, "georeason_answer": self.answer or "",
@@ -83,7 +83,10 @@ class Prediction:
                            max_side=OVERLAY_MAX_SIDE, overwrite=overwrite)
 
     def save_geotiff(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-        """uint8 GeoTIFF (1 = answer, 0 = background, 255 = nodata) with the source CRS and transform."""
+        """uint8 GeoTIFF (1 = answer, 0 = background, 255 = nodata) with the source's georeferencing.
+
+        CRS and geotransform, GCPs and their CRS, RPCs: whatever the source has (Georeferencing.geotiff_items).
+        """
         return write_mask_geotiff(path, self.mask, profile_from=self.raster, valid=self.valid,
                                   overwrite=overwrite, tags=self.tags(),
                                   description="georeason mask: 1 = answer, 0 = background, 255 = no data")
@@ -116,6 +119,7 @@ class TiledPrediction:
     valid_pixels: int
     positive_pixels: int
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how the input was read, when the user should know
 
     def save_mask_png(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Full-resolution 0/255 PNG streamed from the GeoTIFF block row by block row (flat memory)."""
@@ -153,16 +157,25 @@ def caption(question: str, answer: str | None, empty: bool) -> list[str]:
 def save_mask_vectors(path: str | os.PathLike[str], mask: np.ndarray, raster: RasterInfo | None,
                       attributes: dict[str, str], driver: str = "GPKG", simplify: float = 0.0,
                       min_area: float = 0.0, overwrite: bool = False) -> dict[str, Any]:
-    """Polygonise a mask (map coordinates when `raster` is georeferenced, else pixels) and write it."""
+    """Polygonise a mask in the coordinates the raster's georeferencing gives (georeason.geo.georef) and write it.
+
+    A geotransform or GCPs give map coordinates, anything else pixel coordinates; `warning` says what
+    the user must know. GeoJSON of coordinates that cannot be put in EPSG:4326 (a local CRS, a
+    geotransform without CRS) raises GeoreasonError before anything is written.
+    """
     drivers = {"gpkg": "GPKG", "geojson": "GeoJSON"}
     if str(driver).lower() not in drivers:
         raise GeoreasonError(f"driver: expected GPKG or GeoJSON, got {driver!r}")
-    georeferenced = raster is not None and raster.georeferenced
-    polygons = mask_to_polygons(mask, raster.transform if georeferenced else None, simplify, min_area)
-    written = write_vectors(path, polygons, attributes, raster.crs if georeferenced else None,
-                            driver=drivers[str(driver).lower()], overwrite=overwrite)
+    driver = drivers[str(driver).lower()]
+    georef = NO_GEOREFERENCING if raster is None else raster.georef
+    note = georef.vector_note(path, driver)  # raises for GeoJSON that cannot be lon/lat
+    mapping = georef.pixel_to_map
+    polygons = mask_to_polygons(mask, mapping, simplify, min_area)
+    written = write_vectors(path, polygons, attributes, georef.map_crs, driver=driver, overwrite=overwrite,
+                            coordinates="pixel" if mapping is None else "map", note=note)
     return {"path": str(written.path), "count": written.count, "georeferenced": written.georeferenced,
-            "crs": written.crs, "warning": written.warning, "dropped_small": polygons.dropped_small}
+            "coordinates": written.coordinates, "crs": written.crs, "warning": written.warning,
+            "dropped_small": polygons.dropped_small}
 
 
 def write_png_rows(path: str | os.PathLike[str], width: int, height: int, row_blocks, overwrite: bool) -> Path:
@@ -201,47 +214,30 @@ class LoadedImage:
     raster: RasterInfo | None
     source: str
     seconds: float
-
-
-def _is_dataset(image: Any) -> bool:
-    return hasattr(image, "read_masks") and hasattr(image, "transform") and hasattr(image, "count")
-
-
-def _probe(path: Path) -> RasterInfo | None:
-    """The raster header if GDAL can open the file, else None (PIL may still read it)."""
-    try:
-        with open_raster(path) as src:
-            return raster_info(src)
-    except GeoreasonError:
-        return None
+    notes: list[str] = field(default_factory=list)
 
 
 def load_input(image: Any, bands: Sequence[int] | None = None, max_pixels: int = WHOLE_MAX_PIXELS) -> LoadedImage:
     """Read a path, PIL image, numpy array or open rasterio dataset as RGB uint8 (+ validity, raster info).
 
-    TIFF-family files and georeferenced rasters go through georeason.geo (nodata, scene stretch, CRS);
-    other files, PIL images and arrays through georeason.data.imageio.
+    Through the one pixel reader (georeason.data.pixels), as tiled mode and the dataset loaders read;
+    open datasets, TIFF-family files and georeferenced rasters keep their raster info (CRS, transform,
+    nodata) for the mask GeoTIFF. Refuses images above `max_pixels` from their header.
     """
     started = time.perf_counter()
-    if _is_dataset(image):
-        info = raster_info(image)
-        check_scene_size(info, max_pixels)
-        rgb, valid = read_rgb(image, bands=bands)
-        return LoadedImage(rgb, None if valid.all() else valid, info, str(image.name), time.perf_counter() - started)
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        info = _probe(path)
-        if info is not None:
-            check_scene_size(info, max_pixels)
-            if path.suffix.lower() in TIFF_SUFFIXES or info.georeferenced:
-                with open_raster(path) as src:
-                    rgb, valid = read_rgb(src, bands=bands)
-                return LoadedImage(rgb, None if valid.all() else valid, info, str(path), time.perf_counter() - started)
-        rgb = load_image(path, bands, max_pixels=max_pixels)
-        return LoadedImage(rgb, None, None, str(path), time.perf_counter() - started)
-    name = "array" if isinstance(image, np.ndarray) else (getattr(image, "filename", "") or "PIL image")
-    rgb = load_image(image, bands, max_pixels=max_pixels)
-    return LoadedImage(rgb, None, None, str(name), time.perf_counter() - started)
+    if isinstance(image, os.PathLike):
+        image = os.fspath(image)
+    with open_pixels(image, max_pixels, "whole") as source:
+        rgb, valid = read_rgb(source, bands=bands)
+        raster = None
+        if source.header is not None:
+            info = source_info(source)
+            # Any georeferencing (a world file's transform, GCPs ...) must reach the outputs.
+            if (source.header is image or Path(source.name).suffix.lower() in TIFF_SUFFIXES
+                    or info.georef.kind != NO_GEOREFERENCING.kind):
+                raster = info
+    return LoadedImage(rgb, None if valid.all() else valid, raster, source.name, time.perf_counter() - started,
+                       list(source.notes))
 
 
 def resolve_device(device: str) -> str:
@@ -268,6 +264,16 @@ def resolve_device(device: str) -> str:
     raise GeoreasonError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
 
 
+def _sha256(paths: Sequence[Path]) -> str:
+    """SHA-256 of the files' bytes in order (for one file: the file's own SHA-256)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _check_num_beams(num_beams: Any) -> None:
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
         raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
@@ -288,17 +294,25 @@ class GeoReasoner:
         self.num_beams = num_beams  # 1 = greedy answers from the mask's KV cache; more = beam search
         self.image_size = int(model.config.image_size)
         self.name = f"{model.config.preset}@{folder.name}"
+        self.source = str(folder)  # the folder, or the hub id and revision it came from
         self._torch_dtype = getattr(__import__("torch"), dtype)
         self.max_question_tokens = self._question_budget()
         self._fingerprint: dict[str, Any] | None = None
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32",
-                        max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1) -> GeoReasoner:
-        """Load a model folder (config.json + model.safetensors + tokenizer) for inference."""
+                        max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1,
+                        revision: str | None = None) -> GeoReasoner:
+        """Load a model folder (config.json + weights + tokenizer) or a hub id for inference.
+
+        A hub id ("earth-insights/SegEarth-R1-EarthReason", at `revision`: branch, tag or commit) is
+        downloaded through huggingface_hub and, in the authors' released layout, converted once into
+        a cached folder (docs/model.md). Weights load directly in `dtype`.
+        """
         import torch
 
         from georeason.model import load_pretrained
+        from georeason.model.hub import is_hub_id, resolve_model
 
         dtype_name = DTYPES.get(str(dtype).lower().removeprefix("torch."))
         if dtype_name is None:
@@ -307,9 +321,14 @@ class GeoReasoner:
         if dtype_name == "float16" and device_name == "cpu":
             raise GeoreasonError("dtype: float16 is not supported on the CPU; use float32 or bfloat16")
         _check_num_beams(num_beams)  # before the (slow) load
-        folder = Path(folder)
+        hub_id = folder if is_hub_id(folder) else None
+        folder = resolve_model(folder, revision)
+        source = f"{hub_id}@{folder.name}" if hub_id else None  # the folder of a hub id is named by its commit
         model, prompts = load_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
-        return cls(model, prompts, folder, device_name, dtype_name, max_pixels, num_beams)
+        reasoner = cls(model, prompts, folder, device_name, dtype_name, max_pixels, num_beams)
+        if source is not None:
+            reasoner.source, reasoner.name = source, f"{model.config.preset}@{source}"
+        return reasoner
 
     # -- description ------------------------------------------------------------------------------
     def _question_budget(self) -> int:
@@ -339,18 +358,15 @@ class GeoReasoner:
         return {"preset": self.model.config.preset, "parameters": int(self.model.num_parameters()),
                 "device": self.device, "dtype": self.dtype, "image_size": self.image_size,
                 "num_beams": self.num_beams, "max_question_tokens": self.max_question_tokens,
-                "folder": str(self.folder)}
+                "folder": str(self.folder), "source": self.source}
 
     def fingerprint(self) -> dict[str, Any]:
         """info() plus SHA-256 of the weights and config, to tie outputs to the exact model."""
         if self._fingerprint is None:
-            digests = {}
-            for name in ("model.safetensors", "config.json"):
-                digest = hashlib.sha256()
-                with open(self.folder / name, "rb") as stream:
-                    for block in iter(lambda: stream.read(1 << 22), b""):
-                        digest.update(block)
-                digests[name.split(".")[0] + "_sha256"] = digest.hexdigest()
+            from georeason.model.weights import weight_files
+
+            digests = {"model_sha256": _sha256(weight_files(self.folder)),
+                       "config_sha256": _sha256([self.folder / "config.json"])}
             self._fingerprint = {**self.info(), "name": self.name, **digests}
         return self._fingerprint
 
@@ -410,7 +426,8 @@ class GeoReasoner:
                        "restore": time.perf_counter() - restore_started}
             seconds["total"] = sum(seconds.values())
             predictions.append(Prediction(mask, probability, not mask.any(), text, questions[row], seconds,
-                                          item.rgb, item.raster, item.source, item.valid, self.name))
+                                          item.rgb, item.raster, item.source, item.valid, self.name,
+                                          list(item.notes)))
         return predictions
 
     def predict(self, image: Any, question: str, answer: bool = True,
@@ -460,14 +477,16 @@ class GeoReasoner:
 
         seconds: dict[str, float] = {}
         started = time.perf_counter()
-        with open_raster(path) as src:
-            info = raster_info(src)
-            chosen = resolve_bands(src, bands)
-            limits = scene_limits(src, chosen) if needs_stretch(src, chosen) else None
+        # The same reader as whole-image mode: tiled GeoTIFFs are read by windows, formats that must be
+        # decoded whole (PNG, JPEG, ...) once, within the pixel budget.
+        with open_pixels(os.fspath(path), self.max_pixels, "tiled") as src:
+            info = source_info(src)
+            notes = list(src.notes)
+            limits = scene_limits(src, bands) if needs_stretch(src, bands) else None
             one_tile = info.height <= tile_size and info.width <= tile_size
             scale = 1.0 if one_tile else min(1.0, OVERLAY_MAX_SIDE / max(info.height, info.width))
             shape = None if scale == 1.0 else (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
-            preview, _ = read_rgb(src, None, chosen, limits, out_shape=shape)
+            preview, _ = read_rgb(src, None, bands, limits, out_shape=shape)
             seconds["overview"] = time.perf_counter() - started
 
             step = time.perf_counter()
@@ -489,7 +508,7 @@ class GeoReasoner:
             tags = {"georeason_question": question, "georeason_answer": text or "", "georeason_model": self.name,
                     "georeason_source": printable(path), "georeason_tile_size": str(tile_size),
                     "georeason_overlap": str(overlap)}
-            result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=chosen,
+            result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=bands,
                                limits=limits, overwrite=overwrite, tags=tags, progress=progress)
             seconds["tiles"] = time.perf_counter() - step
         with open_raster(geotiff_path) as written:
@@ -497,7 +516,7 @@ class GeoReasoner:
         seconds["total"] = time.perf_counter() - started
         return TiledPrediction(Path(geotiff_path), question, text, result.positive_pixels == 0, info, str(path),
                                self.name, preview, preview_mask, result.tiles, result.valid_pixels,
-                               result.positive_pixels, seconds)
+                               result.positive_pixels, seconds, notes)
 
 
 __all__ = ["GeoReasoner", "LoadedImage", "Prediction", "TiledPrediction", "load_input", "resolve_device",

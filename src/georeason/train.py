@@ -27,8 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe field (JSON value or plain string); repeatable, e.g. "
                              "--set max_steps=100 --set lora.r=16 --set model_config.connector.depth=0")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
-    parser.add_argument("--overwrite", action="store_true", help="delete an existing output_dir first")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest intact checkpoint in output_dir (a damaged newer one is "
+                             "named and skipped); removes what an interrupted run left")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's outputs in output_dir, each when this run writes its own; "
+                             "other files there are never touched")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

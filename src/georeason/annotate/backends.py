@@ -254,16 +254,10 @@ def image_data_url(path: Path, max_side: int = 1024, quality: int = 90) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image without decoding its pixels."""
-    if path.suffix.lower() in GEOTIFF_SUFFIXES:
-        import rasterio
+    """(width, height) of an image as the model sees it (EXIF orientation applied), without decoding pixels."""
+    from georeason.data.pixels import pixel_size
 
-        with rasterio.open(gdal_name(path)) as dataset:
-            return dataset.width, dataset.height
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.size
+    return pixel_size(path)
 
 
 def describe_image(path: Path) -> str:
@@ -274,10 +268,15 @@ def describe_image(path: Path) -> str:
         return text + " Its ground resolution is not known."
     import rasterio
 
+    from georeason.geo.georef import crs_label, georeferencing
+
     with rasterio.open(gdal_name(path)) as dataset:
-        crs, (res_x, res_y) = dataset.crs, dataset.res
-    if crs is None:
+        georef, (res_x, res_y) = georeferencing(dataset), dataset.res
+    if georef.kind == "none":
         return text + " It is not georeferenced."
+    if georef.kind != "crs_transform":  # GCPs, RPCs, a CRS or a geotransform alone: no ground pixel size
+        return text + f" It is georeferenced by {georef.describe()}, so its ground resolution is not known."
+    crs = georef.crs
     if crs.is_geographic:
         unit = "degrees"
     else:
@@ -286,4 +285,4 @@ def describe_image(path: Path) -> str:
     extent = ""
     if unit == "m":
         extent = f", so it covers about {width * res_x / 1000:.2g} x {height * res_y / 1000:.2g} km"
-    return text + f" It is georeferenced in {crs.to_string()} with a pixel size of {size}{extent}."
+    return text + f" It is georeferenced in {crs_label(crs)} with a pixel size of {size}{extent}."

@@ -13,7 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from georeason.config import EMPTY_TARGET_ANSWER
-from georeason.data.imageio import load_image
+from georeason.data.labels import LabelRead
+from georeason.data.pixels import load_image
 from georeason.errors import GeoreasonError
 
 MODES = ("train", "eval")
@@ -38,7 +39,8 @@ class ReasoningDataset:
     """Map-style dataset (usable with torch DataLoader) over a list of Records.
 
     Each item is a dict: "image" uint8 [H,W,3] (original size), "mask" bool [H,W], "question",
-    "answer", "questions", "answers", "task", "id", "category", "image_path", "empty".
+    "answer", "questions", "answers", "task", "id", "category", "image_path", "empty", and "label"
+    (str: how the label was read, e.g. "gray: 0 = background, non-zero = target").
 
     mode "train": question and answer drawn at random per visit from a generator seeded by
     (seed, epoch, index, visit count) -- deterministic, and independent across DataLoader workers.
@@ -105,7 +107,8 @@ class ReasoningDataset:
         record = self.records[record_index]
         question, answer = self._choose(record, index, question_index)
         image = load_image(record.image_path)
-        mask = self.load_mask(record, image.shape[:2])
+        label = self.read_label(record, image.shape[:2])
+        mask = label.mask
         if mask.shape != image.shape[:2]:
             raise GeoreasonError(
                 f"{self.name} sample {record.id}: mask is {mask.shape[1]}x{mask.shape[0]} but the image "
@@ -123,12 +126,18 @@ class ReasoningDataset:
             "category": record.category,
             "image_path": str(record.image_path),
             "empty": not bool(mask.any()),
+            "label": label.kind,
         }
         return self.transforms(sample) if self.transforms is not None else sample
 
-    def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray:
-        """bool [H,W] target mask of a record (all False for an empty target). Loader-specific."""
+    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
+        """The bool [H,W] target mask of a record (all False for an empty target) and how its label was
+        read (georeason.data.labels). Loader-specific; `shape` is the image's (H, W)."""
         raise NotImplementedError
+
+    def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray:
+        """bool [H,W] target mask of a record (read_label without the description)."""
+        return self.read_label(record, shape).mask
 
     def _choose(self, record: Record, index: int, question_index: int) -> tuple[str, str]:
         questions, answers = record.questions, record.answers

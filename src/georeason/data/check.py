@@ -1,4 +1,4 @@
-"""Validation of a dataset folder: counts, empty targets, sizes, Q/A counts and every problem found.
+"""Validation of a dataset folder: counts, empty targets, sizes, Q/A counts, how labels were read, problems.
 
 Backs `georeason data check` (the layouts of SPEC 2 and our JSONL manifest, docs/data.md).
 """
@@ -24,6 +24,7 @@ class SplitReport:
     questions: list[int] = field(default_factory=list)  # per sample
     answers: list[int] = field(default_factory=list)
     categories: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)  # how the label files were read -> how many
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -33,6 +34,7 @@ class SplitReport:
             "min_hw": self.min_hw, "max_hw": self.max_hw,
             "questions": _summary(self.questions), "answers": _summary(self.answers),
             "categories": dict(sorted(self.categories.items())),
+            "labels": dict(sorted(self.labels.items())),
             "problems": self.problems, "warnings": self.warnings,
         }
 
@@ -88,6 +90,7 @@ def check_split(path: Path, layout: str, split: str, load_pixels: bool = True) -
         report.max_hw = (height, width) if report.max_hw is None else \
             (max(report.max_hw[0], height), max(report.max_hw[1], width))
         report.empty += int(sample["empty"])
+        report.labels[sample["label"]] = report.labels.get(sample["label"], 0) + 1
         if record.task == "reasoning":
             if sample["empty"] and record.answers:
                 report.warnings.append(f"sample {record.id}: the mask is empty but answers are given")
@@ -119,6 +122,10 @@ def format_report(path: str | Path, layout: str, reports: list[SplitReport]) -> 
         answers = f"{min(r.answers)}-{max(r.answers)}" if r.answers else "-"
         lines.append(f"{r.split:<8}{r.samples:>8}{r.empty:>7}  {sizes:<24}{questions:>10}{answers:>9}"
                      f"{len(r.categories):>11}{len(r.problems):>9}")
+    for r in reports:
+        if r.labels:
+            lines += ["", f"labels in {r.split} read as:"]
+            lines += [f"  {count:>6} x {kind}" for kind, count in sorted(r.labels.items())]
     for r in reports:
         if r.problems:
             lines += ["", f"problems in {r.split} ({len(r.problems)}):"] + [f"  {p}" for p in r.problems]

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from georeason.data.base import TASKS, ReasoningDataset, Record, raise_problems
-from georeason.data.imageio import load_mask
+from georeason.data.labels import LabelRead, read_label
 from georeason.errors import GeoreasonError
 from georeason.textfiles import read_text_file
 
@@ -141,7 +141,7 @@ class JsonlDataset(ReasoningDataset):
         self.root, self.split = Path(root), split
         super().__init__(records, mode, transforms, seed, question_index, all_questions)
 
-    def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray:
+    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
         if record.mask_source is None:
-            return np.zeros(shape, dtype=bool)
-        return load_mask(record.mask_source)
+            return LabelRead(np.zeros(shape, dtype=bool), "no mask: empty target")
+        return read_label(record.mask_source)

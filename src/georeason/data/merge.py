@@ -1,8 +1,8 @@
 """`georeason data merge-masks`: bring masks drawn elsewhere (QGIS, CVAT, SAM) into an annotated dataset.
 
 Step 3 of the EarthReason pipeline (paper Sec. 3.2 "Object Mask Labeling", App. A.1): masks are checked against
-the images (stems, sizes), binarised (non-zero = target) into <split>/labels/<stem>.png (SPEC 2), and the JSONL
-manifest written by `georeason annotate` gets their paths.
+the images (stems, sizes), read as label values (georeason.data.labels) and written as 0/255 into
+<split>/labels/<stem>.png (SPEC 2), and the JSONL manifest written by `georeason annotate` gets their paths.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from georeason.errors import GeoreasonError
-from georeason.filenames import gdal_name, printable
+from georeason.filenames import printable
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 # Lossy JPEG masks are refused: compression noise would turn background pixels into target.
@@ -23,11 +24,14 @@ MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 CLI_HELP = "copy externally drawn masks into <split>/labels and update the JSONL manifest"
 CLI_DESCRIPTION = """\
 Copy masks drawn elsewhere (QGIS, CVAT, SAM, ...) into DATASET_DIR/<split>/labels/<stem>.png.
-A mask is matched to an image by file stem; its height and width must equal the image's. Masks are
-binarised: any non-zero value (in any band) is target, written as 255. Masks without an image and images
-without a mask are listed. DATASET_DIR/<split>.jsonl (from `georeason annotate`) gets the mask paths.
-A label that exists with other content is replaced only with --overwrite (an identical one is left as is).
-Exit code 1 when a mask has no image; a size mismatch or a label conflict is an error and nothing is written."""
+A mask is matched to an image by file stem; its height and width must equal the image's (both as shown,
+EXIF orientation applied). Masks are read as label values and written as 0/255: gray non-zero, RGB
+non-black and palette index non-zero are target; alpha 0, nodata and transparent pixels are background;
+alpha is never a label value, and a mask drawn only in its alpha channel is refused. The report says how
+each mask was read. Masks without an image and images without a mask are listed. DATASET_DIR/<split>.jsonl
+(from `georeason annotate`) gets the mask paths. A label that exists with other content is replaced only
+with --overwrite (an identical one is left as is). Exit code 1 when a mask has no image or was refused (the
+others are merged); a size mismatch or a label conflict is an error and nothing is written."""
 CLI_EPILOG = "example: georeason data merge-masks my-dataset qgis-masks/ --split train"
 
 
@@ -40,15 +44,19 @@ class MergeReport:
     ignored_files: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)  # labels that existed with other content (--overwrite)
     unchanged: list[str] = field(default_factory=list)  # labels that existed with the same content
+    refused: list[str] = field(default_factory=list)  # "name: why" of masks that could not be read as labels
+    read_as: Counter[str] = field(default_factory=Counter)  # how the merged masks were read -> how many
     manifest: Path | None = None
     manifest_records_with_mask: int = 0
 
     def text(self) -> str:
         lines = [f"merged {len(self.merged)} masks; masks without an image {len(self.masks_without_image)}; "
                  f"images without a mask {len(self.images_without_mask)}; empty masks {len(self.empty_masks)}; "
-                 f"ignored files {len(self.ignored_files)}"]
+                 f"ignored files {len(self.ignored_files)}; refused masks {len(self.refused)}"]
         if self.replaced or self.unchanged:
             lines[0] += f"; replaced labels {len(self.replaced)}; unchanged labels {len(self.unchanged)}"
+        lines += [f"  {count} mask(s) read as {kind}" for kind, count in sorted(self.read_as.items())]
+        lines += [f"  refused: {reason}" for reason in self.refused]
         lines += [f"  mask without an image: {name}" for name in self.masks_without_image]
         lines += [f"  image without a mask: {name}" for name in self.images_without_mask]
         lines += [f"  empty mask (no target pixel): {name}" for name in self.empty_masks]
@@ -62,22 +70,11 @@ class MergeReport:
 
 
 def raster_hw(path: Path) -> tuple[int, int]:
-    """(height, width) read from the file header (PIL, else rasterio)."""
-    from PIL import Image, UnidentifiedImageError
+    """(height, width) from the file header, as the pixel reader shows the image (EXIF orientation applied)."""
+    from georeason.data.pixels import pixel_size
 
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except (UnidentifiedImageError, OSError):
-        pass
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    try:
-        with rasterio.open(gdal_name(path)) as dataset:
-            return dataset.height, dataset.width
-    except RasterioError as error:
-        raise GeoreasonError(f"{path}: cannot read this raster ({error})") from None
+    width, height = pixel_size(path)
+    return height, width
 
 
 def _by_stem(folder: Path, suffixes: tuple[str, ...], ignored: list[str] | None) -> dict[str, Path]:
@@ -97,12 +94,13 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...], ignored: list[str] | None)
 
 
 def _label_pixels(mask_path: Path):
-    """The label written for a mask: uint8, 255 = target, 0 = background."""
+    """How a mask was read and the label written for it: (kind, uint8 with 255 = target, 0 = background)."""
     import numpy as np
 
-    from georeason.data.imageio import load_mask
+    from georeason.data.labels import read_label
 
-    return np.where(load_mask(mask_path), 255, 0).astype(np.uint8)
+    label = read_label(mask_path)
+    return label.kind, np.where(label.mask, 255, 0).astype(np.uint8)
 
 
 def _same_label(path: Path, pixels) -> bool:
@@ -143,9 +141,15 @@ def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "tr
     matched = sorted(set(masks) & set(images))
 
     # All sizes are checked before anything is written: a wrong export fails as a whole, loudly.
-    mismatches = []
+    mismatches, unreadable = [], set()
     for stem in matched:
-        mask_hw, image_hw = raster_hw(masks[stem]), raster_hw(images[stem])
+        image_hw = raster_hw(images[stem])
+        try:
+            mask_hw = raster_hw(masks[stem])
+        except GeoreasonError as error:  # this mask fails alone; the others are merged
+            report.refused.append(str(error))
+            unreadable.add(stem)
+            continue
         if mask_hw != image_hw:
             mismatches.append(f"{masks[stem]}: mask is {mask_hw[0]}x{mask_hw[1]} (HxW) but image {images[stem]} "
                               f"is {image_hw[0]}x{image_hw[1]}")
@@ -153,10 +157,19 @@ def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "tr
         raise GeoreasonError("merge-masks: mask and image sizes differ, nothing was written:\n  "
                              + "\n  ".join(mismatches))
 
+    labels: dict[str, tuple[str, object]] = {}  # stem -> (how it was read, label pixels)
+    for stem in matched:
+        if stem in unreadable:
+            continue
+        try:
+            labels[stem] = _label_pixels(masks[stem])
+        except GeoreasonError as error:  # this mask fails alone; the others are merged
+            report.refused.append(str(error))
+
     labels_dir = split_dir / "labels"
-    existing = {stem: labels_dir / f"{stem}.png" for stem in matched
+    existing = {stem: labels_dir / f"{stem}.png" for stem in labels
                 if (labels_dir / f"{stem}.png").exists() or (labels_dir / f"{stem}.png").is_symlink()}
-    different = [stem for stem, path in existing.items() if not _same_label(path, _label_pixels(masks[stem]))]
+    different = [stem for stem, path in existing.items() if not _same_label(path, labels[stem][1])]
     if different and not overwrite:
         raise GeoreasonError("merge-masks: these labels exist with other content, nothing was written; pass "
                              "--overwrite to replace them:\n  " + "\n  ".join(str(existing[s]) for s in different))
@@ -165,7 +178,10 @@ def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "tr
     except OSError as error:
         raise GeoreasonError(f"{labels_dir}: cannot create the labels folder ({error.strerror})") from None
     for stem in matched:
-        pixels = _label_pixels(masks[stem])
+        if stem not in labels:
+            continue
+        kind, pixels = labels[stem]
+        report.read_as[kind] += 1
         if not pixels.any():
             report.empty_masks.append(masks[stem].name)
         if stem in existing and stem not in different:
@@ -224,4 +240,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     report = merge_masks(args.dataset_dir, args.masks_dir, args.split, args.overwrite)
     print(report.text())
-    return 1 if report.masks_without_image else 0
+    return 1 if report.masks_without_image or report.refused else 0

@@ -8,10 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from georeason.data.base import ReasoningDataset, Record, raise_problems
-from georeason.data.imageio import load_mask
+from georeason.data.labels import LabelRead, read_label
 from georeason.errors import GeoreasonError
 from georeason.textfiles import read_text_file
 
@@ -80,5 +78,5 @@ class RefSegRS(ReasoningDataset):
         self.root, self.split = Path(root), split
         super().__init__(records, mode, transforms, seed, question_index, all_questions)
 
-    def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray:
-        return load_mask(record.mask_source)
+    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
+        return read_label(record.mask_source)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from georeason.data.base import ReasoningDataset, Record, raise_problems
+from georeason.data.labels import LabelRead
 from georeason.data.safe_pickle import load_plain
 from georeason.errors import GeoreasonError
 from georeason.textfiles import read_json_file
@@ -159,8 +160,9 @@ class RRSISD(ReasoningDataset):
         self.root, self.split = Path(root), split
         super().__init__(records, mode, transforms, seed, question_index, all_questions)
 
-    def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray:
+    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
         source = record.mask_source
         height = source["height"] or shape[0]
         width = source["width"] or shape[1]
-        return decode_segmentation(source["segmentation"], int(height), int(width))
+        return LabelRead(decode_segmentation(source["segmentation"], int(height), int(width)),
+                         "COCO segmentation (polygons or RLE): inside = target")

@@ -3,6 +3,7 @@
 GeoTIFF inference (issue 5); never imports georeason.model. The public API is re-exported here.
 """
 
+from georeason.geo.georef import Georeferencing, georeferencing
 from georeason.geo.output import (
     MASK_NODATA,
     GeoTiffWindowWriter,
@@ -23,8 +24,8 @@ from georeason.geo.tiling import PredictFn, TiledResult, blend_weights, plan_til
 from georeason.geo.vectors import PolygonResult, VectorResult, mask_to_polygons, write_vectors
 
 __all__ = [
-    "MASK_NODATA", "GeoTiffWindowWriter", "PolygonResult", "PredictFn", "RasterInfo", "TiledResult",
-    "VectorResult", "blend_weights", "check_scene_size", "mask_to_polygons", "open_raster", "plan_tiles",
-    "raster_info", "read_mask_geotiff", "read_rgb", "resolve_bands", "run_tiled", "scene_limits",
-    "weight_sum", "write_mask_geotiff", "write_mask_png", "write_vectors",
+    "MASK_NODATA", "GeoTiffWindowWriter", "Georeferencing", "PolygonResult", "PredictFn", "RasterInfo",
+    "TiledResult", "VectorResult", "blend_weights", "check_scene_size", "georeferencing", "mask_to_polygons",
+    "open_raster", "plan_tiles", "raster_info", "read_mask_geotiff", "read_rgb", "resolve_bands", "run_tiled",
+    "scene_limits", "weight_sum", "write_mask_geotiff", "write_mask_png", "write_vectors",
 ]

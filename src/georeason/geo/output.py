@@ -1,6 +1,7 @@
 """Raster output: masks and probability maps as tiled, compressed GeoTIFFs (whole or window by window) and PNGs.
 
-GeoTIFF inference I/O (issue 5); the source CRS, transform and nodata are carried over unchanged.
+GeoTIFF inference I/O (issue 5); the source's georeferencing (CRS, geotransform, GCPs, RPCs; see
+geo/georef.py) and nodata are carried over unchanged.
 """
 
 from __future__ import annotations
@@ -39,15 +40,19 @@ def refuse_input_as_output(info: RasterInfo | None, path: str | os.PathLike[str]
 def geotiff_profile(
     width: int, height: int, dtype: str, nodata: float | None, profile_from: RasterInfo | None
 ) -> dict[str, Any]:
-    """A tiled, deflate-compressed single-band GeoTIFF profile, georeferenced like `profile_from`."""
+    """A tiled, deflate-compressed single-band GeoTIFF profile, georeferenced like `profile_from`.
+
+    Everything the source has is carried, as gdal_translate does: CRS and geotransform (rotated too),
+    a geotransform without CRS, GCPs with their CRS, RPCs, or a CRS alone.
+    """
     block = 512 if min(width, height) >= 1024 else 256
     profile: dict[str, Any] = dict(
         driver="GTiff", width=width, height=height, count=1, dtype=dtype, nodata=nodata,
         tiled=True, blockxsize=block, blockysize=block, compress="deflate",
         predictor=3 if np.dtype(dtype).kind == "f" else 2, BIGTIFF="IF_SAFER",
     )
-    if profile_from is not None and profile_from.georeferenced:
-        profile.update(crs=profile_from.crs, transform=profile_from.transform)
+    if profile_from is not None:
+        profile.update(profile_from.georef.geotiff_items())
     return profile
 
 
@@ -134,7 +139,7 @@ def write_mask_geotiff(
 ) -> Path:
     """Write a mask (bool/uint8 -> uint8 0/1) or probability map (float -> float32) as a GeoTIFF.
 
-    CRS and transform come from `profile_from` (none for a non-georeferenced source); pixels where
+    The georeferencing (CRS, geotransform, GCPs, RPCs) comes from `profile_from`; pixels where
     `valid` is False get `nodata` (default 255 for uint8, NaN for float32).
     """
     refuse_input_as_output(profile_from, path)

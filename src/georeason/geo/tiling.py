@@ -19,13 +19,14 @@ from rasterio.windows import Window
 
 from georeason.errors import GeoreasonError
 from georeason.geo.output import MASK_NODATA, GeoTiffWindowWriter, refuse_input_as_output
+from georeason.data.pixels import PixelSource, as_source, dtype_itemsize
 from georeason.geo.raster import (
     capped_block_cache,
     needs_stretch,
-    raster_info,
     read_rgb,
     resolve_bands,
     scene_limits,
+    source_info,
 )
 
 # predict_fn(rgb uint8 [h, w, 3], valid bool [h, w]) -> probability float32 [h, w] in [0, 1]
@@ -118,7 +119,7 @@ def _check_prediction(prob: np.ndarray, valid: np.ndarray, window: Window) -> np
 
 
 def run_tiled(
-    src: DatasetReader,
+    src: DatasetReader | PixelSource,
     predict_fn: PredictFn,
     out_path: str | os.PathLike[str],
     tile: int = 1024,
@@ -137,23 +138,25 @@ def run_tiled(
     `out_path` and, if `prob_path` is given, the float32 blended probability (NaN on nodata). Both keep
     the source CRS and transform. Memory holds one float32 band of (tile + block) rows x scene width,
     whatever the scene height; GDAL's block cache is capped likewise unless GDAL_CACHEMAX is set.
-    8-bit inputs pass through; others get one stretch for the whole scene.
+    8-bit inputs pass through; others get one stretch for the whole scene. `src` is an open raster or
+    a PixelSource from georeason.data.pixels.open_pixels (which reads every input kind).
     """
     started = time.perf_counter()
+    src = as_source(src)
     with capped_block_cache(_block_cache_bytes(src, tile, bands)):
         return _run_tiled(src, predict_fn, out_path, tile, overlap, bands, limits, threshold, prob_path,
                           overwrite, tags, progress, started)
 
 
-def _block_cache_bytes(src: DatasetReader, tile: int, bands: Sequence[int] | None) -> int:
+def _block_cache_bytes(src: PixelSource, tile: int, bands: Sequence[int] | None) -> int:
     """GDAL's block cache sized to twice one band of source blocks (tile + block rows x scene width)."""
-    itemsize = max(np.dtype(src.dtypes[b - 1]).itemsize for b in set(resolve_bands(src, bands)))
+    itemsize = max(dtype_itemsize(src.dtypes[b - 1]) for b in set(resolve_bands(src, bands)))
     band_bytes = (min(tile, src.height) + 512) * src.width * 3 * itemsize
     return max(16 * 2**20, 2 * band_bytes)
 
 
 def _run_tiled(
-    src: DatasetReader,
+    src: PixelSource,
     predict_fn: PredictFn,
     out_path: str | os.PathLike[str],
     tile: int,
@@ -167,7 +170,7 @@ def _run_tiled(
     progress: Callable[[int, int], None] | None,
     started: float,
 ) -> TiledResult:
-    info = raster_info(src)
+    info = source_info(src)
     refuse_input_as_output(info, out_path)
     if prob_path is not None:
         refuse_input_as_output(info, prob_path)

@@ -1,6 +1,7 @@
 """Vector output: mask -> polygons (holes kept) -> GeoPackage or RFC 7946 GeoJSON that QGIS opens.
 
-GeoTIFF inference I/O (issue 5); not in the paper. Areas are in the source map units.
+GeoTIFF inference I/O (issue 5); not in the paper. Areas are in the source map units; what the
+coordinates are for each kind of georeferencing is decided by geo/georef.py.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import pyogrio.raw
 import shapely
 from affine import Affine
 from pyproj import CRS as ProjCRS
-from pyproj import Transformer
 from rasterio.features import shapes
 from shapely.geometry import Polygon, shape
 
 from georeason.errors import GeoreasonError
 from georeason.geo.atomic import atomic_output
+from georeason.geo.georef import PIXEL_AXES, PixelToMap, wgs84_transformer
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 
@@ -39,15 +40,19 @@ class PolygonResult:
 
 def mask_to_polygons(
     mask: np.ndarray,
-    transform: Affine | None = None,
+    transform: PixelToMap | None = None,
     simplify_tolerance: float = 0.0,
     min_area: float = 0.0,
 ) -> PolygonResult:
     """Polygonise the nonzero pixels of a 2-D mask (4-connected regions, holes preserved).
 
-    `transform` maps pixel corners to map coordinates; None means pixel coordinates (x = column,
-    y = row, pointing down). Regions smaller than `min_area` (map units squared) are dropped and
-    counted; `simplify_tolerance` (map units) simplifies while preserving topology.
+    `transform` maps pixel corners to map coordinates: an Affine geotransform, or a callable taking an
+    [n, 2] float64 array of (column, row) and returning [n, 2] map (x, y), such as the GCP transformer
+    of Georeferencing.pixel_to_map (edges are then cut into 1-pixel segments first, so a nonlinear
+    mapping bends them as it bends the raster, unless the callable has a true `linear` attribute).
+    None means pixel coordinates (x = column, y = row, pointing down). Regions smaller than `min_area`
+    (map units squared) are dropped and counted; `simplify_tolerance` (map units) simplifies while
+    preserving topology.
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:
@@ -58,10 +63,17 @@ def mask_to_polygons(
     result = PolygonResult(polygons=[])
     if not inside.any():
         return result
-    transform = Affine.identity() if transform is None else transform
+    mapping = None if transform is None or isinstance(transform, Affine) else transform
+    affine = transform if isinstance(transform, Affine) else Affine.identity()
+    polygons = [shape(geometry) for geometry, _ in
+                shapes(inside.astype(np.uint8), mask=inside, connectivity=4, transform=affine)]
+    if mapping is not None:  # one call for all vertices: the GCP transformer is set up once
+        pixel_polygons = np.asarray(polygons, dtype=object)
+        if not getattr(mapping, "linear", False):
+            pixel_polygons = shapely.segmentize(pixel_polygons, 1.0)
+        polygons = list(shapely.transform(pixel_polygons, mapping))
     found: list[tuple[float, Polygon]] = []
-    for geometry, _ in shapes(inside.astype(np.uint8), mask=inside, connectivity=4, transform=transform):
-        polygon = shape(geometry)
+    for polygon in polygons:
         if polygon.area < min_area:
             result.dropped_small += 1
             result.dropped_area += polygon.area
@@ -86,6 +98,7 @@ class VectorResult:
     georeferenced: bool
     crs: str | None  # the CRS written, e.g. "EPSG:4326" for GeoJSON; None for pixel coordinates
     warning: str | None
+    coordinates: str = "map"  # "map" (in `crs`, or in a geotransform's units when crs is None) or "pixel"
 
 
 def _driver_for(path: Path, driver: str | None) -> str:
@@ -99,9 +112,9 @@ def _driver_for(path: Path, driver: str | None) -> str:
     return DRIVERS[suffix]
 
 
-def _area_unit(crs: ProjCRS | None) -> str:
+def _area_unit(crs: ProjCRS | None, coordinates: str) -> str:
     if crs is None:
-        return "pixel^2"
+        return "pixel^2" if coordinates == "pixel" else "map unit^2"
     unit = crs.axis_info[0].unit_name if crs.axis_info else "unknown"
     return {"metre": "m^2", "degree": "degree^2"}.get(unit, f"{unit}^2")
 
@@ -127,12 +140,19 @@ def write_vectors(
     driver: str | None = None,
     overwrite: bool = False,
     layer: str = "georeason",
+    coordinates: str = "pixel",
+    note: str | None = None,
 ) -> VectorResult:
     """Write polygons with attributes (e.g. question, answer, model, source) plus `area` and `area_unit`.
 
-    `crs` is the CRS of the polygons (anything pyproj accepts, e.g. a rasterio CRS) or None for pixel
-    coordinates. GeoJSON is reprojected to EPSG:4326 lon/lat (RFC 7946); GeoPackage keeps `crs`.
-    Without a CRS nothing is reprojected, no CRS is written and `warning` says so.
+    `crs` is the CRS of the polygons (anything pyproj accepts, e.g. a rasterio CRS) or None. GeoJSON is
+    reprojected to EPSG:4326 lon/lat (RFC 7946); GeoPackage keeps `crs`. Without a CRS nothing is
+    reprojected and no CRS is written; `coordinates` then says whether the polygons are "pixel"
+    coordinates or "map" coordinates of a geotransform without CRS (for `area_unit`). `note` is what to
+    tell the user (VectorResult.warning; Georeferencing.vector_note writes it); by default, a CRS-less
+    file gets a note saying it is in pixel coordinates.
+    Raises GeoreasonError when the CRS cannot be expressed in EPSG:4326 for GeoJSON (e.g. a local CRS),
+    or a polygon falls where that conversion has no answer.
     """
     path = Path(path)
     driver = _driver_for(path, driver)
@@ -147,20 +167,31 @@ def write_vectors(
         name: _field_column(name, value, len(geometries)) for name, value in attributes.items()
     }
     columns["area"] = np.asarray([g.area for g in geometries], dtype=np.float64)
-    columns["area_unit"] = np.asarray([_area_unit(source_crs)] * len(geometries), dtype=object)
+    if coordinates not in ("pixel", "map"):
+        raise GeoreasonError(f"coordinates: expected 'pixel' or 'map', got {coordinates!r}")
+    coordinates = "map" if source_crs is not None else coordinates
+    columns["area_unit"] = np.asarray([_area_unit(source_crs, coordinates)] * len(geometries), dtype=object)
 
-    warning = None
+    warning = note
     written_crs: str | None = None
     layer_options: dict[str, str] = {}
     if source_crs is None:
-        warning = (f"{path}: the input has no georeferencing, so the polygons are in pixel coordinates "
-                   "(x = column, y = row, pointing down) and the file has no CRS")
-        if driver == "GeoJSON":
-            warning += "; GeoJSON readers will assume lon/lat degrees, so prefer .gpkg for pixel coordinates"
+        if warning is None and coordinates == "pixel":
+            warning = (f"{path}: the polygons are in {PIXEL_AXES} and the file has no CRS")
+            if driver == "GeoJSON":
+                warning += "; GeoJSON readers will assume lon/lat degrees, so prefer .gpkg for pixel coordinates"
+        elif driver == "GeoJSON" and coordinates == "map":
+            raise GeoreasonError(f"{path}: the polygons are in the map coordinates of a geotransform without a CRS, "
+                                 "which cannot be expressed in EPSG:4326 (lon/lat) as GeoJSON (RFC 7946) requires; "
+                                 "write a GeoPackage instead (--vector-format gpkg; driver='GPKG' in Python)")
     elif driver == "GeoJSON":
-        to_wgs84 = Transformer.from_crs(source_crs, "EPSG:4326", always_xy=True)
+        to_wgs84 = wgs84_transformer(source_crs, str(path))
         geometries = list(shapely.transform(np.asarray(geometries, dtype=object),
                                             lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1]))))
+        if geometries and not np.isfinite(shapely.get_coordinates(np.asarray(geometries, dtype=object))).all():
+            raise GeoreasonError(f"{path}: some polygon vertices lie where the CRS {source_crs.name!r} has no "
+                                 "EPSG:4326 (lon/lat) equivalent; write a GeoPackage instead (--vector-format gpkg), "
+                                 "which keeps the source CRS")
         written_crs = "EPSG:4326"
         layer_options["RFC7946"] = "YES"
     else:
@@ -173,4 +204,4 @@ def write_vectors(
             temporary, wkb, list(columns.values()), list(columns), layer=layer, driver=driver,
             geometry_type="Polygon", crs=crs_wkt, promote_to_multi=False, layer_options=layer_options or None,
         )
-    return VectorResult(path, driver, len(geometries), source_crs is not None, written_crs, warning)
+    return VectorResult(path, driver, len(geometries), source_crs is not None, written_crs, warning, coordinates)

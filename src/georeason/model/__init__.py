@@ -1,6 +1,7 @@
 """The SegEarth-R1 model: encoder, connector, LLM, D-Projector, pixel decoder, mask decoder, losses.
 
-`SegEarthModel` (segearth.py) assembles the components of paper Sec. 4; `convert.py` imports checkpoints.
+`SegEarthModel` (segearth.py) assembles the components of paper Sec. 4; `convert.py` imports checkpoints,
+`hub.py` turns hub ids into model folders, `weights.py` reads and writes (sharded) safetensors.
 """
 
 from pathlib import Path
@@ -18,12 +19,16 @@ def prompt_builder_for(model: SegEarthModel, tokenizer) -> PromptBuilder:
     return PromptBuilder(tokenizer, config.prompt, config.num_visual_tokens, max_length)
 
 
-def load_pretrained(folder: str | Path, device: str = "cpu", dtype=None,
-                    attn_implementation: str = "sdpa") -> tuple[SegEarthModel, PromptBuilder]:
-    """A model folder written by save_pretrained -> (model in eval mode, its prompt builder)."""
+def load_pretrained(folder: str | Path, device: str = "cpu", dtype=None, attn_implementation: str = "sdpa",
+                    revision: str | None = None) -> tuple[SegEarthModel, PromptBuilder]:
+    """A model folder written by save_pretrained or convert, or a hub id (at `revision`; see hub.py)
+    -> (model in eval mode, its prompt builder)."""
     from transformers import AutoTokenizer
 
     from georeason.errors import GeoreasonError
+    from georeason.model.hub import resolve_model
+
+    folder = resolve_model(folder, revision)
 
     model = SegEarthModel.from_pretrained(folder, device=device, dtype=dtype, attn_implementation=attn_implementation)
     try:

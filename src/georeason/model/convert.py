@@ -8,6 +8,7 @@ either mapped or on the documented list of unused released parameters; anything 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from georeason.config import (
     SegEarthConfig,
 )
 from georeason.errors import GeoreasonError
+from georeason.model.weights import check_tensor_shapes
 
 # Parameters the released model carries but never uses (SPEC 1.6), and non-persistent index buffers.
 UNUSED_RELEASED = (
@@ -61,24 +63,28 @@ def released_config(shapes: dict[str, tuple[int, ...]], llm_json: dict, image_si
         ff_inner = shapes["d_layers.layers.0.1.1.weight"][0]
     except KeyError as missing:
         raise GeoreasonError(f"released checkpoint lacks tensor {missing}; is this a SegEarth-R1 checkpoint?") from None
-    hf = {
-        "model_type": "phi",
-        "vocab_size": shapes["model.embed_tokens.weight"][0],
-        "hidden_size": llm_json["hidden_size"],
-        "num_hidden_layers": llm_json["num_hidden_layers"],
-        "num_attention_heads": llm_json["num_attention_heads"],
-        "num_key_value_heads": llm_json["num_attention_heads"],
-        "intermediate_size": llm_json["intermediate_size"],
-        "hidden_act": llm_json.get("hidden_act", "gelu_new"),
-        "partial_rotary_factor": llm_json.get("partial_rotary_factor", 0.5),
-        "rope_theta": llm_json.get("rope_theta", 10000.0),
-        "layer_norm_eps": llm_json.get("layer_norm_eps", 1e-5),
-        "max_position_embeddings": llm_json.get("max_position_embeddings", 2048),
-        "tie_word_embeddings": False,
-        "qk_layernorm": llm_json.get("qk_layernorm", False),
-        "bos_token_id": llm_json.get("bos_token_id"),
-        "eos_token_id": llm_json.get("eos_token_id"),
-    }
+    try:
+        hf = {
+            "model_type": "phi",
+            "vocab_size": shapes["model.embed_tokens.weight"][0],
+            "hidden_size": llm_json["hidden_size"],
+            "num_hidden_layers": llm_json["num_hidden_layers"],
+            "num_attention_heads": llm_json["num_attention_heads"],
+            "num_key_value_heads": llm_json["num_attention_heads"],
+            "intermediate_size": llm_json["intermediate_size"],
+            "hidden_act": llm_json.get("hidden_act", "gelu_new"),
+            "partial_rotary_factor": llm_json.get("partial_rotary_factor", 0.5),
+            "rope_theta": llm_json.get("rope_theta", 10000.0),
+            "layer_norm_eps": llm_json.get("layer_norm_eps", 1e-5),
+            "max_position_embeddings": llm_json.get("max_position_embeddings", 2048),
+            "tie_word_embeddings": False,
+            "qk_layernorm": llm_json.get("qk_layernorm", False),
+            "bos_token_id": llm_json.get("bos_token_id"),
+            "eos_token_id": llm_json.get("eos_token_id"),
+        }
+    except (KeyError, TypeError) as missing:
+        raise GeoreasonError(f"released config.json lacks {missing} (the Phi settings of a SegEarth-R1 "
+                             "checkpoint)") from None
     return SegEarthConfig(
         preset="released",
         image_size=image_size,
@@ -232,19 +238,8 @@ def convert_released_state_dict(state: dict[str, torch.Tensor], config: SegEarth
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy a converted state dict into the model (upcasting), failing on any missing or extra name."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k].shape))
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {', '.join(missing[:30])}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:30])}")
-    if wrong:
-        problems.append("wrong shape: " + ", ".join(
-            f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:30]))
-    if problems:
-        raise GeoreasonError(f"{source}: " + "; ".join(problems))
+    check_tensor_shapes({k: tuple(v.shape) for k, v in expected.items()},
+                        {k: tuple(v.shape) for k, v in state.items()}, source)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             tensor.copy_(state[name].to(tensor.dtype))
@@ -292,6 +287,171 @@ def load_released(folder: str | Path, attn_implementation: str = "sdpa", image_s
     model = SegEarthModel(config, attn_implementation=attn_implementation)
     load_state_into(model, convert_released_state_dict(state, config), str(folder))
     return model.float().eval()
+
+
+# -- streaming conversion of released folders --------------------------------------------------------
+
+MAX_SHARD_BYTES = 1 << 30  # converted shards of at most 1 GiB: the most conversion holds in memory
+
+
+class ReleasedWeights:
+    """The tensors of a released folder, read one at a time: model.safetensors, its sharded index, or
+    pytorch_model.bin (torch's weights-only unpickler, memory-mapped)."""
+
+    def __init__(self, folder: Path) -> None:
+        from georeason.model.weights import INDEX_NAME, WEIGHTS_NAME, read_header
+
+        self.folder = folder
+        self.sources: dict[str, Path] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._binary: dict[str, torch.Tensor] | None = None
+        if (folder / WEIGHTS_NAME).is_file():
+            files = [folder / WEIGHTS_NAME]
+        elif (folder / INDEX_NAME).is_file():
+            try:
+                weight_map = json.loads((folder / INDEX_NAME).read_text())["weight_map"]
+                files = [folder / shard for shard in dict.fromkeys(weight_map.values())]
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                raise GeoreasonError(f"{folder / INDEX_NAME}: not a safetensors index ({error})") from None
+        elif (folder / "pytorch_model.bin").is_file():
+            try:
+                self._binary = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True,
+                                          mmap=True)
+            except Exception as error:
+                raise GeoreasonError(f"{folder / 'pytorch_model.bin'}: cannot read the released weights "
+                                     f"({error})") from None
+            self.shapes = {k: tuple(v.shape) for k, v in self._binary.items()}
+            return
+        else:
+            raise GeoreasonError(f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+        for path in files:
+            for name, (shape, _) in read_header(path)[0].items():
+                self.sources[name], self.shapes[name] = path, shape
+
+    def get(self, name: str) -> torch.Tensor:
+        from georeason.model.weights import read_tensor
+
+        if self._binary is not None:
+            return self._binary[name]
+        return read_tensor(self.sources[name], name)
+
+
+def plan_released_conversion(weights: ReleasedWeights, config: SegEarthConfig):
+    """-> ({released name: [our names]}, {our name: (shape, dtype)}) for the tensors conversion writes,
+    checked against the model of `config` before any tensor data is read."""
+    from georeason.model.segearth import SegEarthModel
+
+    with torch.device("meta"):
+        model = SegEarthModel(config)
+    expected, stored, seen = {}, [], set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        expected[name] = tensor
+        if id(tensor) not in seen:  # tied tensors are written once, as save_pretrained does
+            seen.add(id(tensor))
+            stored.append(name)
+    produced: dict[str, list[str]] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in weights.shapes.items():
+        outputs = convert_released_state_dict({name: torch.empty(shape, device="meta")}, config)
+        produced[name] = [out for out in outputs if out in stored]
+        shapes.update({out: tuple(t.shape) for out, t in outputs.items()})
+    check_tensor_shapes({k: tuple(v.shape) for k, v in expected.items()}, shapes,
+                        "the released tensors do not make the SegEarth-R1 model their shapes describe")
+    return produced, {name: (tuple(expected[name].shape), expected[name].dtype) for name in stored}
+
+
+def convert_released_folder(released: str | Path, out: str | Path, provenance=None,
+                            max_shard_bytes: int = MAX_SHARD_BYTES, label: str | None = None) -> tuple[int, str]:
+    """Convert a released checkpoint folder into a georeason model folder, streaming.
+
+    Released tensors are read one at a time and written into shards of at most `max_shard_bytes`
+    (one model.safetensors when everything fits, else model-0000i-of-0000n.safetensors with
+    model.safetensors.index.json), float32 as `load_released` + `save_pretrained` write them: the same
+    tensors bit for bit. `out` appears only when complete (config, weights, tokenizer, README.md card).
+    Returns (parameters, a note on the tokenizer). Raises GeoreasonError for anything that is not
+    SegEarth-R1, before any tensor data is read.
+    """
+    from georeason.model.card import Provenance, model_card
+    from georeason.model.weights import folder_in_place, plan_shards, save_tensors, shard_names, write_index
+
+    released, out = Path(released), Path(out)
+    label = label or str(released)
+    config_path = released / "config.json"
+    if not config_path.is_file():
+        raise GeoreasonError(f"{config_path}: missing; a released checkpoint folder has config.json")
+    try:
+        llm_json = json.loads(config_path.read_text())
+    except ValueError as error:
+        raise GeoreasonError(f"{config_path}: not valid JSON ({error})") from None
+    try:
+        weights = ReleasedWeights(released)
+        config = released_config(weights.shapes, llm_json)
+        produced, layout = plan_released_conversion(weights, config)
+    except GeoreasonError as error:
+        raise GeoreasonError(f"{label}: {error}") from None
+    order = [name for outputs in produced.values() for name in outputs]
+    shards = plan_shards([(n, math.prod(layout[n][0]) * layout[n][1].itemsize) for n in order], max_shard_bytes)
+    files = shard_names(len(shards))
+    shard_of = {name: index for index, names in enumerate(shards) for name in names}
+    metadata = {"format": "pt", "georeason_preset": config.preset}
+    needed = sum(math.prod(shape) * dtype.itemsize for shape, dtype in layout.values())
+    check_free_space(out.parent, needed, label)
+    provenance = provenance or Provenance(source=str(released), how=conversion_note())
+    with folder_in_place(out) as folder:
+        pending: list[dict[str, torch.Tensor]] = [{} for _ in shards]
+        for name, outputs in produced.items():
+            if not outputs:
+                continue  # unused by the released model (UNUSED_RELEASED): never read
+            converted = convert_released_state_dict({name: weights.get(name)}, config)
+            for out_name in outputs:
+                index = shard_of[out_name]
+                pending[index][out_name] = converted[out_name].to(layout[out_name][1]).contiguous()
+                if len(pending[index]) == len(shards[index]):
+                    save_tensors(pending[index], folder / files[index], metadata)
+                    pending[index] = {}
+        if len(files) > 1:
+            write_index(folder, {name: files[shard_of[name]] for name in order}, needed, {"format": "pt"})
+        config.save(folder / "config.json")
+        tokenizer, note = released_tokenizer(released)
+        tokenizer.save_pretrained(str(folder))
+        (folder / "README.md").write_text(model_card(config, provenance), encoding="utf-8")
+    return sum(math.prod(shape) for shape, _ in layout.values()), note
+
+
+def check_free_space(folder: Path, needed: int, label: str) -> None:
+    """Refuse to start a conversion that cannot fit (the folder's disk, plus 5 % and 64 MiB to spare)."""
+    import shutil
+
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    free = shutil.disk_usage(existing).free
+    if free < needed * 1.05 + (64 << 20):
+        raise GeoreasonError(f"{label}: converting needs {needed / 1e9:.1f} GB in {folder}, which has "
+                             f"{free / 1e9:.1f} GB free; free space or convert elsewhere (GEOREASON_CACHE for hub "
+                             "models)")
+
+
+def released_tokenizer(folder: Path):
+    """(tokenizer, note): the released folder's own, or a byte-level stand-in when it ships none."""
+    from transformers import AutoTokenizer
+
+    from georeason.model.factory import byte_level_tokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder)), "released tokenizer"
+    except (OSError, ValueError):
+        return byte_level_tokenizer(), ("no tokenizer in the released folder: a byte-level stand-in was written; "
+                                        "copy the real one in")
+
+
+def conversion_note() -> str:
+    from georeason import __version__
+
+    return (f"Converted by georeason {__version__} (`georeason convert`, docs/model.md) from the authors' released "
+            "layout (transformers-4.36 `llava_phi`): Phi's fused per-head `query_key_value` and the Swin and "
+            "decoder `qkv` / `in_proj` matrices split into separate q, k, v; detectron2 Swin, pixel-decoder and "
+            "predictor names mapped; parameters the released model never uses (the 100 Mask2Former query tables, "
+            "`seg_query`, `SEG_proj`, `CLASS_proj`, Swin index buffers) dropped. Values are unchanged, stored in "
+            "float32 (bfloat16 checkpoints upcast exactly).")
 
 
 # -- released prompt format -------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """`georeason convert`: import the authors' released SegEarth-R1 checkpoint into a georeason folder.
 
-Maps the transformers-4.36 Phi layout and the detectron2 names (SPEC 5), checks every tensor, and
-writes config.json + model.safetensors (+ the released tokenizer files when present).
+Maps the transformers-4.36 Phi layout and the detectron2 names (docs/model.md), checks every tensor
+before reading any, and streams them into config.json + model.safetensors (sharded with
+model.safetensors.index.json above 1 GiB), the released tokenizer files and a model card README.md.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import argparse
 from pathlib import Path
 
 CLI_DESCRIPTION = __doc__
-CLI_EPILOG = """example:
+CLI_EPILOG = """examples:
   georeason convert ~/downloads/SegEarth-R1-EarthReason models/segearth-r1-earthreason
+  (hub ids need no conversion step: georeason predict --model earth-insights/SegEarth-R1-EarthReason ...)
 """
 
 
@@ -23,22 +25,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
-    from georeason.model.convert import load_released
-    from georeason.model.factory import byte_level_tokenizer
+    from georeason.errors import GeoreasonError
+    from georeason.filenames import printable
+    from georeason.model.convert import convert_released_folder
     from georeason.model.output_folder import check_model_out, kept_note, write_model_folder
 
     replaceable = check_model_out(args.out, args.overwrite)  # before any work; nothing is deleted here
-    model = load_released(args.released)
+    if not args.released.is_dir():
+        raise GeoreasonError(f"{printable(args.released)}: no such released checkpoint folder")
+    details: dict[str, object] = {}
+
+    def save(folder: Path) -> None:
+        # convert_released_folder creates its target folder whole; it goes inside the staging folder and
+        # its files are lifted up, so write_model_folder commits them file by file (others' files kept).
+        inner = folder / "converted"
+        details["parameters"], details["note"] = convert_released_folder(args.released, inner,
+                                                                         label=printable(args.released))
+        for entry in list(inner.iterdir()):
+            entry.rename(folder / entry.name)
+        inner.rmdir()
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(args.released))
-        note = "released tokenizer"
-    except (OSError, ValueError):
-        tokenizer = byte_level_tokenizer()
-        note = "no tokenizer in the released folder: a byte-level stand-in was written; copy the real one in"
-    kept = write_model_folder(args.out, replaceable, lambda folder: model.save_pretrained(folder, tokenizer=tokenizer))
-    print(f"wrote {args.out}: {model.num_parameters():,} parameters ({note})")
+        kept = write_model_folder(args.out, replaceable, save)
+    except OSError as error:
+        raise GeoreasonError(f"{printable(args.out)}: cannot write the converted model "
+                             f"({error.strerror or error}); nothing was kept") from None
+    print(f"wrote {printable(args.out)}: {details['parameters']:,} parameters ({details['note']})")
     kept_line = kept_note(args.out, kept)
     if kept_line:
         print(kept_line)

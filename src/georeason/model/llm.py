@@ -39,7 +39,9 @@ class LanguageModel(nn.Module):
     def _fix_lm_head(self) -> None:
         # transformers 5 builds Phi's lm_head with a bias; the released model has none (SPEC 1.3).
         head = self.causal_lm.get_output_embeddings()
-        tied = head.weight is self.causal_lm.get_input_embeddings().weight
+        # The config flag too: a model built on the meta device (loading) is tied only afterwards.
+        tied = head.weight is self.causal_lm.get_input_embeddings().weight or \
+            bool(getattr(self.causal_lm.config, "tie_word_embeddings", False))
         if head.bias is not None and not self.config.lm_head_bias and not tied:
             new_head = nn.Linear(head.in_features, head.out_features, bias=False)
             new_head.weight = head.weight

@@ -1,19 +1,19 @@
 """Initialisation of the encoder, pixel decoder and mask decoder from a Mask2Former checkpoint (SPEC 3).
 
-Reads detectron2 `.pkl` files through a restricted unpickler (numpy arrays and plain containers
-only) or Hugging Face `Mask2FormerForUniversalSegmentation` safetensors; the class head is dropped.
+Reads detectron2 `.pkl` files through a restricted unpickler (georeason.data.safe_pickle: numpy arrays
+and plain containers only) or Hugging Face `Mask2FormerForUniversalSegmentation` safetensors; the class
+head is dropped.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from georeason.data.safe_pickle import load_numpy_pickle
 from georeason.errors import GeoreasonError
 from georeason.model.convert import COMPILED_RULES
 
@@ -24,31 +24,35 @@ DROPPED = re.compile(r"^(sem_seg_head\.predictor\.(class_embed|query_feat|query_
                      r"|^(class_predictor|model\.transformer_module\.(queries_embedder|queries_features))\b")
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Allows what a detectron2 checkpoint needs to rebuild numpy arrays, and nothing else."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"), ("collections", "OrderedDict"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and plain containers "
-                                     "are allowed in a Mask2Former .pkl")
-
-
 def read_detectron2_pkl(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        payload = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
-        raise GeoreasonError(f"{path}: not a loadable detectron2 checkpoint ({error})") from None
+    """The named arrays of a detectron2 `.pkl` ({"model": {name: array}}) as tensors.
+
+    Read by the numpy-only unpickler (any pickle protocol, Python 2 or 3, numpy 1 or 2); an entry that
+    is not a numeric array (object or text dtype, a list...) is an error naming the file and the entry.
+    """
+    payload = load_numpy_pickle(path)
     weights = payload.get("model", payload) if isinstance(payload, dict) else None
     if not isinstance(weights, dict):
         raise GeoreasonError(f"{path}: expected a dict with a 'model' entry of named arrays")
-    return {k: torch.from_numpy(np.asarray(v).copy()) for k, v in weights.items() if isinstance(v, np.ndarray)}
+    tensors = {}
+    for name, value in weights.items():
+        where = f"{path}: model entry {name!r}"
+        if not isinstance(name, str):
+            raise GeoreasonError(f"{where}: expected a text name, got {type(name).__name__}")
+        if isinstance(value, np.generic):
+            value = np.asarray(value)
+        if not isinstance(value, np.ndarray):
+            raise GeoreasonError(f"{where}: expected a numpy array, got {type(value).__name__}")
+        if value.dtype.hasobject or value.dtype.kind not in "biufc":
+            kind = "Python objects (dtype object)" if value.dtype.hasobject else f"dtype {value.dtype}"
+            raise GeoreasonError(f"{where}: an array of {kind}; a checkpoint holds numeric arrays only")
+        # Native byte order and a copy of our own (the unpickled array may be read-only or big-endian).
+        native = np.array(value, dtype=value.dtype.newbyteorder("="), order="C")
+        try:
+            tensors[name] = torch.from_numpy(native)
+        except TypeError:  # a numeric dtype torch has no tensor type for
+            raise GeoreasonError(f"{where}: dtype {value.dtype} has no torch equivalent") from None
+    return tensors
 
 
 # detectron2 prefixes -> the released SegEarth-R1 names, which COMPILED_RULES then map to ours.

@@ -10,20 +10,18 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from georeason.config import SegEarthConfig
 from georeason.errors import GeoreasonError
 from georeason.model.connector import TokenCompressionConnector
+from georeason.model.card import Provenance, model_card
 from georeason.model.dprojector import DescriptionProjector
 from georeason.model.encoder import SwinEncoder
 from georeason.model.llm import LanguageModel
@@ -31,9 +29,10 @@ from georeason.model.losses import language_model_loss, mask_losses, match_queri
 from georeason.model.mask_decoder import MaskDecoder
 from georeason.model.pixel_decoder import PixelDecoder
 from georeason.model.prompt import IGNORE_INDEX, PromptBatch, TokenKind
+from georeason.model.weights import WEIGHTS_NAME, load_into, save_tensors, weight_sources
 
-WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
 
 
 @dataclass
@@ -306,8 +305,10 @@ class SegEarthModel(nn.Module):
         return total
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path, tokenizer=None, shared_encoder: str | Path | None = None) -> None:
-        """Write config.json + model.safetensors (+ tokenizer files) atomically into `folder`.
+    def save_pretrained(self, folder: str | Path, tokenizer=None, shared_encoder: str | Path | None = None,
+                        provenance: Provenance | None = None) -> None:
+        """Write config.json + model.safetensors (+ tokenizer files) atomically into `folder`, and the
+        model card README.md (source, licence, metrics, use and limits; `provenance` says where from).
 
         `shared_encoder` stores a frozen encoder once, in that file (written if absent), and leaves it
         out of model.safetensors: checkpoints of one training run then share a single copy.
@@ -328,28 +329,38 @@ class SegEarthModel(nn.Module):
             shared_encoder = Path(shared_encoder).resolve()
             encoder_state = {k: state.pop(k) for k in list(state) if k.startswith("encoder.")}
             if not shared_encoder.exists():
-                _atomic_save(encoder_state, shared_encoder, {"format": "pt"})
+                save_tensors(encoder_state, shared_encoder, {"format": "pt"})
             metadata["encoder_weights"] = os.path.relpath(shared_encoder, folder.resolve())
-        _atomic_save(state, folder / WEIGHTS_NAME, metadata)
+        save_tensors(state, folder / WEIGHTS_NAME, metadata)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(folder))
+        (folder / CARD_NAME).write_text(model_card(self.config, provenance), encoding="utf-8")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, attn_implementation: str = "sdpa") -> SegEarthModel:
+        """A model folder written by save_pretrained or `georeason convert` -> the model in eval mode.
+
+        The model is built without weights (meta device) and filled tensor by tensor in `dtype` (float32
+        when None), so memory peaks near the model's size in that dtype. Raises GeoreasonError for a
+        missing folder, config or weights file and for any missing, unexpected or wrong-shape tensor.
+        """
+        from accelerate import init_empty_weights
+
         folder = Path(folder)
         if not folder.is_dir():
             raise GeoreasonError(f"{folder}: not a model folder (expected a directory with {CONFIG_NAME} "
                                  f"and {WEIGHTS_NAME})")
         config = SegEarthConfig.load(folder / CONFIG_NAME)
-        weights = folder / WEIGHTS_NAME
-        if not weights.is_file():
-            raise GeoreasonError(f"{weights}: missing weights file")
-        model = cls(config, attn_implementation=attn_implementation)
-        load_weights(model, weights)
+        sources = weight_sources(folder)
+        # Buffers stay real: the non-persistent ones (index tables, rotary frequencies) are computed here.
+        with init_empty_weights(include_buffers=False):
+            model = cls(config, attn_implementation=attn_implementation)
+        model.llm.causal_lm.tie_weights()  # meta construction gives every parameter its own placeholder
+        load_into(model, sources, dtype, f"{folder} (the weights do not match the model in config.json)")
         model.eval()
         if dtype is not None:
-            model.to(dtype)
+            model.to(dtype)  # the buffers, as a model loaded in float32 and then cast has them
         return model.to(device)
 
 
@@ -454,47 +465,3 @@ def _answering_query_logits(decoded) -> list[torch.Tensor]:
     best = decoded.query_scores[-1].argmax(-1)
     rows = torch.arange(best.shape[0], device=best.device)
     return [logits[rows, best] for logits in decoded.mask_logits]
-
-
-def _atomic_save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".safetensors")
-    os.close(handle)
-    try:
-        save_file(state, temporary, metadata=metadata)
-        with open(temporary, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            return {name: handle.get_tensor(name) for name in handle.keys()}, metadata
-    except FileNotFoundError:
-        raise GeoreasonError(f"{path}: missing weights file") from None
-    except Exception as error:  # safetensors raises its own error type for corrupt or truncated files
-        raise GeoreasonError(f"{path}: unreadable or corrupted safetensors file ({error})") from None
-
-
-def load_weights(model: nn.Module, weights: Path) -> None:
-    """Strict load: every missing, unexpected or wrong-shape tensor is an error naming it."""
-    from georeason.model.convert import load_state_into
-
-    state, metadata = _read_safetensors(weights)
-    if "encoder_weights" in metadata:
-        encoder_state, _ = _read_safetensors(weights.parent / metadata["encoder_weights"])
-        state.update(encoder_state)
-    # Re-tie shared weights (e.g. tied input/output embeddings) that were stored once.
-    names_by_pointer: dict[int, list[str]] = {}
-    for name, tensor in model.state_dict().items():
-        names_by_pointer.setdefault(tensor.data_ptr(), []).append(name)
-    for names in names_by_pointer.values():
-        present = [n for n in names if n in state]
-        for name in names:
-            if present and name not in state:
-                state[name] = state[present[0]]
-    load_state_into(model, state, f"{weights} (does not match the model in config.json)")

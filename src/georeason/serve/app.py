@@ -89,7 +89,10 @@ class ServeSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = ServeSettings()
-    parser.add_argument("--model", required=True, metavar="DIR", help="model folder (from `georeason init/train`)")
+    parser.add_argument("--model", required=True, metavar="DIR|HUB_ID",
+                        help="model folder (from `georeason init/train/convert`) or hub id, e.g. "
+                             "earth-insights/SegEarth-R1-EarthReason")
+    parser.add_argument("--revision", help="with a hub id: branch, tag or commit hash (default main)")
     parser.add_argument("--host", default=d.host, help=f"address to bind (default {d.host}: this machine only)")
     parser.add_argument("--port", type=int, default=d.port, help=f"TCP port (default {d.port})")
     parser.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb,
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(settings.host):
         print(f"georeason serve: warning: listening on {settings.host}: anyone who can reach this address can "
               "use the service (there is no authentication); put it behind a proxy with auth", file=sys.stderr)
-    app = create_app(args.model, settings)
+    app = create_app(args.model, settings, revision=args.revision)
     info = app.state.reasoner.info()
     print(f"georeason serve: model {info.get('preset')} ({info.get('parameters', 0):,} parameters) on "
           f"{info.get('device')}; open http://{_url_host(settings.host)}:{settings.port}/", file=sys.stderr)
@@ -154,8 +157,9 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
-    """The FastAPI app for a model folder (loaded once here) or an already loaded GeoReasoner."""
+def create_app(model: Any, settings: ServeSettings | None = None, revision: str | None = None) -> FastAPI:
+    """The FastAPI app for a model folder or hub id (at `revision`; loaded once here) or an already
+    loaded GeoReasoner."""
     from fastapi import FastAPI
 
     from georeason.serve.routes import add_routes
@@ -165,12 +169,14 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     settings.check()
     if isinstance(model, (str, Path)):
+        from georeason.model.hub import is_hub_id
         from georeason.reasoner import GeoReasoner
 
-        if not Path(model).is_dir():
+        if not is_hub_id(model) and not Path(model).is_dir():
             raise GeoreasonError(f"--model {model}: no such model folder")
         reasoner = GeoReasoner.from_pretrained(model, device=settings.device, dtype=settings.dtype,
-                                               max_pixels=settings.max_pixels, num_beams=settings.num_beams)
+                                               max_pixels=settings.max_pixels, num_beams=settings.num_beams,
+                                               revision=revision)
     else:
         reasoner = model
     worker = InferenceWorker(settings.queue_size)

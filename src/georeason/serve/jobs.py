@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from georeason.errors import GeoreasonError
+from georeason.geo.georef import NONE, Georeferencing
+
 # GeoJSON larger than this is not inlined in the JSON response (it stays downloadable).
 MAX_INLINE_GEOJSON_BYTES = 5_000_000
 
@@ -41,6 +44,7 @@ class JobResult:
     mask_png_base64: str
     georeferenced: bool
     crs: str | None
+    georeferencing: str  # a kind of georeason.geo.georef.KINDS
     geojson: dict[str, Any] | None
     files: list[str]
     warnings: list[str]
@@ -61,13 +65,34 @@ def _save_preview(image: np.ndarray, path: Path, max_side: int) -> None:
     preview.save(path, format="PNG", compress_level=3)
 
 
-def _georeferencing(prediction: Any) -> tuple[bool, str | None]:
+def _georeferencing(prediction: Any) -> Georeferencing:
     raster = getattr(prediction, "raster", None)
-    if raster is None or getattr(raster, "crs", None) is None:
-        return False, None
-    if not getattr(raster, "georeferenced", True):
-        return False, None
-    return True, raster.crs.to_string()
+    return NONE if raster is None else raster.georef
+
+
+def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: list[str]) -> dict[str, Any] | None:
+    """Write vectors.gpkg and, when the polygons can be lon/lat, vectors.geojson; returns the inline GeoJSON.
+
+    What cannot be written as GeoJSON (a local CRS, a geotransform without CRS) becomes a warning, never
+    an error: the request still succeeds with the GeoPackage.
+    """
+    written = prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
+    if written.get("warning"):
+        warnings.append(written["warning"].replace(f"{folder / 'vectors.gpkg'}: ", "vectors.gpkg: "))
+    if georef.pixel_to_map is None:
+        warnings.append("no GeoJSON: the polygons are in pixel coordinates, and GeoJSON means lon/lat")
+        return None
+    target = folder / "vectors.geojson"
+    try:
+        prediction.save_vectors(target, driver="GeoJSON")
+    except GeoreasonError as error:  # e.g. a local/engineering CRS: the GeoPackage keeps it
+        warnings.append("no GeoJSON: " + str(error).replace(f"{target}: ", ""))
+        return None
+    size = target.stat().st_size
+    if size > MAX_INLINE_GEOJSON_BYTES:
+        warnings.append(f"the GeoJSON ({size / 1e6:.1f} MB) is too large to inline; download vectors_geojson")
+        return None
+    return json.loads(target.read_text(encoding="utf-8"))
 
 
 def run_job(reasoner: Any, job: JobRequest) -> JobResult:
@@ -82,21 +107,10 @@ def run_job(reasoner: Any, job: JobRequest) -> JobResult:
     prediction.save_geotiff(folder / "mask.tif")
     prediction.save_overlay(folder / "overlay.png")
     _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
-    georeferenced, crs = _georeferencing(prediction)
-    warnings: list[str] = []
-    geojson = None
-    if job.vectors:
-        prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
-        if georeferenced:
-            prediction.save_vectors(folder / "vectors.geojson", driver="GeoJSON")
-            size = (folder / "vectors.geojson").stat().st_size
-            if size <= MAX_INLINE_GEOJSON_BYTES:
-                geojson = json.loads((folder / "vectors.geojson").read_text())
-            else:
-                warnings.append(f"the GeoJSON ({size / 1e6:.1f} MB) is too large to inline; download vectors_geojson")
-        else:
-            warnings.append("the image has no georeferencing: vectors.gpkg is in pixel coordinates (x = column, "
-                            "y = row) without a CRS, and no GeoJSON is produced")
+    georef = _georeferencing(prediction)
+    # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
+    warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
+    geojson = _vectors(prediction, georef, folder, warnings) if job.vectors else None
     mask = np.asarray(prediction.mask, dtype=bool)
     finished = time.perf_counter()
     return JobResult(
@@ -106,8 +120,9 @@ def run_job(reasoner: Any, job: JobRequest) -> JobResult:
         width=int(mask.shape[1]),
         height=int(mask.shape[0]),
         mask_png_base64=base64.b64encode((folder / "mask.png").read_bytes()).decode("ascii"),
-        georeferenced=georeferenced,
-        crs=crs,
+        georeferenced=georef.georeferenced,
+        crs=None if georef.map_crs is None else georef.map_crs.to_string(),
+        georeferencing=georef.kind,
         geojson=geojson,
         files=sorted(p.name for p in folder.iterdir()),
         warnings=warnings,

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from georeason.errors import GeoreasonError
@@ -25,7 +25,9 @@ from georeason.serve.schemas import (
     SampleInfo, Timings,
 )
 from georeason.serve.store import RESULT_FILES, ResultStore
-from georeason.serve.upload import SUFFIXES, Upload, UploadError, image_dimensions, read_form, sniff_image
+from georeason.serve.upload import (
+    SUFFIXES, ClientDisconnected, Upload, UploadError, image_dimensions, read_form, sniff_image,
+)
 from georeason.serve.worker import InferenceWorker, QueueFull
 
 log = logging.getLogger("georeason.serve")
@@ -50,8 +52,8 @@ _FORM_SCHEMA = {
                 "answer": {"type": "boolean", "default": True,
                            "description": "Also generate the text answer (slower); false returns answer=null."},
                 "vectors": {"type": "boolean", "default": True,
-                            "description": "Also polygonise the mask (GeoPackage, and GeoJSON in EPSG:4326 for "
-                                           "georeferenced input)."},
+                            "description": "Also polygonise the mask (GeoPackage, and GeoJSON in EPSG:4326 when "
+                                           "the polygons can be lon/lat)."},
                 "bands": {"type": "string", "example": "3,2,1",
                           "description": "Bands to show the model as R,G,B (1-based, e.g. 4,3,2 for a "
                                          "multispectral GeoTIFF; one number = gray). Default: 1,2,3."},
@@ -199,6 +201,13 @@ def add_routes(app: FastAPI) -> None:
     async def upload_error(_request: Request, error: UploadError) -> JSONResponse:
         return _error(error.status, error.message, error.headers)
 
+    @app.exception_handler(ClientDisconnected)
+    async def client_disconnected(request: Request, error: ClientDisconnected) -> Response:
+        # Not a server fault: one line, no traceback; nobody is left to read a response.
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s %s from %s: %s; the partial upload was deleted", request.method, request.url.path, client, error)
+        return Response(status_code=400)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in error.errors()]
@@ -303,6 +312,7 @@ def add_routes(app: FastAPI) -> None:
             id=result_id, question=question, answer=result.answer, empty=result.empty,
             target_pixels=result.target_pixels, image=ImageSize(width=result.width, height=result.height),
             mask_png_base64=result.mask_png_base64, georeferenced=result.georeferenced, crs=result.crs,
+            georeferencing=result.georeferencing,
             geojson=result.geojson, timings=timings, downloads=downloads,
             expires_in_seconds=settings.result_ttl, warnings=result.warnings,
         )

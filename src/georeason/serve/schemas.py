@@ -25,15 +25,17 @@ class Downloads(BaseModel):
     """Relative URLs of the result files; each expires with the result (see expires_in_seconds)."""
 
     mask_png: str = Field(description="Binary mask, 8-bit gray PNG at input size: 255 = target, 0 = background.")
-    mask_tif: str = Field(description="Binary mask as GeoTIFF (uint8 0/1), with the input's CRS and transform "
-                                      "when it was georeferenced.")
+    mask_tif: str = Field(description="Binary mask as GeoTIFF (uint8 0/1), with the input's georeferencing, "
+                                      "whatever it is: CRS and geotransform, GCPs and their CRS, RPCs.")
     overlay_png: str = Field(description="The input with the mask blended in and the question/answer below.")
     image_png: str = Field(description="The input as the model saw it (8-bit RGB), at most preview_max_side "
                                        "pixels on its long side; the demo page draws the mask over it.")
-    vectors_gpkg: str | None = Field(description="Mask polygons as a GeoPackage in the input's CRS (pixel "
-                                                 "coordinates if not georeferenced); null when vectors=false.")
+    vectors_gpkg: str | None = Field(description="Mask polygons as a GeoPackage in the input's CRS (through "
+                                                 "the geotransform or the GCPs; pixel coordinates without either); "
+                                                 "null when vectors=false.")
     vectors_geojson: str | None = Field(description="Mask polygons as RFC 7946 GeoJSON (EPSG:4326 lon/lat); "
-                                                    "only for georeferenced input with vectors=true, else null.")
+                                                    "null when vectors=false or the polygons cannot be lon/lat "
+                                                    "(pixel coordinates, a local CRS, no CRS; see warnings).")
 
 
 class Timings(BaseModel):
@@ -57,16 +59,22 @@ class PredictResponse(BaseModel):
     target_pixels: int = Field(description="Number of mask pixels marked as target.")
     image: ImageSize = Field(description="Size of the input image; the mask has the same size.")
     mask_png_base64: str = Field(description="The binary mask as a base64-encoded 8-bit gray PNG (255 = target).")
-    georeferenced: bool = Field(description="True when the input was a GeoTIFF with a CRS and geotransform.")
-    crs: str | None = Field(description="The input's CRS (e.g. EPSG:4326) when georeferenced, else null.")
+    georeferenced: bool = Field(description="True when the polygons are in map coordinates with a known CRS "
+                                            "(a CRS with a geotransform, or GCPs with their CRS).")
+    crs: str | None = Field(description="The CRS of those map coordinates (e.g. EPSG:4326), else null.")
+    georeferencing: str = Field(description="What places the input on the Earth: crs_transform, transform_only "
+                                            "(a geotransform without CRS), gcps, rpcs, crs_only (a CRS without "
+                                            "geotransform) or none; the mask GeoTIFF keeps all of it.")
     geojson: dict[str, Any] | None = Field(
-        description="Mask polygons as a GeoJSON FeatureCollection in EPSG:4326 (lon/lat), when the input is "
-                    "georeferenced and vectors=true; null otherwise (or when too large to inline, see warnings).")
+        description="Mask polygons as a GeoJSON FeatureCollection in EPSG:4326 (lon/lat), when vectors=true and "
+                    "the polygons can be expressed in lon/lat; null otherwise (warnings say why, e.g. a local "
+                    "CRS, or when too large to inline).")
     timings: Timings = Field(description="Seconds spent per stage.")
     downloads: Downloads = Field(description="Relative URLs of the result files.")
     expires_in_seconds: int = Field(description="The result files can be downloaded for this many seconds.")
     warnings: list[str] = Field(description="Things worth knowing about this result (e.g. pixel-coordinate "
-                                            "vectors for an image without georeferencing).")
+                                            "vectors for an image without georeferencing, or why there is no "
+                                            "GeoJSON).")
 
 
 class QueueStatus(BaseModel):

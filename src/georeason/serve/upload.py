@@ -16,6 +16,8 @@ from pathlib import Path
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
+from starlette.requests import ClientDisconnect
+
 try:
     from python_multipart.multipart import MultipartParser, parse_options_header
     from python_multipart.exceptions import MultipartParseError
@@ -47,6 +49,14 @@ class UploadError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+class ClientDisconnected(Exception):
+    """The client closed the connection before its whole upload arrived (nothing to answer)."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"the client disconnected after sending {received:,} bytes")
+        self.received = received
 
 
 @dataclass
@@ -158,7 +168,8 @@ async def read_form(
     text_fields: tuple[str, ...] = ("question", "answer", "vectors", "bands"),
     timeout: float = 120.0,
 ) -> Upload:
-    """Stream a multipart/form-data request body into an Upload; raises UploadError (400/408/413/415/422).
+    """Stream a multipart/form-data request body into an Upload; raises UploadError (400/408/413/415/422),
+    or ClientDisconnected when the client goes away mid-upload (the partial upload is deleted).
 
     The whole body must arrive within `timeout` seconds, so a client that stalls or trickles bytes
     cannot hold a connection and a temporary file forever.
@@ -178,9 +189,9 @@ async def read_form(
                                f"of {_megabytes(max_file_bytes)} for an image (--max-upload-mb)")
     upload = Upload(folder=Path(tempfile.mkdtemp(prefix="georeason-upload-")))  # mode 0700
     collector = _FormCollector(upload, file_field, text_fields, max_file_bytes)
+    received = 0
     try:
         parser = MultipartParser(boundary, collector.callbacks())
-        received = 0
         async for chunk in _with_deadline(request.stream(), timeout):
             received += len(chunk)
             if received > body_limit:
@@ -195,6 +206,10 @@ async def read_form(
         collector.close()
         upload.discard()
         raise UploadError(400, f"malformed multipart body: {error}") from None
+    except ClientDisconnect:
+        collector.close()
+        upload.discard()
+        raise ClientDisconnected(received) from None
     except BaseException:
         collector.close()
         upload.discard()

@@ -6,11 +6,11 @@ safetensors; optimizer/scheduler/RNG states through torch.save, read back with w
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import random
 import re
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from georeason.errors import GeoreasonError
+from georeason.training.outputs import CHECKPOINT_DIR, commit_folder, remove_folder, writing
 
-CHECKPOINT_DIR = "checkpoints"
 STEP_PATTERN = re.compile(r"^step-(\d{8})$")
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"  # optimizer + scheduler
@@ -64,47 +64,45 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as stream:
-                os.fsync(stream.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
 def temporary_folder(output_dir: str | Path, step: int) -> Path:
     return checkpoint_root(output_dir) / f".tmp-step-{step:08d}"
 
 
 def write_rank_rng(folder: Path, rank: int) -> None:
     """Each process writes its own RNG state into the temporary folder (before the main one commits)."""
-    torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
+    with writing(folder):
+        torch.save(rng_state(), folder / f"rng_rank{rank}.pt")
 
 
 def write_checkpoint(folder: Path, final: Path, model_state: dict[str, torch.Tensor], optimizer_state: dict,
-                     scheduler_state: dict, info: dict[str, Any], keep_last: int) -> Path:
-    """Main process: fill the temporary `folder`, fsync, rename it to `final`, prune to `keep_last`."""
+                     scheduler_state: dict, info: dict[str, Any], keep_last: int, replace_others: bool = False) -> Path:
+    """Main process: fill the temporary `folder`, fsync, rename it to `final`, prune to `keep_last`.
+
+    `replace_others`: the first checkpoint of an --overwrite run; the earlier run's checkpoints go once
+    this one is in place. A failed write (full disk, no permission) removes `folder` and raises
+    GeoreasonError naming it; the checkpoints already there stay as they were.
+    """
     from safetensors.torch import save_file
 
-    contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in model_state.items()}
-    save_file(contiguous, str(folder / MODEL_FILE), metadata={"format": "pt"})
-    torch.save({"optimizer": optimizer_state, "scheduler": scheduler_state}, folder / STATE_FILE)
-    (folder / INFO_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    _fsync_tree(folder)
-    if final.exists():  # a checkpoint of the same step from an earlier, overwritten attempt
-        shutil.rmtree(final)
-    os.replace(folder, final)
-    _fsync_dir(final.parent)
-    for _, old in list_checkpoints(final.parent.parent)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        with writing(folder):
+            contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in model_state.items()}
+            save_file(contiguous, str(folder / MODEL_FILE), metadata={"format": "pt"})
+            torch.save({"optimizer": optimizer_state, "scheduler": scheduler_state}, folder / STATE_FILE)
+            (folder / INFO_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            commit_folder(folder, final)  # a checkpoint of the same step from an earlier attempt is replaced
+    except BaseException:
+        with contextlib.suppress(OSError):
+            remove_folder(folder)
+        raise
+    kept = list_checkpoints(final.parent.parent)
+    if replace_others:
+        for _, old in kept:
+            if old != final:
+                remove_folder(old)
+        kept = [(step, path) for step, path in kept if path == final]
+    for _, old in kept[:-keep_last]:
+        remove_folder(old)
     return final
 
 
@@ -121,11 +119,64 @@ def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return result
 
 
+class DamagedCheckpoint(GeoreasonError):
+    """A checkpoint file that cannot be read back (truncated, overwritten, missing)."""
+
+
+@dataclass
+class ResumePoint:
+    """A checkpoint read back whole, before anything of it is applied to the model or optimizer."""
+
+    step: int
+    folder: Path
+    info: dict[str, Any]
+    model_state: dict[str, torch.Tensor]
+    training_state: dict[str, Any]
+    rng: dict[str, Any] | None  # this process's RNG states; None when the run had fewer processes
+
+
 def read_info(folder: Path) -> dict[str, Any]:
+    path = folder / INFO_FILE
     try:
-        return json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise GeoreasonError(f"{folder / INFO_FILE}: unreadable checkpoint description ({error})") from None
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise DamagedCheckpoint(f"{path}: unreadable checkpoint description ({error})") from None
+    if not isinstance(info, dict):
+        raise DamagedCheckpoint(f"{path}: unreadable checkpoint description (not a JSON object)")
+    missing = sorted({"step", "recipe", "recipe_fingerprint", "model_config"} - set(info))
+    if missing or not isinstance(info["recipe"], dict):
+        raise DamagedCheckpoint(f"{path}: incomplete checkpoint description (missing or not an object: "
+                                f"{', '.join(missing) or 'recipe'})")
+    return info
+
+
+def _read(path: Path, reader) -> Any:
+    try:
+        return reader(path)
+    except FileNotFoundError:
+        raise DamagedCheckpoint(f"{path}: missing") from None
+    except Exception as error:  # safetensors and torch raise their own types for truncated or corrupt files
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DamagedCheckpoint(f"{path}: damaged, cannot be read ({detail[:200]})") from None
+
+
+def _torch_load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_checkpoint(folder: Path, step: int, rank: int) -> ResumePoint:
+    """Read every file of a checkpoint (all processes' RNG states too, so every process judges it the
+    same); raises DamagedCheckpoint naming the first file that cannot be read."""
+    from safetensors.torch import load_file
+
+    info = read_info(folder)
+    model_state = _read(folder / MODEL_FILE, lambda path: load_file(str(path)))
+    training_state = _read(folder / STATE_FILE, _torch_load)
+    if not isinstance(training_state, dict) or not {"optimizer", "scheduler"} <= set(training_state):
+        raise DamagedCheckpoint(f"{folder / STATE_FILE}: damaged (no optimizer and scheduler state in it)")
+    states = {int(p.stem.removeprefix("rng_rank")): _read(p, _torch_load) for p in sorted(folder.glob("rng_rank*.pt"))
+              if p.stem.removeprefix("rng_rank").isdigit()}
+    return ResumePoint(step, folder, info, model_state, training_state, states.get(rank))
 
 
 def check_compatible(folder: Path, info: dict[str, Any], recipe: dict[str, Any], recipe_fingerprint: str,
@@ -144,10 +195,8 @@ def check_compatible(folder: Path, info: dict[str, Any], recipe: dict[str, Any],
                              "resume with the same model, or start a new run with --overwrite")
 
 
-def load_model_weights(module: torch.nn.Module, folder: Path) -> None:
-    from safetensors.torch import load_file
-
-    state = load_file(str(folder / MODEL_FILE))
+def load_model_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Load a checkpoint's model state (read by read_checkpoint) into `module`."""
     missing, unexpected = module.load_state_dict(state, strict=False)
     # Tied tensors were saved once; every missing name must be a tied alias of a loaded one.
     loaded_ptrs = {t.data_ptr() for n, t in module.state_dict().items() if n in state}
@@ -155,12 +204,3 @@ def load_model_weights(module: torch.nn.Module, folder: Path) -> None:
     if really_missing or unexpected:
         raise GeoreasonError(f"{folder / MODEL_FILE}: does not match the model (missing {really_missing[:5]}, "
                              f"unexpected {unexpected[:5]})")
-
-
-def load_training_state(folder: Path) -> dict[str, Any]:
-    return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-
-
-def load_rank_rng(folder: Path, rank: int) -> dict[str, Any] | None:
-    path = folder / f"rng_rank{rank}.pt"
-    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None

@@ -6,9 +6,9 @@ through per-device batch x processes x accumulation, gradient checkpointing, fro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +18,7 @@ import torch
 
 from georeason.errors import GeoreasonError
 from georeason.training import checkpoint as ckpt
+from georeason.training import outputs
 from georeason.training.recipe import TrainRecipe, apply_model_overrides
 from georeason.training.sampling import SampleStream, StreamDataset, collate_samples, rank_positions
 
@@ -92,21 +93,6 @@ def open_training_data(recipe: TrainRecipe, image_size: int):
     return StreamDataset(datasets, stream, blind)
 
 
-def prepare_output_dir(recipe: TrainRecipe, resume: bool, overwrite: bool, is_main: bool) -> None:
-    out = Path(recipe.output_dir)
-    if resume and overwrite:
-        raise GeoreasonError("--resume and --overwrite exclude each other")
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise GeoreasonError(f"output_dir {out} already exists; pass --resume to continue it or --overwrite to "
-                             "replace it")
-    if resume and not out.exists():
-        raise GeoreasonError(f"--resume: output_dir {out} does not exist")
-    if is_main:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-
-
 class Logger:
     """metrics.jsonl always; TensorBoard when installed (said once when it is not)."""
 
@@ -115,23 +101,26 @@ class Logger:
         self.writer = None
         if not enabled:
             return
-        self.path = output_dir / "metrics.jsonl"
-        if self.path.exists():  # drop lines past the resumed step (they will be written again)
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        self.path = output_dir / outputs.METRICS_FILE
+        if self.path.exists():  # a resume: drop lines past the resumed step (they will be written again)
+            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+            steps = [(line, _logged_step(line)) for line in lines]
+            outputs.write_lines(self.path, [line for line, step in steps if step is not None and step <= start_step])
         try:
             from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(output_dir / "tensorboard"))
         except ImportError:
             print("note: tensorboard is not installed; logging to metrics.jsonl only "
                   "(pip install 'georeason[tensorboard]')", file=sys.stderr)
+            return
+        # purge_step: TensorBoard hides the earlier run's events past the resumed step.
+        with outputs.writing(output_dir / outputs.TENSORBOARD_DIR):
+            self.writer = SummaryWriter(str(output_dir / outputs.TENSORBOARD_DIR),
+                                        purge_step=start_step + 1 if start_step else None)
 
     def log(self, values: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as stream:
+        with outputs.writing(self.path), open(self.path, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(values) + "\n")
         if self.writer is not None:
             for key, value in values.items():
@@ -141,6 +130,16 @@ class Logger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a line cut short by a killed run (or not ours)."""
+    try:
+        values = json.loads(line)
+    except ValueError:
+        return None
+    step = values.get("step") if isinstance(values, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -157,8 +156,61 @@ def resolve_mixed_precision(choice: str) -> str:
     return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
 
 
+def choose_resume_point(output_dir: Path, recipe_dict: dict, fingerprint: str, model_config: dict, rank: int,
+                        is_main: bool) -> ckpt.ResumePoint | None:
+    """The newest intact checkpoint in output_dir, read whole; None when there is none yet.
+
+    A damaged checkpoint (a file truncated or overwritten after it was written) is named and skipped
+    for the next older one; with none intact, GeoreasonError names every damaged file. A checkpoint
+    of another recipe or model is refused (check_compatible), never skipped.
+    """
+    root = ckpt.checkpoint_root(output_dir)
+    damaged: list[str] = []
+    for step, folder in reversed(ckpt.list_checkpoints(output_dir)):
+        try:
+            point = ckpt.read_checkpoint(folder, step, rank)
+        except ckpt.DamagedCheckpoint as problem:
+            damaged.append(str(problem))
+            continue
+        ckpt.check_compatible(folder, point.info, recipe_dict, fingerprint, model_config)
+        if is_main:
+            for problem in damaged:
+                print(f"warning: --resume: skipping a damaged checkpoint: {problem}", file=sys.stderr)
+            fallback = " instead, the newest intact checkpoint" if damaged else ""
+            print(f"resuming from {folder} (step {step}){fallback}", file=sys.stderr)
+        return point
+    if damaged:
+        raise GeoreasonError(f"--resume: no intact checkpoint in {root}: " + "; ".join(damaged) +
+                             ". Move the damaged step folders away to start from step 0, or start afresh "
+                             "with --overwrite")
+    if is_main:
+        print(f"--resume: no checkpoint in {root} yet; starting from step 0", file=sys.stderr)
+    return None
+
+
+def write_final(model, tokenizer, recipe_dict: dict, final: Path) -> None:
+    """save_pretrained into a hidden folder next to final/, then rename it into place: final/ is
+    either absent, the earlier one or complete, whenever the run is killed."""
+    temporary = outputs.temporary_folder(final)
+    try:
+        with outputs.writing(final):
+            model.save_pretrained(temporary, tokenizer=tokenizer)
+            # Read by georeason eval: a text-blind model is scored with the constant question it learned.
+            (temporary / "train_recipe.json").write_text(json.dumps(recipe_dict, indent=1) + "\n", encoding="utf-8")
+            outputs.commit_folder(temporary, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            outputs.remove_folder(temporary)
+        raise
+
+
 def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) training; returns output_dir/final."""
+    """Run (or resume) training; returns output_dir/final.
+
+    Nothing is written before the output folder, the model, the data and (with `resume`) the checkpoint
+    have been checked; see georeason.training.outputs for what a run writes and replaces. Raises
+    GeoreasonError for bad recipes, data, checkpoints and unwritable or full output folders.
+    """
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
@@ -175,9 +227,10 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     accelerator = Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=accumulation,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     rank, world = accelerator.process_index, accelerator.num_processes
-    prepare_output_dir(recipe, resume, overwrite, accelerator.is_main_process)
-    accelerator.wait_for_everyone()
+    is_main = accelerator.is_main_process
     out = Path(recipe.output_dir)
+    replace_leftovers = outputs.check_output_dir(out, resume, overwrite)
+    keeps_earlier_run = resume or outputs.holds_trained_outputs(out)
 
     model, tokenizer = build_model_for_recipe(recipe)
     from georeason.model import prompt_builder_for
@@ -189,21 +242,13 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     model_config = model.config.to_dict()
     recipe_dict = recipe.to_dict()
     fingerprint = recipe.trajectory_fingerprint()
+    data = open_training_data(recipe, model_config["image_size"])
 
-    # Resume: find the newest complete checkpoint, refuse one from a different config.
-    start_step, resume_folder = 0, None
-    if resume:
-        found = ckpt.list_checkpoints(out)
-        if found:
-            start_step, resume_folder = found[-1]
-            info = ckpt.read_info(resume_folder)
-            ckpt.check_compatible(resume_folder, info, recipe_dict, fingerprint, model_config)
-            ckpt.load_model_weights(model, resume_folder)
-        if accelerator.is_main_process:
-            print(f"resuming from {resume_folder} (step {start_step})" if found else
-                  f"--resume: no checkpoint in {ckpt.checkpoint_root(out)} yet; starting from step 0", file=sys.stderr)
-    if accelerator.is_main_process:
-        (out / "recipe.json").write_text(json.dumps(recipe_dict, indent=1) + "\n")
+    # Resume: the newest intact checkpoint, refused if it is from a different config.
+    point = choose_resume_point(out, recipe_dict, fingerprint, model_config, rank, is_main) if resume else None
+    start_step = point.step if point is not None else 0
+    if point is not None:
+        ckpt.load_model_weights(model, point.model_state, point.folder)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=recipe.lr, betas=tuple(recipe.betas),
@@ -213,21 +258,48 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it once
     # per process); the DataLoader is ours, already sharded by rank.
     model, optimizer = accelerator.prepare(model, optimizer)
-    if resume_folder is not None:
-        state = ckpt.load_training_state(resume_folder)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rng = ckpt.load_rank_rng(resume_folder, rank)
-        if rng is not None:
-            ckpt.set_rng_state(rng)
+    if point is not None:
+        optimizer.load_state_dict(point.training_state["optimizer"])
+        scheduler.load_state_dict(point.training_state["scheduler"])
+        if point.rng is not None:
+            ckpt.set_rng_state(point.rng)
+        point = None  # the checkpoint's tensors are not needed any more
     else:
         torch.manual_seed(recipe.seed + rank)
 
-    data = open_training_data(recipe, model_config["image_size"])
     positions = list(rank_positions(start_step, recipe.max_steps, recipe.global_batch_size,
                                     recipe.per_device_batch_size, world, rank))
     loader = torch.utils.data.DataLoader(data, batch_size=recipe.per_device_batch_size, sampler=positions,
                                          collate_fn=collate_samples, num_workers=recipe.num_workers)
+
+    # Everything is checked: from here on the run writes.
+    created = None
+    if is_main:
+        removed = outputs.clean_interrupted_writes(out)
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) left by an interrupted run: "
+                  + ", ".join(str(path) for path in removed), file=sys.stderr)
+        if replace_leftovers:
+            print(f"note: {out} holds only the {outputs.RECIPE_FILE} of an earlier start that never trained; "
+                  "replacing it", file=sys.stderr)
+        created = outputs.start_writing(out, replace=overwrite or replace_leftovers)
+        outputs.write_json(out / outputs.RECIPE_FILE, recipe_dict)
+    accelerator.wait_for_everyone()
+
+    # A fresh run that fails before completing a step leaves nothing, so the same command can run again.
+    fresh = is_main and not keeps_earlier_run
+    with outputs.removed_if_untrained(out, created) if fresh else contextlib.nullcontext():
+        return _run_steps(recipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, prompts, loader,
+                          data, trainable, recipe_dict, fingerprint, model_config, mixed, accumulation, start_step,
+                          overwrite, progress)
+
+
+def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, prompts,
+               loader, data, trainable, recipe_dict: dict, fingerprint: str, model_config: dict, mixed: str,
+               accumulation: int, start_step: int, overwrite: bool, progress: bool) -> Path:
+    """The optimizer steps from `start_step` with logs and checkpoints, then final/ and train_summary.json."""
+    out = Path(recipe.output_dir)
+    world = accelerator.num_processes
     batches = iter(loader)
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.train()  # the frozen encoder keeps itself in eval mode
@@ -238,6 +310,7 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
 
         bar = tqdm(total=recipe.max_steps, initial=start_step, desc="train", dynamic_ncols=True)
     device = accelerator.device
+    replace_checkpoints = overwrite  # the earlier run's checkpoints go once this run's first one is written
 
     loop_started = time.perf_counter()
     stopped_by_time = False
@@ -285,43 +358,43 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
             if world > 1 else over_time
         if done % recipe.save_every == 0 or done == recipe.max_steps or stopped_by_time:
             save_checkpoint(accelerator, model, optimizer, scheduler, recipe, recipe_dict, fingerprint,
-                            model_config, done, world, data.stream.epoch_length)
+                            model_config, done, world, data.stream.epoch_length, replace_checkpoints)
+            replace_checkpoints = False
         if stopped_by_time:
             break
     if bar is not None:
         bar.close()
     logger.close()
-    final = out / "final"
-    if accelerator.is_main_process:
-        summary = {"steps_done": done, "max_steps": recipe.max_steps, "stopped_by_max_minutes": stopped_by_time,
-                   "train_seconds": time.perf_counter() - loop_started, "processes": world,
-                   "gradient_accumulation": accumulation, "mixed_precision": mixed}
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        if stopped_by_time:
-            print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",
-                  file=sys.stderr)
+    final = out / outputs.FINAL_DIR
     if (done == recipe.max_steps or stopped_by_time) and accelerator.is_main_process:
         if lora_wrapper is not None:
             lora_wrapper.merge_and_unload()
             for parameter in unwrapped.parameters():
                 parameter.requires_grad_(True)
-        unwrapped.save_pretrained(final, tokenizer=tokenizer)
-        # Read by georeason eval: a text-blind model is scored with the constant question it learned.
-        (final / "train_recipe.json").write_text(json.dumps(recipe_dict, indent=1) + "\n")
+        write_final(unwrapped, tokenizer, recipe_dict, final)
+    if accelerator.is_main_process:
+        summary = {"steps_done": done, "max_steps": recipe.max_steps, "stopped_by_max_minutes": stopped_by_time,
+                   "train_seconds": time.perf_counter() - loop_started, "processes": world,
+                   "gradient_accumulation": accumulation, "mixed_precision": mixed}
+        outputs.write_json(out / outputs.SUMMARY_FILE, summary)
+        if stopped_by_time:
+            print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",
+                  file=sys.stderr)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
 
 
 def save_checkpoint(accelerator, model, optimizer, scheduler, recipe: TrainRecipe, recipe_dict: dict,
-                    fingerprint: str, model_config: dict, step: int, world: int, stream_length: int) -> None:
+                    fingerprint: str, model_config: dict, step: int, world: int, stream_length: int,
+                    replace_others: bool = False) -> None:
     """Atomic checkpoint: every rank writes its RNG state into the temporary folder, then the main
     process writes weights/optimizer/info and renames the folder into place."""
     folder = ckpt.temporary_folder(recipe.output_dir, step)
     if accelerator.is_main_process:
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+        with outputs.writing(folder):
+            outputs.remove_folder(folder)
+            folder.mkdir(parents=True)
     accelerator.wait_for_everyone()
     ckpt.write_rank_rng(folder, accelerator.process_index)
     # get_state_dict gathers a full state dict under FSDP/DeepSpeed (a collective: every rank calls it).
@@ -337,5 +410,5 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, recipe: TrainRecip
                             "seed": recipe.seed}}
         state = ckpt.unique_tensors(model_state)
         ckpt.write_checkpoint(folder, ckpt.step_folder(recipe.output_dir, step), state, optimizer.state_dict(),
-                              scheduler.state_dict(), info, recipe.keep_last)
+                              scheduler.state_dict(), info, recipe.keep_last, replace_others)
     accelerator.wait_for_everyone()

@@ -78,6 +78,8 @@ class TrainRecipe:
                 raise GeoreasonError(f"recipe data[{i}].path: expected a dataset path")
             if source.weight <= 0:
                 raise GeoreasonError(f"recipe data[{i}].weight: expected a positive number, got {source.weight}")
+        if not self.output_dir.strip():
+            raise GeoreasonError("recipe output_dir: expected a folder path, got an empty string")
         positive = {"max_steps": self.max_steps, "global_batch_size": self.global_batch_size,
                     "per_device_batch_size": self.per_device_batch_size, "save_every": self.save_every,
                     "keep_last": self.keep_last, "log_every": self.log_every}

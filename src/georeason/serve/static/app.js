@@ -205,8 +205,14 @@ async function showResult(result) {
   const t = result.timings;
   $("time-text").textContent = `${t.total.toFixed(2)} s in all\nmodel ${t.inference.toFixed(2)} s\n` +
     `files ${t.outputs.toFixed(2)} s, queue ${t.queue.toFixed(2)} s`;
+  const placedBy = {
+    gcps: "georeferenced by GCPs", transform_only: "geotransform without CRS",
+    rpcs: "RPCs only (vectors in pixels)", crs_only: "CRS without geotransform (vectors in pixels)",
+  };
   $("size-text").textContent = `${result.image.width} x ${result.image.height} px` +
-    (result.georeferenced ? `, georeferenced (${result.crs})` : ", not georeferenced");
+    (result.georeferencing === "crs_transform" ? `, georeferenced (${result.crs})`
+      : result.georeferencing === "gcps" && result.georeferenced ? `, georeferenced by GCPs (${result.crs})`
+      : placedBy[result.georeferencing] ? `, ${placedBy[result.georeferencing]}` : ", not georeferenced");
 
   $("warnings").replaceChildren();
   for (const warning of result.warnings) {

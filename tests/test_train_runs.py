@@ -1,0 +1,323 @@
+"""Training runs around the model: --overwrite, failed starts, SIGKILL during writes, damaged checkpoints.
+
+Each test makes its own tiny-preset run; the SIGKILL test kills real subprocesses at chosen writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from georeason.cli import main
+from georeason.training.outputs import TEMPORARY, commit_folder, interrupted_writes, temporary_folder
+
+MAX_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory) -> Path:
+    from georeason.data.synth import generate_benchmark
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_benchmark(root, 4, 0, 1, seed=1, min_size=192, max_size=192, workers=1)
+    return root
+
+
+def recipe_file(folder: Path, data: Path, output: Path, **changes) -> Path:
+    values = {"model": "tiny", "model_config": {"image_size": 128}, "data": str(data), "output_dir": str(output),
+              "max_steps": MAX_STEPS, "global_batch_size": 2, "per_device_batch_size": 2, "save_every": 1,
+              "keep_last": 2, "log_every": 1, "gradient_checkpointing": False, "mixed_precision": "no",
+              "warmup_ratio": 0.25, "lr": 1e-3}
+    values.update(changes)
+    path = folder / f"recipe-{output.name}.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def train_in_process(*args: str) -> int:
+    """`georeason train` in this process on one thread, as the subprocesses below run (Adam turns the
+    rounding noise of other thread counts into visible differences of zero-gradient weights)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main(["train", *args, "--no-progress"])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train(capsys, recipe: Path, *extra: str) -> tuple[int, str]:
+    code = train_in_process(str(recipe), *extra)
+    return code, capsys.readouterr().err
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def hidden_entries(output: Path) -> list[str]:
+    folders = [output, output / "checkpoints"]
+    return sorted(p.name for folder in folders if folder.is_dir() for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def finished_run(synth_data, tmp_path_factory) -> Path:
+    """An uninterrupted 4-step run (checkpoints step-3 and step-4): the reference for exact resumes."""
+    folder = tmp_path_factory.mktemp("finished")
+    output = folder / "run"
+    assert train_in_process(str(recipe_file(folder, synth_data, output))) == 0
+    return output
+
+
+# -- --overwrite --------------------------------------------------------------------------------------
+@pytest.mark.input_kind("runs", "train --overwrite on a folder holding a dataset, other files and an earlier run",
+                        "everything is checked before anything is written; a failed start changes nothing; only "
+                        "the earlier run's outputs are replaced, other files stay byte for byte")
+def test_overwrite_checks_first_and_replaces_only_what_a_run_writes(finished_run, synth_data, tmp_path, capsys):
+    project = tmp_path / "project"
+    shutil.copytree(finished_run, project)  # an earlier run: recipe.json, checkpoints/, final/, metrics.jsonl ...
+    shutil.copytree(synth_data, project / "mydata")  # the training data inside the output folder
+    (project / "notes.txt").write_text("precious")
+    before = snapshot(project)
+
+    code, error = train(capsys, recipe_file(tmp_path, project / "typo", project), "--overwrite")
+    assert code == 2 and f"recipe data: {project / 'typo'}: no such dataset" in error
+    assert snapshot(project) == before  # refused before anything was deleted or written
+
+    code, error = train(capsys, recipe_file(tmp_path, project / "mydata", project, max_steps=1, lr=5e-4),
+                        "--overwrite")
+    assert code == 0, error
+    after = snapshot(project)
+    kept = {name: data for name, data in before.items() if name == "notes.txt" or name.startswith("mydata/")}
+    assert {name: after[name] for name in kept} == kept and len(kept) > 10
+    assert json.loads((project / "recipe.json").read_text())["lr"] == 5e-4
+    assert sorted(p.name for p in (project / "checkpoints").iterdir()) == ["step-00000001"]  # the earlier ones went
+    assert [json.loads(line)["step"] for line in (project / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert json.loads((project / "train_summary.json").read_text())["steps_done"] == 1
+    new_final = weights(project / "final")
+    assert_same_weights(new_final, weights(project / "checkpoints" / "step-00000001"))
+    assert any(not torch.equal(new_final[k], t) for k, t in weights(finished_run / "final").items())
+    assert hidden_entries(project) == []
+
+
+# -- failed starts ------------------------------------------------------------------------------------
+@pytest.mark.input_kind("runs", "train run refused at start (wrong data path, unreadable image), then rerun",
+                        "a start that fails before its first step leaves no output folder; the same command "
+                        "then runs; a recipe.json left by an older failed start is recognised and replaced")
+def test_failed_start_leaves_nothing_and_the_same_command_runs(synth_data, tmp_path, capsys):
+    output = tmp_path / "runs" / "a" / "run"
+    code, error = train(capsys, recipe_file(tmp_path, tmp_path / "typo", output))
+    assert code == 2 and "no such dataset" in error
+    assert not (tmp_path / "runs").exists()
+
+    broken = tmp_path / "broken"  # fails inside the first step, after the run began writing
+    shutil.copytree(synth_data, broken)
+    for image in (broken / "train" / "images").iterdir():
+        image.write_bytes(b"not an image")
+    code, error = train(capsys, recipe_file(tmp_path, broken, output))
+    assert code == 2 and "cannot read this image" in error and "internal error" not in error
+    assert not (tmp_path / "runs").exists()  # recipe.json and the folders this run made are gone
+
+    # What an older version left after such a start: only recipe.json. The rerun recognises it.
+    output.mkdir(parents=True)
+    (output / "recipe.json").write_text(json.dumps({"model": "tiny", "data": [], "output_dir": str(output),
+                                                    "max_steps": 9}))
+    code, error = train(capsys, recipe_file(tmp_path, synth_data, output, max_steps=1))
+    assert code == 0, error
+    assert "holds only the recipe.json of an earlier start that never trained; replacing it" in error
+    assert json.loads((output / "recipe.json").read_text())["max_steps"] == 1
+    assert (output / "final" / "model.safetensors").is_file()
+
+
+# -- SIGKILL during writes, then --resume ------------------------------------------------------------
+KILLER = r"""
+import json, os, signal, sys
+
+point = os.environ["KILL_AT"]
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if point == "metrics":  # half a metrics.jsonl line written at step 2
+    from georeason.training import loop
+
+    original_log = loop.Logger.log
+
+    def log(self, values):
+        if values["step"] == 2:
+            with open(self.path, "a") as stream:
+                stream.write(json.dumps(values)[:25])
+            die()
+        original_log(self, values)
+
+    loop.Logger.log = log
+elif point == "checkpoint":  # checkpoint 3 written and fsynced, not yet renamed into place
+    from georeason.training import checkpoint
+
+    original_commit = checkpoint.commit_folder
+
+    def commit(temporary, target):
+        if target.name == "step-00000003":
+            die()
+        original_commit(temporary, target)
+
+    checkpoint.commit_folder = commit
+elif point == "final":  # the final model written into its temporary folder, not yet renamed to final/
+    from georeason.model.segearth import SegEarthModel
+
+    original_save = SegEarthModel.save_pretrained
+
+    def save(self, folder, *args, **kwargs):
+        original_save(self, folder, *args, **kwargs)
+        die()
+
+    SegEarthModel.save_pretrained = save
+from georeason.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_killable(recipe: Path, kill_at: str, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, KILL_AT=kill_at, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0",
+               ACCELERATE_USE_CPU="1", TOKENIZERS_PARALLELISM="false")
+    command = [sys.executable, "-c", KILLER, "train", str(recipe), "--no-progress", *extra]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.input_kind("runs", "train killed (SIGKILL) while writing metrics.jsonl, a checkpoint, final/",
+                        "--resume removes the temporaries the killed writes left, drops the cut metrics line and "
+                        "ends with the weights of an uninterrupted run")
+def test_sigkill_during_each_write_then_resume_cleans_up(finished_run, synth_data, tmp_path):
+    output = tmp_path / "run"
+    recipe = recipe_file(tmp_path, synth_data, output)
+
+    killed = run_killable(recipe, "metrics")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    last = (output / "metrics.jsonl").read_text().splitlines()[-1]
+    assert last.startswith('{"step": 2') and not last.endswith("}")
+
+    killed = run_killable(recipe, "checkpoint", "--resume")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (output / "checkpoints" / ".tmp-step-00000003" / "model.safetensors").is_file()
+
+    killed = run_killable(recipe, "final", "--resume")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert "removed 1 temporary file(s) left by an interrupted run" in killed.stderr
+    assert ".tmp-step-00000003" in killed.stderr
+    assert not (output / "final").exists()
+    leftovers = [p for p in output.iterdir() if p.name.startswith(".final.tmp-")]
+    assert len(leftovers) == 1 and (leftovers[0] / "model.safetensors").stat().st_size > 1_000_000  # model-sized
+
+    resumed = run_killable(recipe, "none", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"removed 1 temporary file(s) left by an interrupted run: {leftovers[0]}" in resumed.stderr
+    assert hidden_entries(output) == []
+    assert sorted(os.listdir(output / "final")) == sorted(os.listdir(finished_run / "final"))
+    assert_same_weights(weights(output / "final"), weights(finished_run / "final"))
+    lines = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, MAX_STEPS + 1))
+
+
+# -- damaged checkpoints ------------------------------------------------------------------------------
+def damage(path: Path) -> None:
+    if path.suffix == ".json":
+        path.write_text('{"step": 4, "recipe')
+    else:
+        with open(path, "r+b") as stream:
+            stream.truncate(1000)
+
+
+@pytest.mark.input_kind("runs", "train --resume with the newest checkpoint damaged (truncated or cut file)",
+                        "the damaged file is named, the run falls back to the newest intact checkpoint and says "
+                        "so, and ends with the weights of an uninterrupted run")
+@pytest.mark.parametrize("name", ["model.safetensors", "training_state.pt", "checkpoint.json"])
+def test_resume_falls_back_from_a_damaged_checkpoint(finished_run, synth_data, tmp_path, capsys, name):
+    output = tmp_path / "run"
+    shutil.copytree(finished_run, output)
+    shutil.rmtree(output / "final")
+    damaged = output / "checkpoints" / "step-00000004" / name
+    damage(damaged)
+    code, error = train(capsys, recipe_file(tmp_path, synth_data, output), "--resume")
+    assert code == 0, error
+    assert f"warning: --resume: skipping a damaged checkpoint: {damaged}: " in error
+    assert f"resuming from {output / 'checkpoints' / 'step-00000003'} (step 3) instead, the newest intact" in error
+    assert_same_weights(weights(output / "final"), weights(finished_run / "final"))
+    assert_same_weights(weights(output / "checkpoints" / "step-00000004"), weights(finished_run / "final"))
+
+
+@pytest.mark.input_kind("runs", "train --resume with every checkpoint damaged",
+                        "refused with one line naming each damaged file; nothing is written")
+def test_resume_with_no_intact_checkpoint_is_refused(finished_run, synth_data, tmp_path, capsys):
+    output = tmp_path / "run"
+    shutil.copytree(finished_run, output)
+    damage(output / "checkpoints" / "step-00000004" / "model.safetensors")
+    damage(output / "checkpoints" / "step-00000003" / "training_state.pt")
+    before = snapshot(output)
+    code, error = train(capsys, recipe_file(tmp_path, synth_data, output), "--resume")
+    assert code == 2 and "internal error" not in error
+    assert f"--resume: no intact checkpoint in {output / 'checkpoints'}: " in error
+    assert f"{output / 'checkpoints' / 'step-00000004' / 'model.safetensors'}: damaged, cannot be read" in error
+    assert f"{output / 'checkpoints' / 'step-00000003' / 'training_state.pt'}: damaged, cannot be read" in error
+    assert snapshot(output) == before
+
+
+# -- environment: a full disk -------------------------------------------------------------------------
+@pytest.mark.input_kind("runs", "train on a full disk (ENOSPC while writing a checkpoint)",
+                        "a one-line error naming the checkpoint folder and --resume; no temporary folder left")
+def test_full_disk_while_writing_a_checkpoint_is_a_clear_error(synth_data, tmp_path, capsys, monkeypatch):
+    import safetensors.torch
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    output = tmp_path / "run"
+    code, error = train(capsys, recipe_file(tmp_path, synth_data, output, max_steps=1))
+    assert code == 2 and "internal error" not in error
+    assert (f"{output / 'checkpoints' / '.tmp-step-00000001'}: cannot write (No space left on device); free some "
+            "space and run again with --resume") in error
+    assert hidden_entries(output) == [] and not (output / "final").exists()
+    assert [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+# -- the names of temporaries -------------------------------------------------------------------------
+def test_temporary_names_are_the_runs_own_and_commit_replaces_whole_folders(tmp_path):
+    from georeason.geo.atomic import temporary_sibling
+
+    names = tmp_path / "names"
+    names.mkdir()
+    own = [temporary_sibling(names / "recipe.json").name, temporary_sibling(names / "metrics.jsonl").name,
+           temporary_folder(names / "final").name, ".tmp-step-00000012", ".step-00000012.old-12-0123abcd"]
+    assert all(TEMPORARY.match(name) for name in own), own
+    others = [".git", ".final", ".recipe.json", ".mydata.tmp-1-0123abcd", "final", ".tmp-step-12", ".DS_Store"]
+    assert not any(TEMPORARY.match(name) for name in others)
+
+    target = tmp_path / "final"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    new = temporary_folder(target)
+    (new / "model.safetensors").write_text("new")
+    commit_folder(new, target)
+    assert sorted(os.listdir(target)) == ["model.safetensors"] and interrupted_writes(tmp_path) == []
