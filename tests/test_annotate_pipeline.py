@@ -355,7 +355,9 @@ def test_annotate_resumes_after_sigkill_without_repeating_answered_requests(tmp_
         answered_first = {r["key"] for r in first_run if r["status"] == 200}
         assert len(answered_first) == 8 and len(done_first) >= 2
 
-        (out / "train" / "QAs" / ".img_05.json.tmp999").write_text("{half")  # as if killed mid-write
+        gone = subprocess.Popen([sys.executable, "-c", ""])
+        gone.wait()  # a process id that no longer runs
+        (out / "train" / "QAs" / f".img_05.json.tmp{gone.pid}").write_text("{half")  # as if killed mid-write
         start = len(llm.log)
         assert georeason_main(annotate_args(tmp_path / "scenes", csv_path, out, server, "--concurrency", "2")) == 0
     second_run = llm.log[start:]

@@ -13,6 +13,7 @@ import traceback
 
 from georeason import __version__
 from georeason.errors import GeoreasonError
+from georeason.filenames import printable
 
 # name -> (module, one-line summary). Modules are imported only when their command runs.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -45,8 +46,17 @@ def _top_level_help() -> str:
     return "\n".join(lines)
 
 
+def _tolerant_streams() -> None:
+    """Never fail to print: a file name that is not valid UTF-8 is shown escaped rather than raising."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _tolerant_streams()
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except GeoreasonError as error:
         if debug:
             traceback.print_exc()
-        print(f"georeason {name}: error: {error}", file=sys.stderr)
+        print(f"georeason {name}: error: {printable(error, multiline=True)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"georeason {name}: interrupted", file=sys.stderr)
@@ -84,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            print(f"georeason {name}: internal error: {type(error).__name__}: {error}\n"
+            print(f"georeason {name}: internal error: {type(error).__name__}: {printable(error, multiline=True)}\n"
                   "(run again with --debug for the full traceback)", file=sys.stderr)
         return 1
 

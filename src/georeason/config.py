@@ -215,13 +215,12 @@ class SegEarthConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SegEarthConfig:
+        from georeason.textfiles import read_json_file
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise GeoreasonError(f"{path}: no such config file") from None
-        except json.JSONDecodeError as error:
-            raise GeoreasonError(f"{path}: not valid JSON ({error})") from None
+        if not path.is_file():
+            raise GeoreasonError(f"{path}: no such config file")
+        data = read_json_file(path)
         if not isinstance(data, dict):
             raise GeoreasonError(f"{path}: expected a JSON object at the top level")
         return cls.from_dict(data, source=str(path))

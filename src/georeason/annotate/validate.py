@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from georeason.errors import GeoreasonError
+from georeason.textfiles import read_json_file, read_text_file
 
 _PUNCTUATION = str.maketrans({c: " " for c in string.punctuation + "“”‘’–—"})
 
@@ -204,10 +205,7 @@ def load_categories(path: Path) -> dict[str, str]:
 
 
 def _categories_from_json(path: Path) -> list[tuple[str, Any, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise GeoreasonError(f"--categories: {path} is not valid JSON ({error})") from error
+    data = read_json_file(path, "--categories")
     if isinstance(data, dict):
         return [(f"key {k!r}", k, v) for k, v in data.items()]
     if isinstance(data, list) and all(isinstance(r, dict) and {"image", "category"} <= r.keys() for r in data):
@@ -217,7 +215,7 @@ def _categories_from_json(path: Path) -> list[tuple[str, Any, Any]]:
 
 
 def _categories_from_csv(path: Path) -> list[tuple[str, Any, Any]]:
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text_file(path, "--categories")
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["image", "category"]:

@@ -93,6 +93,12 @@ class ReasoningDataset:
     def __len__(self) -> int:
         return len(self._items)
 
+    def sample_id(self, index: int) -> str:
+        """The id of sample `index` without loading it: the record id, "#q<k>" appended per question."""
+        record_index, question_index = self._items[index]
+        record_id = self.records[record_index].id
+        return record_id if question_index < 0 else f"{record_id}#q{question_index}"
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"{self.name}: index {index} out of range for {len(self)} samples")
@@ -116,7 +122,7 @@ class ReasoningDataset:
             "questions": list(record.questions),
             "answers": list(record.answers),
             "task": record.task,
-            "id": record.id if question_index < 0 else f"{record.id}#q{question_index}",
+            "id": self.sample_id(index),
             "category": record.category,
             "image_path": str(record.image_path),
             "empty": not bool(mask.any()),

@@ -5,7 +5,6 @@ Implements SPEC 2 "EarthReason" (ours: pair by stem and fail loudly, sample amon
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +12,7 @@ from typing import Any, Callable
 from georeason.data.base import ReasoningDataset, Record, raise_problems
 from georeason.data.labels import LabelRead, read_label
 from georeason.errors import GeoreasonError
+from georeason.textfiles import read_json_file
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -64,12 +64,7 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...], problems: list[str])
 
 def read_qa(path: Path) -> tuple[list[str], list[str], str | None]:
     """(questions, answers, category or None) of one QA json; errors name the file and field."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise GeoreasonError(f"{path}: cannot read ({error})") from None
-    except json.JSONDecodeError as error:
-        raise GeoreasonError(f"{path}: not valid JSON ({error})") from None
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise GeoreasonError(f"{path}: expected a JSON object with 'questions' and 'answer'")
     questions = data.get("questions")

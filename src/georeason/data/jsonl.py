@@ -14,6 +14,7 @@ import numpy as np
 from georeason.data.base import TASKS, ReasoningDataset, Record, raise_problems
 from georeason.data.labels import LabelRead, read_label
 from georeason.errors import GeoreasonError
+from georeason.textfiles import read_text_file
 
 REQUIRED_KEYS = ("image", "questions")
 OPTIONAL_KEYS = ("mask", "answers", "task", "category", "id", "meta")
@@ -96,7 +97,7 @@ def scan_jsonl(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
     records: list[Record] = []
     ids: dict[str, str] = {}
     repeats: dict[str, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"

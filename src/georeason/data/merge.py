@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from georeason.errors import GeoreasonError
+from georeason.filenames import printable
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 # Lossy JPEG masks are refused: compression noise would turn background pixels into target.
@@ -28,8 +29,9 @@ EXIF orientation applied). Masks are read as label values and written as 0/255: 
 non-black and palette index non-zero are target; alpha 0, nodata and transparent pixels are background;
 alpha is never a label value, and a mask drawn only in its alpha channel is refused. The report says how
 each mask was read. Masks without an image and images without a mask are listed. DATASET_DIR/<split>.jsonl
-(from `georeason annotate`) gets the mask paths. Exit code 1 when a mask has no image or was refused (the
-others are merged); a size mismatch is an error and nothing is written."""
+(from `georeason annotate`) gets the mask paths. A label that exists with other content is replaced only
+with --overwrite (an identical one is left as is). Exit code 1 when a mask has no image or was refused (the
+others are merged); a size mismatch or a label conflict is an error and nothing is written."""
 CLI_EPILOG = "example: georeason data merge-masks my-dataset qgis-masks/ --split train"
 
 
@@ -40,6 +42,8 @@ class MergeReport:
     images_without_mask: list[str] = field(default_factory=list)
     empty_masks: list[str] = field(default_factory=list)
     ignored_files: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # labels that existed with other content (--overwrite)
+    unchanged: list[str] = field(default_factory=list)  # labels that existed with the same content
     refused: list[str] = field(default_factory=list)  # "name: why" of masks that could not be read as labels
     read_as: Counter[str] = field(default_factory=Counter)  # how the merged masks were read -> how many
     manifest: Path | None = None
@@ -49,17 +53,20 @@ class MergeReport:
         lines = [f"merged {len(self.merged)} masks; masks without an image {len(self.masks_without_image)}; "
                  f"images without a mask {len(self.images_without_mask)}; empty masks {len(self.empty_masks)}; "
                  f"ignored files {len(self.ignored_files)}; refused masks {len(self.refused)}"]
+        if self.replaced or self.unchanged:
+            lines[0] += f"; replaced labels {len(self.replaced)}; unchanged labels {len(self.unchanged)}"
         lines += [f"  {count} mask(s) read as {kind}" for kind, count in sorted(self.read_as.items())]
         lines += [f"  refused: {reason}" for reason in self.refused]
         lines += [f"  mask without an image: {name}" for name in self.masks_without_image]
         lines += [f"  image without a mask: {name}" for name in self.images_without_mask]
         lines += [f"  empty mask (no target pixel): {name}" for name in self.empty_masks]
         lines += [f"  ignored (not {'/'.join(MASK_SUFFIXES)}): {name}" for name in self.ignored_files]
+        lines += [f"  replaced label (--overwrite): {name}" for name in self.replaced]
         if self.manifest is not None:
             lines.append(f"manifest {self.manifest}: {self.manifest_records_with_mask} records have a mask")
         else:
             lines.append("no JSONL manifest to update")
-        return "\n".join(lines)
+        return printable("\n".join(lines), multiline=True)
 
 
 def raster_hw(path: Path) -> tuple[int, int]:
@@ -86,12 +93,39 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...], ignored: list[str] | None)
     return found
 
 
-def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "train") -> MergeReport:
-    """Check, binarise and copy the masks of `masks_dir` into `dataset_dir/<split>/labels`; update the manifest."""
+def _label_pixels(mask_path: Path):
+    """How a mask was read and the label written for it: (kind, uint8 with 255 = target, 0 = background)."""
     import numpy as np
-    from PIL import Image
 
     from georeason.data.labels import read_label
+
+    label = read_label(mask_path)
+    return label.kind, np.where(label.mask, 255, 0).astype(np.uint8)
+
+
+def _same_label(path: Path, pixels) -> bool:
+    """True when the existing label file holds exactly these pixels (a rerun with the same masks)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            existing = np.asarray(image)
+    except (UnidentifiedImageError, OSError):
+        return False
+    return existing.shape == pixels.shape and np.array_equal(existing, pixels)
+
+
+def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "train",
+                overwrite: bool = False) -> MergeReport:
+    """Check, binarise and copy the masks of `masks_dir` into `dataset_dir/<split>/labels`; update the manifest.
+
+    Every label is checked before any is written: one that exists with other content is refused unless
+    `overwrite` (then it is replaced and listed in report.replaced); one with the same content is left as is.
+    """
+    from PIL import Image
+
+    from georeason.geo.atomic import atomic_output
 
     dataset_dir, masks_dir = Path(dataset_dir), Path(masks_dir)
     split_dir = dataset_dir / split
@@ -123,24 +157,40 @@ def merge_masks(dataset_dir: str | Path, masks_dir: str | Path, split: str = "tr
         raise GeoreasonError("merge-masks: mask and image sizes differ, nothing was written:\n  "
                              + "\n  ".join(mismatches))
 
-    labels_dir = split_dir / "labels"
-    labels_dir.mkdir(exist_ok=True)
+    labels: dict[str, tuple[str, object]] = {}  # stem -> (how it was read, label pixels)
     for stem in matched:
         if stem in unreadable:
             continue
         try:
-            label = read_label(masks[stem])
-        except GeoreasonError as error:
+            labels[stem] = _label_pixels(masks[stem])
+        except GeoreasonError as error:  # this mask fails alone; the others are merged
             report.refused.append(str(error))
+
+    labels_dir = split_dir / "labels"
+    existing = {stem: labels_dir / f"{stem}.png" for stem in labels
+                if (labels_dir / f"{stem}.png").exists() or (labels_dir / f"{stem}.png").is_symlink()}
+    different = [stem for stem, path in existing.items() if not _same_label(path, labels[stem][1])]
+    if different and not overwrite:
+        raise GeoreasonError("merge-masks: these labels exist with other content, nothing was written; pass "
+                             "--overwrite to replace them:\n  " + "\n  ".join(str(existing[s]) for s in different))
+    try:
+        labels_dir.mkdir(exist_ok=True)
+    except OSError as error:
+        raise GeoreasonError(f"{labels_dir}: cannot create the labels folder ({error.strerror})") from None
+    for stem in matched:
+        if stem not in labels:
             continue
-        report.read_as[label.kind] += 1
-        target = label.mask
-        if not target.any():
+        kind, pixels = labels[stem]
+        report.read_as[kind] += 1
+        if not pixels.any():
             report.empty_masks.append(masks[stem].name)
-        destination = labels_dir / f"{stem}.png"
-        temporary = labels_dir / f".{stem}.png.tmp{os.getpid()}"
-        Image.fromarray(np.where(target, 255, 0).astype(np.uint8)).save(temporary, format="PNG")
-        os.replace(temporary, destination)
+        if stem in existing and stem not in different:
+            report.unchanged.append(stem)
+        else:
+            with atomic_output(labels_dir / f"{stem}.png", overwrite=stem in different) as temporary:
+                Image.fromarray(pixels).save(temporary, format="PNG")
+            if stem in different:
+                report.replaced.append(stem)
         report.merged.append(stem)
     manifest = dataset_dir / f"{split}.jsonl"
     if manifest.is_file():
@@ -154,9 +204,12 @@ def update_manifest_masks(manifest: Path, split_dir: Path) -> int:
 
     Lines that are not JSON objects are kept as they are (`georeason data check` reports them).
     """
+    from georeason.geo.atomic import atomic_output
+    from georeason.textfiles import read_text_file
+
     lines = []
     with_mask = 0
-    for line in manifest.read_text(encoding="utf-8").splitlines():
+    for line in read_text_file(manifest).splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -169,9 +222,8 @@ def update_manifest_masks(manifest: Path, split_dir: Path) -> int:
             record["mask"] = os.path.relpath(label, manifest.parent).replace(os.sep, "/")
             with_mask += 1
         lines.append(json.dumps(record, ensure_ascii=False))
-    temporary = manifest.with_name(f".{manifest.name}.tmp{os.getpid()}")
-    temporary.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(temporary, manifest)
+    with atomic_output(manifest, overwrite=True) as temporary:  # updating the manifest is this command's job
+        temporary.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return with_mask
 
 
@@ -181,9 +233,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("masks_dir", type=Path, metavar="MASKS_DIR",
                         help="folder of masks named <image stem>.png/.tif/.tiff/.bmp")
     parser.add_argument("--split", default="train", help="split to merge into (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace labels that exist with other content (identical ones are left as they are)")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = merge_masks(args.dataset_dir, args.masks_dir, args.split)
+    report = merge_masks(args.dataset_dir, args.masks_dir, args.split, args.overwrite)
     print(report.text())
     return 1 if report.masks_without_image or report.refused else 0

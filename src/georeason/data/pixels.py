@@ -26,6 +26,7 @@ from rasterio.windows import Window
 
 from georeason.data.stretch import as_hwc, percentile_limits, stretch_to_uint8
 from georeason.errors import GeoreasonError
+from georeason.filenames import gdal_name, printable, source_name
 
 try:  # GDAL errors surface as rasterio._err.CPLE_*; they are not RasterioError subclasses.
     from rasterio._err import CPLE_BaseError as _GdalError
@@ -128,7 +129,7 @@ class GdalSource(PixelSource):
 
     def __init__(self, dataset: DatasetReader) -> None:
         self.header = dataset
-        self.name = str(dataset.name)
+        self.name = printable(source_name(dataset.name))
         self.width, self.height, self.count = dataset.width, dataset.height, dataset.count
         self.dtypes = tuple(dataset.dtypes)
         self.palette = gdal_palette(dataset)
@@ -268,7 +269,7 @@ def _gdal_header(path: Path) -> DatasetReader:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(gdal_name(path))
     except GDAL_ERRORS as exc:
         raise _CannotOpen(f"GDAL: {gdal_reason(exc)}") from None
     if dataset.width <= 0 or dataset.height <= 0 or dataset.count <= 0:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from georeason.data.base import ReasoningDataset, Record, raise_problems
 from georeason.data.labels import LabelRead, read_label
 from georeason.errors import GeoreasonError
+from georeason.textfiles import read_text_file
 
 SUFFIXES = (".tif", ".tiff", ".png", ".jpg")
 
@@ -31,7 +32,7 @@ def scan_refsegrs(root: str | Path, split: str) -> tuple[list[Record], list[str]
     problems: list[str] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(phrases.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text_file(phrases).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.strip().split(maxsplit=1)

@@ -5,7 +5,6 @@ Implements SPEC 2 "RRSIS-D" (ours: decode each mask on use and binarise overlapp
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +15,7 @@ from georeason.data.base import ReasoningDataset, Record, raise_problems
 from georeason.data.labels import LabelRead
 from georeason.data.safe_pickle import load_plain
 from georeason.errors import GeoreasonError
+from georeason.textfiles import read_json_file
 
 ANNOTATION_DIRS = ("rrsisd", "rrssid")  # the released docs spell it both ways
 IMAGE_DIRS = ("images/rrsisd/JPEGImages", "images/JPEGImages", "images", "JPEGImages")
@@ -90,10 +90,9 @@ def scan_rrsisd(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
     refs = load_plain(refs_path)
     if not isinstance(refs, list):
         raise GeoreasonError(f"{refs_path}: expected a pickled list of refs, got {type(refs).__name__}")
-    try:
-        coco = json.loads(instances_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise GeoreasonError(f"{instances_path}: not valid JSON ({error})") from None
+    coco = read_json_file(instances_path)
+    if not isinstance(coco, dict):
+        raise GeoreasonError(f"{instances_path}: expected a JSON object (COCO format)")
     for key in ("images", "annotations"):
         if not isinstance(coco.get(key), list):
             raise GeoreasonError(f"{instances_path}: field {key!r} must be a list (COCO format)")

@@ -32,6 +32,7 @@ from georeason.data.pixels import (  # noqa: F401 - re-exported
 )
 from georeason.data.pixels import gdal_reason as _reason
 from georeason.errors import GeoreasonError
+from georeason.filenames import gdal_name, source_name
 from georeason.geo.georef import NONE as NO_GEOREFERENCING
 from georeason.geo.georef import Georeferencing, georeferencing
 
@@ -90,7 +91,7 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[DatasetReader]:
         with warnings.catch_warnings():
             # Plain PNG/JPEG inputs are fine: raster_info() records georeferenced=False instead.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(gdal_name(path))
     except GDAL_ERRORS as exc:
         raise GeoreasonError(f"{path}: cannot read this raster (not a raster GDAL can open: {_reason(exc)})") from exc
     with dataset:
@@ -103,7 +104,7 @@ def raster_info(src: DatasetReader) -> RasterInfo:
     """Describe an open raster (its georeferencing decided by georef.georeferencing)."""
     transform = src.transform
     return RasterInfo(
-        path=str(src.name),
+        path=source_name(src.name),
         width=src.width,
         height=src.height,
         count=src.count,

@@ -8,11 +8,7 @@ model.safetensors.index.json above 1 GiB), the released tokenizer files and a mo
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 from pathlib import Path
-
-from georeason.errors import GeoreasonError
 
 CLI_DESCRIPTION = __doc__
 CLI_EPILOG = """examples:
@@ -24,28 +20,38 @@ CLI_EPILOG = """examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("released", type=Path, help="released checkpoint folder (config.json + weights)")
     parser.add_argument("out", type=Path, help="output georeason model folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty output folder, replacing its model files (other files are kept)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from georeason.errors import GeoreasonError
+    from georeason.filenames import printable
     from georeason.model.convert import convert_released_folder
+    from georeason.model.output_folder import check_model_out, kept_note, write_model_folder
 
-    out: Path = args.out
-    if out.exists() and not args.overwrite:
-        raise GeoreasonError(f"{out}: exists; pass --overwrite to replace it")
+    replaceable = check_model_out(args.out, args.overwrite)  # before any work; nothing is deleted here
     if not args.released.is_dir():
-        raise GeoreasonError(f"{args.released}: no such released checkpoint folder")
-    # The new folder is complete before the old one goes: a failed conversion leaves the old one intact.
-    target = out.with_name(f".{out.name}.new-{os.getpid()}") if out.exists() else out
+        raise GeoreasonError(f"{printable(args.released)}: no such released checkpoint folder")
+    details: dict[str, object] = {}
+
+    def save(folder: Path) -> None:
+        # convert_released_folder creates its target folder whole; it goes inside the staging folder and
+        # its files are lifted up, so write_model_folder commits them file by file (others' files kept).
+        inner = folder / "converted"
+        details["parameters"], details["note"] = convert_released_folder(args.released, inner,
+                                                                         label=printable(args.released))
+        for entry in list(inner.iterdir()):
+            entry.rename(folder / entry.name)
+        inner.rmdir()
+
     try:
-        parameters, note = convert_released_folder(args.released, target)
+        kept = write_model_folder(args.out, replaceable, save)
     except OSError as error:
-        raise GeoreasonError(f"{out}: cannot write the converted model ({error.strerror or error}); "
-                             "nothing was kept") from None
-    if target != out:
-        retired = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.rename(out, retired)
-        os.rename(target, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    print(f"wrote {out}: {parameters:,} parameters ({note})")
+        raise GeoreasonError(f"{printable(args.out)}: cannot write the converted model "
+                             f"({error.strerror or error}); nothing was kept") from None
+    print(f"wrote {printable(args.out)}: {details['parameters']:,} parameters ({details['note']})")
+    kept_line = kept_note(args.out, kept)
+    if kept_line:
+        print(kept_line)
     return 0

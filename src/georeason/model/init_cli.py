@@ -7,10 +7,8 @@ encoder + decoders from a Mask2Former checkpoint (SPEC 3: the paper's initialisa
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
-from georeason.errors import GeoreasonError
 
 CLI_DESCRIPTION = __doc__
 CLI_EPILOG = """examples:
@@ -30,25 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Mask2Former checkpoint: detectron2 .pkl or Hugging Face safetensors file/folder")
     parser.add_argument("--random-llm", action="store_true", help="random LLM even for the smol preset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty output folder, replacing its model files (other files are kept)")
 
 
 def run(args: argparse.Namespace) -> int:
     from georeason.model.factory import build_model
     from georeason.model.mask2former_init import initialise_from_mask2former
+    from georeason.model.output_folder import check_model_out, kept_note, write_model_folder
 
-    if args.out.exists() and any(args.out.iterdir()) if args.out.is_dir() else args.out.exists():
-        if not args.overwrite:
-            raise GeoreasonError(f"{args.out}: exists; pass --overwrite to replace it")
-        shutil.rmtree(args.out) if args.out.is_dir() else args.out.unlink()
+    replaceable = check_model_out(args.out, args.overwrite)  # before any work; nothing is deleted here
     pretrained = False if args.random_llm else None
     model, tokenizer = build_model(args.preset, seed=args.seed, llm_path=args.llm, pretrained_llm=pretrained)
     if args.mask2former is not None:
         zeroed = initialise_from_mask2former(model, args.mask2former)
         if zeroed:
             print(f"zero-initialised (absent from Mask2Former): {', '.join(zeroed)}")
-    model.save_pretrained(args.out, tokenizer=tokenizer)
+    kept = write_model_folder(args.out, replaceable, lambda folder: model.save_pretrained(folder, tokenizer=tokenizer))
     total = model.num_parameters()
     trainable = model.num_parameters(trainable_only=True)
     print(f"wrote {args.out} (preset {args.preset}, {total:,} parameters, {trainable:,} trainable)")
+    note = kept_note(args.out, kept)
+    if note:
+        print(note)
     return 0
