@@ -74,7 +74,7 @@ def test_merge_masks_reads_rgba_masks_as_values(tmp_path, capsys):
     drawn = np.zeros((64, 96), bool)
     drawn[5:15, 5:25] = True  # 200 target pixels
     _white_on_black("RGBA", drawn).save(masks / "lake_3.png")
-    assert georeason_main(["data", "merge-masks", str(root), str(masks), "--split", "test"]) == 0
+    assert georeason_main(["data", "merge-masks", str(root), str(masks), "--split", "test", "--overwrite"]) == 0
     out = capsys.readouterr().out
     assert f"  1 mask(s) read as {RGBA_KIND}\n" in out and "refused masks 0" in out
     merged = np.asarray(Image.open(root / "test" / "labels" / "lake_3.png"))
@@ -112,7 +112,7 @@ def test_alpha_only_drawings_are_refused_everywhere(tmp_path, capsys):
     masks.mkdir()
     _alpha_only(masks / "lake_1.png")
     _white_on_black("L").save(masks / "lake_2.png")
-    report = merge_masks(root, masks, "test")
+    report = merge_masks(root, masks, "test", overwrite=True)  # lake_2 exists, alpha-only
     assert report.merged == ["lake_2"] and report.refused == [f"{masks / 'lake_1.png'}: {ALPHA_ONLY}"]
     assert georeason_main(["data", "merge-masks", str(root), str(masks), "--split", "test"]) == 1
     assert f"  refused: {masks / 'lake_1.png'}: {ALPHA_ONLY}" in capsys.readouterr().out
