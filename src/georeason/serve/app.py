@@ -158,6 +158,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     """The FastAPI app for a model folder (loaded once here) or an already loaded GeoReasoner."""
     from fastapi import FastAPI
 
+    from georeason.serve.job_routes import add_job_routes
     from georeason.serve.routes import add_routes
     from georeason.serve.store import ResultStore
     from georeason.serve.worker import InferenceWorker
@@ -196,6 +197,7 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
     app.state.store = store
     app.state.started = time.monotonic()
     add_routes(app)
+    add_job_routes(app)
     return app
 
 

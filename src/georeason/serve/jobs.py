@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 
 # GeoJSON larger than this is not inlined in the JSON response (it stays downloadable).
 MAX_INLINE_GEOJSON_BYTES = 5_000_000
+# checkpoint(stage, progress 0..1): progress reports from the inference thread; may raise to cancel the job.
+Checkpoint = Callable[[str, float], None]
 
 
 @dataclass
@@ -28,6 +31,9 @@ class JobRequest:
     result_folder: Path
     preview_max_side: int
     bands: list[int] | None = None
+    source: str | None = None  # the client's label for its image (e.g. a QGIS layer name); never a path here
+    tile_size: int | None = None  # None: whole-image mode; else tiled inference (serve.tiled_job)
+    overlap: int = 128
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -70,33 +76,35 @@ def _georeferencing(prediction: Any) -> tuple[bool, str | None]:
     return True, raster.crs.to_string()
 
 
-def run_job(reasoner: Any, job: JobRequest) -> JobResult:
-    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors."""
+def source_label(job: JobRequest) -> str:
+    """What the files record as their source: the client's label, else upload.<suffix>.
+
+    The server's temporary path means nothing to the client, and must not leak.
+    """
+    return job.source or f"upload{job.image_path.suffix}"
+
+
+def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None) -> JobResult:
+    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors.
+
+    `checkpoint(stage, progress)` is called before the model and before the outputs; it may raise
+    (a cancelled job), which leaves the result folder for the caller to discard.
+    """
     started = time.perf_counter()
+    if checkpoint is not None:
+        checkpoint("running the model", 0.05)
     prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
     predicted = time.perf_counter()
-    # The files record their source; the server's temporary path means nothing to the client.
-    prediction.source = f"upload{job.image_path.suffix}"
+    if checkpoint is not None:
+        checkpoint("writing the outputs", 0.9)
+    prediction.source = source_label(job)
     folder = job.result_folder
     prediction.save_mask_png(folder / "mask.png")
     prediction.save_geotiff(folder / "mask.tif")
     prediction.save_overlay(folder / "overlay.png")
     _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
     georeferenced, crs = _georeferencing(prediction)
-    warnings: list[str] = []
-    geojson = None
-    if job.vectors:
-        prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
-        if georeferenced:
-            prediction.save_vectors(folder / "vectors.geojson", driver="GeoJSON")
-            size = (folder / "vectors.geojson").stat().st_size
-            if size <= MAX_INLINE_GEOJSON_BYTES:
-                geojson = json.loads((folder / "vectors.geojson").read_text())
-            else:
-                warnings.append(f"the GeoJSON ({size / 1e6:.1f} MB) is too large to inline; download vectors_geojson")
-        else:
-            warnings.append("the image has no georeferencing: vectors.gpkg is in pixel coordinates (x = column, "
-                            "y = row) without a CRS, and no GeoJSON is produced")
+    geojson, warnings = write_result_vectors(prediction, job, georeferenced)
     mask = np.asarray(prediction.mask, dtype=bool)
     finished = time.perf_counter()
     return JobResult(
@@ -116,3 +124,23 @@ def run_job(reasoner: Any, job: JobRequest) -> JobResult:
         outputs_seconds=finished - predicted,
         model_seconds={str(k): round(float(v), 4) for k, v in dict(getattr(prediction, "seconds", {}) or {}).items()},
     )
+
+
+def write_result_vectors(prediction: Any, job: JobRequest, georeferenced: bool) -> tuple[dict | None, list[str]]:
+    """vectors.gpkg (and vectors.geojson when georeferenced) if job.vectors; the inline GeoJSON and warnings."""
+    folder = job.result_folder
+    warnings: list[str] = []
+    geojson = None
+    if job.vectors:
+        prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
+        if georeferenced:
+            prediction.save_vectors(folder / "vectors.geojson", driver="GeoJSON")
+            size = (folder / "vectors.geojson").stat().st_size
+            if size <= MAX_INLINE_GEOJSON_BYTES:
+                geojson = json.loads((folder / "vectors.geojson").read_text())
+            else:
+                warnings.append(f"the GeoJSON ({size / 1e6:.1f} MB) is too large to inline; download vectors_geojson")
+        else:
+            warnings.append("the image has no georeferencing: vectors.gpkg is in pixel coordinates (x = column, "
+                            "y = row) without a CRS, and no GeoJSON is produced")
+    return geojson, warnings
