@@ -195,8 +195,8 @@ def test_errors_found_while_running_fail_the_job_with_a_readable_message(reasone
     ("s.tif", SCENE, {"tile_size": "big"}, "tile_size: expected a whole number of pixels, got 'big'"),
     ("s.tif", SCENE, {"tile_size": "9000"}, "tile_size: expected at most 8192 pixels, got 9000"),
     ("s.tif", SCENE, {"overlap": "16"}, "overlap: only used with tile_size"),
-    ("s.tif", SCENE, {"source": "x" * 201}, "source: expected a label of at most 200 printable characters"),
-    ("s.tif", SCENE, {"source": "a\nb"}, "source: expected a label of at most 200 printable characters"),
+    ("s.tif", SCENE, {"source": "x" * 1025}, "source: expected a label of at most 1024 printable characters"),
+    ("s.tif", SCENE, {"source": "a\nb"}, "source: expected a label of at most 1024 printable characters"),
     ("s.tif", SCENE, {"question": " "}, "question: must not be empty"),
 ])
 def test_bad_job_fields_are_422_before_anything_runs(reasoner, name, data, fields, message):

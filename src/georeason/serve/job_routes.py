@@ -32,7 +32,7 @@ from georeason.serve.worker import InferenceWorker, QueueFull
 log = logging.getLogger("georeason.serve")
 
 MAX_TILE_SIZE = 8192
-MAX_SOURCE_CHARS = 200
+MAX_SOURCE_CHARS = 1024
 JOB_FIELDS = ("question", "answer", "vectors", "bands", "source", "tile_size", "overlap")
 
 _JOB_FORM = {
