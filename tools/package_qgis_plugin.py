@@ -22,8 +22,8 @@ SKIP_SUFFIXES = {".pyc", ".pyo"}
 
 def plugin_files(folder: Path = PLUGIN) -> list[Path]:
     """The files that go into the zip, sorted (so the zip's listing is reproducible)."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not SKIP_PARTS & set(p.relative_to(folder).parts) and p.suffix not in SKIP_SUFFIXES)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix not in SKIP_SUFFIXES
+                  and not SKIP_PARTS & set(p.relative_to(folder).parts))
 
 
 def metadata_version(folder: Path = PLUGIN) -> str:

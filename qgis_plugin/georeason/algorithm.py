@@ -146,6 +146,10 @@ class AskRasterAlgorithm(QgsProcessingAlgorithm):
             return self._process(parameters, context, feedback)
         except (ServiceError, AreaError, Cancelled) as error:
             raise QgsProcessingException(str(error)) from None
+        except (KeyError, TypeError) as error:  # a service answer without the fields this plugin expects
+            raise QgsProcessingException(
+                f"The georeason service's answer was not understood (missing or wrong {error}); is the service "
+                f"a georeason version with the /v1/jobs API, like the plugin?") from None
 
     def _process(self, parameters, context, feedback):
         url = self.parameterAsString(parameters, self.SERVICE_URL, context).strip() or service_url()

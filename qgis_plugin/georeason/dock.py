@@ -153,6 +153,15 @@ class AskDock(QgsDockWidget):
             self._show(errors[-1] if errors else "The question could not be answered (see the log).")
             self.finished.emit(False)
             return
+        try:
+            self._load(results)
+        except Exception as error:  # noqa: BLE001 - a slot must not raise: one line instead of a traceback
+            self._show(f"The results could not be loaded: {error}")
+            self.finished.emit(False)
+            return
+        self.finished.emit(True)
+
+    def _load(self, results: dict) -> None:
         title = self._question if len(self._question) <= 40 else self._question[:39] + "…"
         mask = QgsRasterLayer(results[AskRasterAlgorithm.OUTPUT_MASK], f"georeason mask: {title}")
         polygons = QgsVectorLayer(results[AskRasterAlgorithm.OUTPUT_POLYGONS], f"georeason polygons: {title}", "ogr")
@@ -163,7 +172,6 @@ class AskDock(QgsDockWidget):
         self.progress.setValue(100)
         self._show(f"Done: {polygons.featureCount()} polygon(s) over {self._layer_name}.")
         self.answer.setText(f"Answer: {answer}" if answer else "")
-        self.finished.emit(True)
 
     def _show(self, text: str) -> None:
         self.status.setText(text)
