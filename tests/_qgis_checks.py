@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -71,6 +72,10 @@ class Recorder(QgsProcessingFeedback):
     def pushInfo(self, info):  # noqa: N802
         super().pushInfo(info)
         self.lines.append(info)
+
+    def reportError(self, error, fatalError=False):  # noqa: N802, N803
+        super().reportError(error, fatalError)
+        self.lines.append(f"ERROR: {error}")
 
     def setProgressText(self, text):  # noqa: N802
         super().setProgressText(text)
@@ -173,11 +178,11 @@ try:
         facts["whole"]["polygons"]["crs_equal"] = QgsVectorLayer(out("whole.gpkg"), "p", "ogr").crs() == small.crs()
         facts["whole"]["mask_crs_equal"] = QgsRasterLayer(out("whole_mask.tif"), "m").crs() == small.crs()
         loaded = {}
-        for layer in QgsProject.instance().mapLayers().values():
-            if layer.name().startswith("georeason mask"):
+        for layer in QgsProject.instance().mapLayers().values():  # found by file: the name follows a setting
+            if layer.source() == out("whole_mask.tif"):
                 loaded["mask"] = {"name": layer.name(), "renderer": layer.renderer().type(),
                                   "opacity": layer.renderer().opacity()}
-            elif layer.name().startswith("georeason polygons"):
+            elif layer.source().split("|")[0] == out("whole.gpkg"):
                 symbol = layer.renderer().symbol()
                 loaded["polygons"] = {"name": layer.name(), "renderer": layer.renderer().type(),
                                       "fill_alpha": symbol.color().alpha()}
@@ -329,3 +334,4 @@ except Exception:  # noqa: BLE001 - anything unexpected fails the test with its 
 save()
 QgsProject.instance().clear()
 app.exitQgis()
+shutil.rmtree(PROFILE, ignore_errors=True)

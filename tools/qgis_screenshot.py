@@ -60,6 +60,7 @@ def in_qgis() -> None:
 
 def launch(argv: list[str]) -> int:
     import argparse
+    import shutil
     import socket
     import subprocess
     import tempfile
@@ -104,7 +105,7 @@ def launch(argv: list[str]) -> int:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         env.update(GEOREASON_SHOT_URL=url, GEOREASON_SHOT_PLUGINS=str(work / "plugins"),
                    GEOREASON_SHOT_SCENE=str(data / "rmnp-rgb.tif"), GEOREASON_SHOT_ANSWER="1" if args.answer else "0",
-                   GEOREASON_SHOT_RAW=str(raw), XDG_RUNTIME_DIR=str(work))
+                   GEOREASON_SHOT_RAW=str(raw), XDG_RUNTIME_DIR=str(work), TMPDIR=str(work))
         os.chmod(work, 0o700)
         qgis = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", "qgis", "--nologo", "--noversioncheck",
                         "--hide-browser", "--profiles-path", str(work / "profiles"),
@@ -117,6 +118,7 @@ def launch(argv: list[str]) -> int:
     finally:
         server.terminate()
         server.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
