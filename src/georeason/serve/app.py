@@ -162,6 +162,7 @@ def create_app(model: Any, settings: ServeSettings | None = None, revision: str 
     loaded GeoReasoner."""
     from fastapi import FastAPI
 
+    from georeason.serve.job_routes import add_job_routes
     from georeason.serve.routes import add_routes
     from georeason.serve.store import ResultStore
     from georeason.serve.worker import InferenceWorker
@@ -202,6 +203,7 @@ def create_app(model: Any, settings: ServeSettings | None = None, revision: str 
     app.state.store = store
     app.state.started = time.monotonic()
     add_routes(app)
+    add_job_routes(app)
     return app
 
 

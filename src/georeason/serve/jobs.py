@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from georeason.geo.georef import NONE, Georeferencing
 
 # GeoJSON larger than this is not inlined in the JSON response (it stays downloadable).
 MAX_INLINE_GEOJSON_BYTES = 5_000_000
+# checkpoint(stage, progress 0..1): progress reports from the inference thread; may raise to cancel the job.
+Checkpoint = Callable[[str, float], None]
 
 
 @dataclass
@@ -31,6 +34,9 @@ class JobRequest:
     result_folder: Path
     preview_max_side: int
     bands: list[int] | None = None
+    source: str | None = None  # the client's label for its image (e.g. a QGIS layer name); never a path here
+    tile_size: int | None = None  # None: whole-image mode; else tiled inference (serve.tiled_job)
+    overlap: int = 128
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -95,22 +101,35 @@ def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: li
     return json.loads(target.read_text(encoding="utf-8"))
 
 
-def run_job(reasoner: Any, job: JobRequest) -> JobResult:
-    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors."""
+def source_label(job: JobRequest) -> str:
+    """What the files record as their source: the client's label, else upload.<suffix>.
+
+    The server's temporary path means nothing to the client, and must not leak.
+    """
+    return job.source or f"upload{job.image_path.suffix}"
+
+
+def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None) -> JobResult:
+    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors.
+
+    `checkpoint(stage, progress)` is called before the model and before the outputs; it may raise
+    (a cancelled job), which leaves the result folder for the caller to discard.
+    """
     started = time.perf_counter()
+    if checkpoint is not None:
+        checkpoint("running the model", 0.05)
     prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
     predicted = time.perf_counter()
-    # The files record their source; the server's temporary path means nothing to the client.
-    prediction.source = f"upload{job.image_path.suffix}"
+    if checkpoint is not None:
+        checkpoint("writing the outputs", 0.9)
+    prediction.source = source_label(job)
     folder = job.result_folder
     prediction.save_mask_png(folder / "mask.png")
     prediction.save_geotiff(folder / "mask.tif")
     prediction.save_overlay(folder / "overlay.png")
     _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
     georef = _georeferencing(prediction)
-    # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
-    warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
-    geojson = _vectors(prediction, georef, folder, warnings) if job.vectors else None
+    geojson, warnings = write_result_vectors(prediction, job, georef)
     mask = np.asarray(prediction.mask, dtype=bool)
     finished = time.perf_counter()
     return JobResult(
@@ -131,3 +150,12 @@ def run_job(reasoner: Any, job: JobRequest) -> JobResult:
         outputs_seconds=finished - predicted,
         model_seconds={str(k): round(float(v), 4) for k, v in dict(getattr(prediction, "seconds", {}) or {}).items()},
     )
+
+
+def write_result_vectors(prediction: Any, job: JobRequest, georef: Georeferencing) -> tuple[dict | None, list[str]]:
+    """The job's warnings (how the image was read, what the vectors could not be) and, if job.vectors, the
+    vectors written into the result folder; returns (inline GeoJSON or None, warnings)."""
+    # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
+    warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
+    geojson = _vectors(prediction, georef, job.result_folder, warnings) if job.vectors else None
+    return geojson, warnings

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -164,14 +165,15 @@ def _check_form(upload: Upload, settings: ServeSettings) -> tuple[str, bool, boo
     return question, answer, vectors, bands, path
 
 
-def _job_in_worker(reasoner: Any, job: JobRequest, upload: Upload, store: ResultStore) -> JobResult:
-    """run_job, then always delete the upload; a failed job's result folder is deleted too.
+def _job_in_worker(reasoner: Any, job: JobRequest, upload: Upload, store: ResultStore,
+                   run: Callable[[Any, JobRequest], JobResult] = run_job) -> JobResult:
+    """run(reasoner, job), then always delete the upload; a failed job's result folder is deleted too.
 
     The result is committed here, not by the request handler, so a client that disconnects while
     waiting still leaves a result the store will expire (rather than an orphaned folder).
     """
     try:
-        result = run_job(reasoner, job)
+        result = run(reasoner, job)
         store.commit(job.result_folder.name, job.result_folder)
         return result
     except BaseException:
@@ -188,6 +190,29 @@ def _client_message(error: Exception, job: JobRequest, upload: Upload) -> str:
         if path is not None:
             text = text.replace(str(path), "the uploaded image")
     return text
+
+
+def result_response(result_id: str, question: str, result: JobResult, received: float, started: float,
+                    settings: ServeSettings) -> PredictResponse:
+    """The PredictResponse of a finished job; `received` = upload seconds, `started` = perf_counter at arrival."""
+    base = f"/v1/results/{result_id}"
+    downloads = Downloads(
+        mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif", overlay_png=f"{base}/overlay.png",
+        image_png=f"{base}/image.png",
+        vectors_gpkg=f"{base}/vectors.gpkg" if "vectors.gpkg" in result.files else None,
+        vectors_geojson=f"{base}/vectors.geojson" if "vectors.geojson" in result.files else None,
+    )
+    timings = Timings(upload=round(received, 4), queue=round(result.queue_seconds, 4),
+                      inference=round(result.inference_seconds, 4), outputs=round(result.outputs_seconds, 4),
+                      total=round(time.perf_counter() - started, 4), model=result.model_seconds)
+    return PredictResponse(
+        id=result_id, question=question, answer=result.answer, empty=result.empty,
+        target_pixels=result.target_pixels, image=ImageSize(width=result.width, height=result.height),
+        mask_png_base64=result.mask_png_base64, georeferenced=result.georeferenced, crs=result.crs,
+        georeferencing=result.georeferencing,
+        geojson=result.geojson, timings=timings, downloads=downloads,
+        expires_in_seconds=settings.result_ttl, warnings=result.warnings,
+    )
 
 
 def add_routes(app: FastAPI) -> None:
@@ -296,23 +321,7 @@ def add_routes(app: FastAPI) -> None:
         except Exception:  # noqa: BLE001 - logged with its traceback; the client gets a plain message
             log.exception("prediction failed")
             return _error(500, "internal error while processing the image; the server log has the details")
-        base = f"/v1/results/{result_id}"
-        downloads = Downloads(
-            mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif", overlay_png=f"{base}/overlay.png",
-            image_png=f"{base}/image.png",
-            vectors_gpkg=f"{base}/vectors.gpkg" if "vectors.gpkg" in result.files else None,
-            vectors_geojson=f"{base}/vectors.geojson" if "vectors.geojson" in result.files else None,
-        )
-        timings = Timings(upload=round(received, 4), queue=round(result.queue_seconds, 4),
-                          inference=round(result.inference_seconds, 4), outputs=round(result.outputs_seconds, 4),
-                          total=round(time.perf_counter() - started, 4), model=result.model_seconds)
+        response = result_response(result_id, question, result, received, started, settings)
         log.info("predict %s: %dx%d, %d question chars, %.2f s", result_id[:8], result.width, result.height,
-                 len(question), timings.total)
-        return PredictResponse(
-            id=result_id, question=question, answer=result.answer, empty=result.empty,
-            target_pixels=result.target_pixels, image=ImageSize(width=result.width, height=result.height),
-            mask_png_base64=result.mask_png_base64, georeferenced=result.georeferenced, crs=result.crs,
-            georeferencing=result.georeferencing,
-            geojson=result.geojson, timings=timings, downloads=downloads,
-            expires_in_seconds=settings.result_ttl, warnings=result.warnings,
-        )
+                 len(question), response.timings.total)
+        return response

@@ -121,3 +121,28 @@ class SampleInfo(BaseModel):
     title: str = Field(description="What the sample shows.")
     question: str = Field(description="A suggested question.")
     url: str = Field(description="Relative URL of the sample file.")
+
+
+class JobLinks(BaseModel):
+    status: str = Field(description="GET this URL for the job's state, progress and (when done) result.")
+    cancel: str = Field(description="DELETE this URL to cancel the job.")
+
+
+class JobError(BaseModel):
+    status: int = Field(description="The HTTP status /v1/predict would have answered (422 or 500).")
+    detail: str = Field(description="A readable message naming the field or limit at fault.")
+
+
+class JobResponse(BaseModel):
+    """The state of an asynchronous job (POST /v1/jobs, GET and DELETE /v1/jobs/{id})."""
+
+    id: str = Field(description="Opaque random id of the job; also the id of its result files.")
+    status: str = Field(description="queued, running, cancelling, done, failed or cancelled.")
+    stage: str = Field(description="What the job is doing, in words (e.g. 'tile 3 of 12').")
+    progress: float = Field(description="Fraction done, 0..1; in tiled mode it advances with every tile.")
+    tiles_done: int | None = Field(description="Tiles predicted so far (tiled mode), else null.")
+    tiles_total: int | None = Field(description="Tiles in the scene (tiled mode, once known), else null.")
+    elapsed_seconds: float = Field(description="Seconds since the job was accepted (until it finished).")
+    error: JobError | None = Field(description="Why the job failed (status failed), else null.")
+    result: PredictResponse | None = Field(description="The same body as POST /v1/predict, once status is done.")
+    links: JobLinks = Field(description="Relative URLs to poll and to cancel the job.")
