@@ -1,6 +1,6 @@
 """Inference benchmark: tiled GeoTIFF throughput and peak memory vs scene size, whole-image latency.
 
-Measures georeason.reasoner (issue 5) with random-weight tiny and smol models; each measurement runs in
+Measures georeason.reasoner (docs/predict.md) with random-weight tiny and smol models; each measurement runs in
 a fresh subprocess (peak RSS from resource.getrusage). Writes the "## Inference (predict)" section of
 bench/RESULTS.md. Run: `python bench/bench_predict.py` (about 10-15 min on 2 cores; --quick: tiny only).
 """

@@ -32,7 +32,7 @@ CHART = ROOT / "docs" / "redundancy.png"
 SECTION = "## Redundancy"
 RUNS = 7
 TILE = 160  # tile side of the "tiles" collections: the offline scenes are too small for 512 tiles
-FIXTURE_A = Path("/work/shared/reference/fixtures/official-tiny-A/inputs/raw.png")
+FIXTURE_A = ROOT / "tests" / "fixtures" / "official-tiny-A" / "inputs" / "raw.png"  # released-code fixture set A
 FLAT_STD = 8.0
 NATURAL = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "motorcycle_left.png",
            "rocket.jpg"]

@@ -1,6 +1,6 @@
 """Bounded load test of `georeason serve` on loopback: throughput, latency, 503s, server memory.
 
-Web demo and REST service (issue 6); not in the paper. Starts the server (tiny preset, random
+Web demo and REST service (docs/serve.md); not in the paper. Starts the server (tiny preset, random
 weights) in a subprocess, warms it up, then sends two rounds of 200 predictions from 16 concurrent
 clients that honour Retry-After on 503. Checks every 200 carries a valid mask PNG, no other 5xx,
 no leftover upload folders, and samples the server's RSS. Prints a table and writes the

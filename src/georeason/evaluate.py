@@ -1,6 +1,6 @@
 """The `georeason eval` command and the evaluation functions the bench calls: metrics, answers, report.
 
-Implements the evaluation protocol of SPEC 4 (released gIoU, cIoU, P@0.5..0.9 at the padded model input,
+Implements the evaluation protocol of docs/released_code.md#evaluation-protocol (released gIoU, cIoU, P@0.5..0.9 at the padded model input,
 optionally at the original size), plus per-category, empty-target and per-flag breakdowns and answer scores.
 """
 
@@ -23,7 +23,8 @@ from georeason.errors import GeoreasonError
 from georeason.filenames import printable_tree, unique_names
 from georeason.textfiles import read_json_file
 
-CLI_DESCRIPTION = """Score a model folder on a dataset split with the released protocol (SPEC 4).
+CLI_DESCRIPTION = """Score a model folder on a dataset split with the released protocol
+(docs/released_code.md#evaluation-protocol).
 
 Metrics: gIoU, cIoU and P@0.5..0.9 at the padded model-input resolution (as released; --at-original-size
 maps predictions back to each image's own size), per category, on empty targets, and per flag the dataset

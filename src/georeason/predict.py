@@ -1,6 +1,6 @@
 """`georeason predict`: masks, answers, overlays, GeoTIFFs and vectors for images and GeoTIFF scenes.
 
-Inference of paper Sec. 4 / SPEC 1.8 through georeason.reasoner; under torchrun/accelerate the inputs
+Inference of paper Sec. 4 (docs/released_code.md#inference) through georeason.reasoner; under torchrun/accelerate the inputs
 are split across processes (input i goes to rank i mod N) and rank 0 writes the merged summary.
 """
 

@@ -1,6 +1,6 @@
 """The Python inference API: GeoReasoner (image + question -> Prediction with mask, answer and outputs).
 
-Inference of paper Sec. 4 / SPEC 1.8 (mask from the prompt alone, answer generated from the same KV
+Inference of paper Sec. 4 (docs/released_code.md#inference) (mask from the prompt alone, answer generated from the same KV
 cache, mask back at the original size); tiled GeoTIFF inference reuses one description embedding p.
 """
 

@@ -1,6 +1,6 @@
 """The common sample format and question/answer selection shared by every dataset loader.
 
-Implements the "ours" data rules of SPEC 2: sample among all questions/answers in training, a fixed
+Implements georeason's data rules (docs/data.md; released behaviour: docs/released_code.md#datasets): sample among all questions/answers in training, a fixed
 documented choice in evaluation (question 0 by default), the empty-target answer, lazy loading.
 """
 

@@ -1,6 +1,6 @@
 """EarthReason loader: `<root>/{train,val,test}/images|labels|QAs`, paired by file stem.
 
-Implements SPEC 2 "EarthReason" (ours: pair by stem and fail loudly, sample among all questions).
+Implements the EarthReason layout (docs/released_code.md#earthreason) (ours: pair by stem and fail loudly, sample among all questions).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def scan_earthreason(
 
 
 class EarthReason(ReasoningDataset):
-    """EarthReason (SPEC 2): labels are PNGs where any non-zero value is target."""
+    """EarthReason (docs/released_code.md#earthreason): labels are PNGs where any non-zero value is target."""
 
     name = "EarthReason"
 

@@ -1,6 +1,6 @@
 """Our JSONL manifest: one JSON object per line (image, mask, questions, answers, task, ...).
 
-A project format (documented in docs/data.md), loaded into the common sample format of SPEC 2.
+A project format (documented in docs/data.md), loaded into the common sample format (docs/released_code.md#datasets).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """RefSegRS loader: `output_phrase_{split}.txt` (`<id> <phrase>` per line), images/ and masks/ TIFFs.
 
-Implements SPEC 2 "RefSegRS"; masks are 255 = target (any non-zero value counts as target).
+Implements the RefSegRS layout (docs/released_code.md#refsegrs); masks are 255 = target (any non-zero value counts as target).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def scan_refsegrs(root: str | Path, split: str) -> tuple[list[Record], list[str]
 
 
 class RefSegRS(ReasoningDataset):
-    """RefSegRS referring segmentation (SPEC 2)."""
+    """RefSegRS referring segmentation (docs/released_code.md#refsegrs)."""
 
     name = "RefSegRS"
 

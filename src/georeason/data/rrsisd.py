@@ -1,6 +1,6 @@
 """RRSIS-D loader: refs pickle (read safely) + COCO instances.json, masks decoded lazily.
 
-Implements SPEC 2 "RRSIS-D" (ours: decode each mask on use and binarise overlapping polygons).
+Implements the RRSIS-D layout (docs/released_code.md#rrsis-d) (ours: decode each mask on use and binarise overlapping polygons).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def scan_rrsisd(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
 
 
 class RRSISD(ReasoningDataset):
-    """RRSIS-D referring segmentation (SPEC 2); eval question 0 = sentences[0], as released."""
+    """RRSIS-D referring segmentation (docs/released_code.md#rrsis-d); eval question 0 = sentences[0], as released."""
 
     name = "RRSIS-D"
 

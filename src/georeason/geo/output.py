@@ -1,6 +1,6 @@
 """Raster output: masks and probability maps as tiled, compressed GeoTIFFs (whole or window by window) and PNGs.
 
-GeoTIFF inference I/O (issue 5); the source's georeferencing (CRS, geotransform, GCPs, RPCs; see
+GeoTIFF inference I/O (docs/predict.md); the source's georeferencing (CRS, geotransform, GCPs, RPCs; see
 geo/georef.py) and nodata are carried over unchanged.
 """
 

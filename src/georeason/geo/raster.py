@@ -1,6 +1,6 @@
 """Raster input: open any GDAL raster and describe it for the writers; its pixels come from data.pixels.
 
-GeoTIFF inference I/O (issue 5); not in the paper, which works on 8-bit RGB images (Sec. 5.1).
+GeoTIFF inference I/O (docs/predict.md); not in the paper, which works on 8-bit RGB images (Sec. 5.1).
 """
 
 from __future__ import annotations

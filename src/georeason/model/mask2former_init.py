@@ -1,4 +1,4 @@
-"""Initialisation of the encoder, pixel decoder and mask decoder from a Mask2Former checkpoint (SPEC 3).
+"""Initialisation of the encoder, pixel decoder and mask decoder from a Mask2Former checkpoint (docs/released_code.md#initialisation).
 
 Reads detectron2 `.pkl` files through a restricted unpickler (georeason.data.safe_pickle: numpy arrays
 and plain containers only) or Hugging Face `Mask2FormerForUniversalSegmentation` safetensors; the class

@@ -87,7 +87,7 @@ class SegEarthModel(nn.Module):
 
     # -- initialisation ---------------------------------------------------------------------------
     def _init_new_weights(self) -> None:
-        """Fresh weights before any checkpoint is loaded (SPEC 3 and Mask2Former's own scheme).
+        """Fresh weights before any checkpoint is loaded (docs/released_code.md#initialisation and Mask2Former's own scheme).
 
         The layers SegEarth-R1 adds (connector, D-Projector) get N(0, 0.02) and norms 1/0, as released.
         The pixel and mask decoders are released pretrained (Mask2Former); when they start from scratch

@@ -1,6 +1,6 @@
 """`georeason serve`: the web demo page and REST API over one loaded model (FastAPI + uvicorn).
 
-Web demo and REST service (issue 6); not in the paper. Inference runs on one worker thread behind a
+Web demo and REST service (docs/serve.md); not in the paper. Inference runs on one worker thread behind a
 bounded queue (serve.worker); uploads are streamed with limits (serve.upload); results are kept by
 random id for a while (serve.store).
 """

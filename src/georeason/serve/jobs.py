@@ -1,6 +1,6 @@
 """What the inference thread does for one request: predict, then write the result files.
 
-Web demo and REST service (issue 6); not in the paper. Runs only on the InferenceWorker thread, so
+Web demo and REST service (docs/serve.md); not in the paper. Runs only on the InferenceWorker thread, so
 decoding, the model and the file writers never run concurrently and memory stays bounded.
 """
 

@@ -1,7 +1,7 @@
 """The HTTP routes of `georeason serve`: page, /v1/predict, results, health, model, samples; error bodies.
 
-Web demo and REST service (issue 6); not in the paper. Every refusal is JSON {"detail": message}
-with the status the brief asks for (400/404/413/415/422/503); tracebacks go to the log only.
+Web demo and REST service (docs/serve.md); not in the paper. Every refusal is JSON {"detail": message}
+with the status docs/serve.md documents (400/404/413/415/422/503); tracebacks go to the log only.
 """
 
 from __future__ import annotations

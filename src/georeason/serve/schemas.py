@@ -1,6 +1,6 @@
 """The REST API's response models; their Field descriptions become the OpenAPI schema at /openapi.json.
 
-Web demo and REST service (issue 6); not in the paper.
+Web demo and REST service (docs/serve.md); not in the paper.
 """
 
 from __future__ import annotations
