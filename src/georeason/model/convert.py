@@ -25,7 +25,7 @@ from georeason.config import (
     SegEarthConfig,
 )
 from georeason.errors import GeoreasonError
-from georeason.model.weights import check_tensor_shapes
+from georeason.model.weights import check_tensor_shapes, load_state_into
 
 # Parameters the released model carries but never uses (docs/released_code.md#mask-decoder), and non-persistent index buffers.
 UNUSED_RELEASED = (
@@ -233,16 +233,6 @@ def convert_released_state_dict(state: dict[str, torch.Tensor], config: SegEarth
         raise GeoreasonError(f"{len(unmapped)} released tensor(s) have no georeason counterpart: "
                              + ", ".join(sorted(unmapped)[:50]))
     return converted
-
-
-def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy a converted state dict into the model (upcasting), failing on any missing or extra name."""
-    expected = model.state_dict()
-    check_tensor_shapes({k: tuple(v.shape) for k, v in expected.items()},
-                        {k: tuple(v.shape) for k, v in state.items()}, source)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            tensor.copy_(state[name].to(tensor.dtype))
 
 
 # -- reading released folders -----------------------------------------------------------------------

@@ -187,6 +187,17 @@ def check_tensor_shapes(expected: dict[str, tuple[int, ...]], got: dict[str, tup
         raise GeoreasonError(f"{source}: " + "; ".join(problems))
 
 
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy a complete in-memory state dict into `model` (cast to each parameter's dtype); every missing,
+    unexpected or wrong-shape tensor is a GeoreasonError naming it and `source`, raised before any copy."""
+    expected = model.state_dict()
+    check_tensor_shapes({k: tuple(v.shape) for k, v in expected.items()},
+                        {k: tuple(v.shape) for k, v in state.items()}, source)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(state[name].to(tensor.dtype))
+
+
 # -- loading ----------------------------------------------------------------------------------------
 
 def load_into(model: nn.Module, sources: dict[str, Path], dtype: torch.dtype | None, label: str) -> None:

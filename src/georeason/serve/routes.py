@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from georeason.errors import GeoreasonError
-from georeason.serve.app import FORMATS, SAMPLES, SAMPLES_DIR, STATIC, ServeSettings
+from georeason.serve.settings import FORMATS, SAMPLES, SAMPLES_DIR, STATIC, ServeSettings
 from georeason.serve.jobs import JobRequest, JobResult, run_job
 from georeason.serve.schemas import (
     Downloads, ErrorResponse, HealthResponse, ImageSize, Limits, ModelResponse, PredictResponse, QueueStatus,
