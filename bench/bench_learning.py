@@ -140,10 +140,12 @@ def diagnostic_row(name: str, data: Path, args: argparse.Namespace, model_dir: P
     (best gIoU among 0.1..0.5), then applied to the test split. Shows whether the masks localise the
     target before their probabilities cross 0.5."""
     from georeason.evaluate import evaluate, model_predictor, trained_question
-    from georeason.model import load_pretrained
+    from georeason.model import SegEarthModel
+    from georeason.processor import SegEarthProcessor
 
-    model, prompts = load_pretrained(model_dir)
-    predict = model_predictor(model, prompts, False, trained_question(model_dir))
+    model = SegEarthModel.from_pretrained(model_dir)
+    processor = SegEarthProcessor.from_pretrained(model_dir, config=model.config)
+    predict = model_predictor(model, processor, False, trained_question(model_dir))
     cache: dict = {}
 
     def cached(batch):

@@ -112,7 +112,7 @@ def worker_whole(model: str, dtype: str, runs: int) -> dict:
     reasoner.predict(image, QUESTION, answer=False)  # warm-up
     masks = [reasoner.predict(image, QUESTION, answer=False).seconds for _ in range(runs)]
     with_answer = reasoner.predict(image, QUESTION, answer=True)
-    tokens = len(reasoner.prompts.tokenizer.encode(with_answer.answer or "", add_special_tokens=False))
+    tokens = len(reasoner.processor.tokenizer.encode(with_answer.answer or "", add_special_tokens=False))
     return {"mask_s": statistics.median(s["total"] for s in masks),
             "model_s": statistics.median(s.get("mask", s.get("model", 0.0)) for s in masks),
             "answer_total_s": with_answer.seconds["total"], "answer_s": with_answer.seconds.get("answer"),

@@ -99,6 +99,7 @@ class Job:
     question: str
     name: str
     result: dict[str, Any] = field(default_factory=dict)
+    checked: Any = None  # the georeason.processor.Question: checked and tokenised once, before any work
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
@@ -348,7 +349,7 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                     _check_vector_format(raster_info(src), job, out, args.vector_format)
                 staged = staging_paths(output_paths(out, job, args.vector_format))
                 tiles = _tile_progress(bar, job)
-                prediction = reasoner.predict_tiled(job.image, job.question, staged["mask_geotiff"], args.tile_size,
+                prediction = reasoner.predict_tiled(job.image, job.checked or job.question, staged["mask_geotiff"], args.tile_size,
                                                     args.overlap, answer=not args.no_answer, bands=bands,
                                                     progress=tiles)
                 started = time.perf_counter()
@@ -374,7 +375,7 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
             continue
         try:
             predictions = reasoner.predict_loaded([item for _, item in loaded],
-                                                  [job.question for job, _ in loaded], answer=not args.no_answer)
+                                                  [job.checked or job.question for job, _ in loaded], answer=not args.no_answer)
         except Exception as error:  # noqa: BLE001 - the batch's pairs fail, later batches go on
             for job, _ in loaded:
                 _fail(job, error, rank, debug)
@@ -487,8 +488,9 @@ def run(args: argparse.Namespace) -> int:
     reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
                                            max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams,
                                            revision=args.revision)
-    for job in jobs:  # refuse bad questions before writing anything
-        job.question = reasoner.check_question(job.question)
+    for job in jobs:  # refuse bad questions before writing anything; each is tokenised here, once
+        job.checked = reasoner.processor.question(job.question)
+        job.question = job.checked.text
     loaded = time.perf_counter()
     if world > 1:
         import torch.distributed as dist

@@ -50,6 +50,21 @@ class SegEarthOutput:
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class SegmentOutput:
+    """What SegEarthModel.segment returns (paper Sec. 4; docs/released_code.md#inference)."""
+
+    logits: torch.Tensor  # float32 [B,S,S] mask logits at the model input size S; > 0 (sigmoid > 0.5) = target
+    description_embedding: torch.Tensor  # p, [B,H_llm] in the model's dtype
+    answer_ids: list[list[int]] | None = None  # generated answer token ids per row (answer=True), else None
+
+    def __getitem__(self, key: str) -> Any:
+        """Mapping-style access (out["logits"]), as transformers' ModelOutput allows."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
 class SegEarthModel(nn.Module):
     def __init__(self, config: SegEarthConfig, attn_implementation: str = "sdpa", llm=None):
         super().__init__()
@@ -218,21 +233,24 @@ class SegEarthModel(nn.Module):
     @torch.inference_mode()
     def segment(self, pixel_values: torch.Tensor, prompt: PromptBatch, answer: bool = False,
                 max_new_tokens: int | None = None, stop_ids: tuple[int, ...] = (),
-                num_beams: int = 1) -> dict[str, Any]:
+                num_beams: int = 1) -> SegmentOutput:
         """Mask logits at the model input size [B,S,S] and, when asked, the answer token ids.
 
+        pixel_values: float [B,3,S,S], normalised with the config's pixel_mean/pixel_std (SegEarthProcessor).
+        prompt: a PromptBatch of B generation prompts (SegEarthProcessor / PromptBuilder, for_generation=True).
         The mask is computed from the prompt alone, before any answer token. Answers continue from the
-        mask forward's KV cache: greedily (num_beams=1), or by transformers' beam search.
+        mask forward's KV cache: greedily (num_beams=1), or by transformers' beam search; generation stops
+        at any of `stop_ids` or after `max_new_tokens` (default config.prompt.max_answer_tokens).
+        Raises GeoreasonError for num_beams < 1 or a prompt whose image positions do not fit the image.
         """
         if num_beams < 1:
             raise GeoreasonError(f"num_beams: expected at least 1, got {num_beams}")
         output = self.forward(pixel_values, prompt, use_cache=answer)
-        result: dict[str, Any] = {"logits": self._upsample(output.mask_logits),
-                                  "description_embedding": output.description_embedding}
+        result = SegmentOutput(self._upsample(output.mask_logits), output.description_embedding)
         if answer:
             limit = max_new_tokens or self.config.prompt.max_answer_tokens
-            result["answer_ids"] = (self._greedy_answers(output, prompt, limit, stop_ids) if num_beams == 1
-                                    else self._beam_answers(output, prompt, limit, stop_ids, num_beams))
+            result.answer_ids = (self._greedy_answers(output, prompt, limit, stop_ids) if num_beams == 1
+                                 else self._beam_answers(output, prompt, limit, stop_ids, num_beams))
         return result
 
     @torch.inference_mode()
