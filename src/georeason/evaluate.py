@@ -141,18 +141,6 @@ def dataset_fingerprint(dataset, root: str | Path) -> str:
     return digest.hexdigest()
 
 
-def model_fingerprint(folder: str | Path) -> str:
-    """sha256 of config.json followed by the weights file(s)."""
-    from georeason.model.weights import weight_files
-
-    digest = hashlib.sha256()
-    for path in [Path(folder) / "config.json", *weight_files(Path(folder))]:
-        with open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 # -- predictors -----------------------------------------------------------------------------------
 Predictor = Callable[[dict[str, Any]], tuple[np.ndarray, list[str] | None]]
 
@@ -196,6 +184,13 @@ def constant_predictor(kind: str) -> Predictor:
         return logits, None
 
     return predict
+
+
+def _fingerprint(model_dir) -> dict[str, str | None]:
+    from georeason.model.weights import model_fingerprint
+
+    digests = model_fingerprint(model_dir) if model_dir is not None else {}
+    return {"fingerprint": digests.get("model_sha256"), "config_sha256": digests.get("config_sha256")}
 
 
 def _state():
@@ -457,7 +452,8 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     state = gather_states(state)
     meta = {
         "model": {"path": str(model_dir) if model_dir else None, "baseline": baseline,
-                  "fingerprint": model_fingerprint(model_dir) if baseline is None else None,
+                  # The weights' SHA-256, as the predict summary's model.model_sha256; config.json's beside it.
+                  **_fingerprint(model_dir if baseline is None else None),
                   "constant_question": question, "answer_num_beams": num_beams if answers else None},
         "data": {"path": str(data), "layout": layout, "split": split,
                  "items": len(dataset) if limit is None else min(limit, len(dataset)),

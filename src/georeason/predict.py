@@ -245,56 +245,25 @@ def _check_vector_format(raster, job: Job, out: Path, vector_format: str) -> Non
 
 
 def staging_paths(targets: dict[str, Path]) -> dict[str, Path]:
-    """A hidden temporary name next to each output: a job's files are written there, then committed together."""
-    from georeason.geo.atomic import temporary_sibling
+    """A hidden temporary name next to each output (georeason.geo.prediction_files.staging_paths)."""
+    from georeason.geo.prediction_files import staging_paths as stage
 
-    return {kind: temporary_sibling(path) for kind, path in targets.items()}
-
-
-def commit_outputs(staged: dict[str, Path], targets: dict[str, Path], replaceable: set[Path]) -> None:
-    """Move a job's staged files onto their names, all or none: every name is checked first.
-
-    A name may be replaced only if a file had it before the run (`replaceable`, with --overwrite).
-    """
-    from georeason.geo.atomic import cannot_write, refuse_existing
-
-    for kind in staged:
-        refuse_existing(targets[kind], targets[kind] in replaceable)
-    for kind, path in staged.items():
-        try:
-            os.replace(path, targets[kind])
-        except OSError as error:
-            raise cannot_write(targets[kind], error) from error
+    return stage(targets)
 
 
 def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool,
                   replaceable: set[Path], staged: dict[str, Path] | None = None) -> dict[str, Any]:
-    """All outputs of one prediction, written to staging names and then committed together.
+    """All outputs of one prediction, through the writer the service uses too
+    (georeason.geo.prediction_files): staged, then committed together, or none of them.
 
-    If any fails, none is committed and every staged file is removed, so files from before the run
-    stay as they were. In tiled mode the mask GeoTIFF is already at staged["mask_geotiff"].
+    In tiled mode the mask GeoTIFF is already at staged["mask_geotiff"].
     """
-    from georeason.geo.atomic import remove_temporaries
+    from georeason.geo.prediction_files import write_prediction_files
 
     targets = output_paths(out, job, args.vector_format)
-    staged = staged or staging_paths(targets)
-    kinds = ["mask_png", "overlay_png"] + (["mask_geotiff"] if tiled or prediction.raster is not None else []) \
-        + ["vectors"]
-    try:
-        prediction.save_mask_png(staged["mask_png"])
-        prediction.save_overlay(staged["overlay_png"])
-        if not tiled and prediction.raster is not None:
-            prediction.save_geotiff(staged["mask_geotiff"])
-        driver = "GeoJSON" if args.vector_format == "geojson" else "GPKG"
-        vectors = prediction.save_vectors(staged["vectors"], driver, args.simplify, args.min_area)
-        commit_outputs({kind: staged[kind] for kind in kinds}, targets, replaceable)
-    except BaseException:
-        for path in staged.values():
-            remove_temporaries(path)
-        raise
-    vectors["path"] = str(targets["vectors"])
-    if vectors.get("warning"):
-        vectors["warning"] = vectors["warning"].replace(str(staged["vectors"]), str(targets["vectors"]))
+    kinds, vectors = write_prediction_files(
+        prediction, targets, tiled=tiled, vector_driver="GeoJSON" if args.vector_format == "geojson" else "GPKG",
+        simplify=args.simplify, min_area=args.min_area, replaceable=replaceable, staged=staged)
     files: dict[str, Any] = {"outputs": {kind: str(targets[kind]) for kind in kinds}, "vectors": vectors}
     replaced = [str(targets[kind]) for kind in kinds if targets[kind] in replaceable]
     if replaced:

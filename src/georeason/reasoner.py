@@ -6,7 +6,6 @@ cache, mask back at the original size); tiled GeoTIFF inference reuses one descr
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import time
@@ -263,16 +262,6 @@ def resolve_device(device: str) -> str:
     raise GeoreasonError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
 
 
-def _sha256(paths: Sequence[Path]) -> str:
-    """SHA-256 of the files' bytes in order (for one file: the file's own SHA-256)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_num_beams(num_beams: Any) -> None:
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
         raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
@@ -345,11 +334,9 @@ class GeoReasoner:
     def fingerprint(self) -> dict[str, Any]:
         """info() plus SHA-256 of the weights and config, to tie outputs to the exact model."""
         if self._fingerprint is None:
-            from georeason.model.weights import weight_files
+            from georeason.model.weights import model_fingerprint
 
-            digests = {"model_sha256": _sha256(weight_files(self.folder)),
-                       "config_sha256": _sha256([self.folder / "config.json"])}
-            self._fingerprint = {**self.info(), "name": self.name, **digests}
+            self._fingerprint = {**self.info(), "name": self.name, **model_fingerprint(self.folder)}
         return self._fingerprint
 
     def _segment(self, pixels, prompt, answer: bool):

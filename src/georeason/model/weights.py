@@ -8,6 +8,7 @@ peaks at the model in its target dtype plus one chunk (bench/RESULTS.md, "Conver
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -111,6 +112,24 @@ def weight_files(folder: Path) -> list[Path]:
     if (folder / WEIGHTS_NAME).is_file():
         return [folder / WEIGHTS_NAME]
     return [folder / INDEX_NAME, *sorted(set(weight_sources(folder).values()))]
+
+
+def sha256_of_files(paths: list[Path]) -> str:
+    """SHA-256 (64 hex digits) of the files' bytes in order; for one file, the file's own SHA-256."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """What ties an output to the exact model: {"model_sha256": the weight files (weight_files order),
+    "config_sha256": config.json}. The predict summary and the evaluation report both record it."""
+    folder = Path(folder)
+    return {"model_sha256": sha256_of_files(weight_files(folder)),
+            "config_sha256": sha256_of_files([folder / "config.json"])}
 
 
 def shard_names(count: int) -> list[str]:

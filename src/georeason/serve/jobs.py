@@ -17,7 +17,11 @@ import numpy as np
 
 from georeason.errors import GeoreasonError
 from georeason.geo.georef import NONE, Georeferencing
+from georeason.geo.prediction_files import write_prediction_files
 
+# The result folder's names of the files the shared prediction writer produces.
+RESULT_NAMES = {"mask_png": "mask.png", "overlay_png": "overlay.png", "mask_geotiff": "mask.tif",
+                "vectors": "vectors.gpkg"}
 # GeoJSON larger than this is not inlined in the JSON response (it stays downloadable).
 MAX_INLINE_GEOJSON_BYTES = 5_000_000
 
@@ -70,13 +74,14 @@ def _georeferencing(prediction: Any) -> Georeferencing:
     return NONE if raster is None else raster.georef
 
 
-def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """Write vectors.gpkg and, when the polygons can be lon/lat, vectors.geojson; returns the inline GeoJSON.
+def _geojson(prediction: Any, georef: Georeferencing, folder: Path, written: dict[str, Any],
+             warnings: list[str]) -> dict[str, Any] | None:
+    """After vectors.gpkg (`written`, the writer's report): vectors.geojson when the polygons can be lon/lat;
+    returns the inline GeoJSON.
 
     What cannot be written as GeoJSON (a local CRS, a geotransform without CRS) becomes a warning, never
     an error: the request still succeeds with the GeoPackage.
     """
-    written = prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
     if written.get("warning"):
         warnings.append(written["warning"].replace(f"{folder / 'vectors.gpkg'}: ", "vectors.gpkg: "))
     if georef.pixel_to_map is None:
@@ -96,21 +101,24 @@ def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: li
 
 
 def run_job(reasoner: Any, job: JobRequest) -> JobResult:
-    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors."""
+    """Predict and write mask.png, overlay.png, mask.tif (raster inputs), vectors (optionally) and image.png.
+
+    The prediction's files go through the writer `georeason predict` uses (geo.prediction_files: all or
+    none, a GeoTIFF only for rasters); then the GeoJSON copy and the preview the page shows.
+    """
     started = time.perf_counter()
     prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
     predicted = time.perf_counter()
     # The files record their source; the server's temporary path means nothing to the client.
     prediction.source = f"upload{job.image_path.suffix}"
     folder = job.result_folder
-    prediction.save_mask_png(folder / "mask.png")
-    prediction.save_geotiff(folder / "mask.tif")
-    prediction.save_overlay(folder / "overlay.png")
+    targets = {kind: folder / name for kind, name in RESULT_NAMES.items()}
+    _, written = write_prediction_files(prediction, targets, vector_driver="GPKG" if job.vectors else None)
     _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
     georef = _georeferencing(prediction)
     # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
     warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
-    geojson = _vectors(prediction, georef, folder, warnings) if job.vectors else None
+    geojson = _geojson(prediction, georef, folder, written, warnings) if job.vectors else None
     mask = np.asarray(prediction.mask, dtype=bool)
     finished = time.perf_counter()
     return JobResult(
