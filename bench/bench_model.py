@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 RELEASED_SECONDS = 19.9  # docs/released_code.md#cpu-cost: released code, paper size, fp32, 2 threads, median after warm-up
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from _results import RESULTS, replace_section  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 
 
 RELEASED_EQUIVALENT = "released-equivalent"
@@ -160,17 +160,8 @@ def write_results(results: list[dict], machine_note: str) -> str:
                      f"{m['other']:.2f} | "
                      f"{m['total (segment)']:.2f} | {same_run} | {ratio} | {r['peak_rss_gb']:.1f} | {agree} "
                      f"({100 * r['mask_positive_fraction']:.1f}%) | {r['fp32_matmul_gflops']:.0f} |")
-    section = "\n".join(lines) + "\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    heading = lines[0]
-    if heading in text:
-        start = text.index(heading)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-    return section
+    replace_section(lines[0], lines[2:])  # the shared writer, bench/_results.py
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

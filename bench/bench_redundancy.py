@@ -27,7 +27,7 @@ from georeason import redundancy  # noqa: E402
 from georeason.data.imageio import load_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from _results import RESULTS, replace_section  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 CHART = ROOT / "docs" / "redundancy.png"
 SECTION = "## Redundancy"
 RUNS = 7
@@ -191,16 +191,8 @@ def flat_patch_fraction(paths: list[str], patch: int) -> float:
 
 
 def write_section(lines: list[str]) -> None:
-    """Replace (or append) this script's section of bench/RESULTS.md, leaving other sections intact."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    body = "\n".join([SECTION, ""] + lines).rstrip() + "\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[end:] if end >= 0 else "")
-    RESULTS.write_text(text)
+    """Replace (or append) this script's section of bench/RESULTS.md (the shared writer, bench/_results.py)."""
+    replace_section(SECTION, lines)
 
 
 def main() -> int:
