@@ -1,4 +1,5 @@
-"""Single-image inference cost of a preset, broken down by component (docs/released_code.md#cpu-cost for the released figures).
+"""Single-image inference cost of a preset, broken down by component (docs/released_code.md#cpu-cost for the released
+figures).
 
 Random weights, saved once per preset and loaded in each row through `SegEarthModel.from_pretrained`
 in the row's dtype (as every command loads a model), one 1024x1024 image (or the preset's size), a
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-RELEASED_SECONDS = 19.9  # docs/released_code.md#cpu-cost: released code, paper size, fp32, 2 threads, median after warm-up
-from _results import RESULTS, replace_section  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
+# docs/released_code.md#cpu-cost: released code, paper size, fp32, 2 threads, median after warm-up.
+RELEASED_SECONDS = 19.9
+from _results import replace_section  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 
 
 RELEASED_EQUIVALENT = "released-equivalent"
@@ -114,7 +116,8 @@ def measure(preset_name: str, dtype_name: str, repeats: int, folder: str) -> dic
                 rows[name].append(spent.get(name, 0.0))
             rows["other"].append(total - sum(spent.get(name, 0.0) for name in components))
             rows["total (segment)"].append(total)
-    # This machine's dense fp32 rate now (docs/released_code.md#cpu-cost: the reference machine measured 317 GFLOP/s where the released code took 19.9 s):
+    # This machine's dense fp32 rate now (docs/released_code.md#cpu-cost: the reference machine measured 317 GFLOP/s
+    # where the released code took 19.9 s):
     # shared machines vary, and the ratio to the released time only means something at a similar rate.
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     matmul = []

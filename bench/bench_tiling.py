@@ -120,8 +120,10 @@ def worker(scene: Path, out: Path, tile: int, overlap: int, hook: str) -> dict[s
 
 
 def write_section(rows: list[list[str]], hook: str, note: list[str]) -> None:
-    """Replace this hook's rows of the section, keeping other hooks' rows (the shared writer, bench/_results.py)."""
-    old_rows = [line for line in section_lines(SECTION) or [] if line.startswith("| ") and not line.startswith("| predict")]
+    """Replace this hook's rows of the section, keeping other hooks' rows (the shared writer,
+    bench/_results.py)."""
+    old_rows = [line for line in section_lines(SECTION) or []
+                if line.startswith("| ") and not line.startswith("| predict")]
     kept = [line for line in old_rows if line.split("|")[1].strip() != hook]
     table = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     table += sorted(kept + ["| " + " | ".join(row) + " |" for row in rows],

@@ -1,6 +1,7 @@
 """The `georeason eval` command and the evaluation functions the bench calls: metrics, answers, report.
 
-Implements the evaluation protocol of docs/released_code.md#evaluation-protocol (released gIoU, cIoU, P@0.5..0.9 at the padded model input,
+Implements the evaluation protocol of docs/released_code.md#evaluation-protocol (released gIoU, cIoU, P@0.5..0.9 at
+the padded model input,
 optionally at the original size), plus per-category, empty-target and per-flag breakdowns and answer scores.
 """
 

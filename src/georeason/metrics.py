@@ -1,6 +1,7 @@
 """Segmentation metrics of the released evaluation: per-sample IoU, gIoU, cIoU and P@t, streamed.
 
-Implements the evaluation protocol of docs/released_code.md#evaluation-protocol (the released `compute_metric` / `intersectionAndUnionGPU`), plus empty-target
+Implements the evaluation protocol of docs/released_code.md#evaluation-protocol (the released `compute_metric` /
+`intersectionAndUnionGPU`), plus empty-target
 accounting and per-category breakdowns ("ours"). Constant memory: only sums and counts are kept.
 """
 

@@ -1,6 +1,7 @@
 """`georeason predict`: masks, answers, overlays, GeoTIFFs and vectors for images and GeoTIFF scenes.
 
-Inference of paper Sec. 4 (docs/released_code.md#inference) through georeason.reasoner; under torchrun/accelerate the inputs
+Inference of paper Sec. 4 (docs/released_code.md#inference) through georeason.reasoner; under torchrun/accelerate the
+inputs
 are split across processes (input i goes to rank i mod N) and rank 0 writes the merged summary.
 """
 
@@ -318,9 +319,9 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                     _check_vector_format(raster_info(src), job, out, args.vector_format)
                 staged = staging_paths(output_paths(out, job, args.vector_format))
                 tiles = _tile_progress(bar, job)
-                prediction = reasoner.predict_tiled(job.image, job.checked or job.question, staged["mask_geotiff"], args.tile_size,
-                                                    args.overlap, answer=not args.no_answer, bands=bands,
-                                                    progress=tiles)
+                prediction = reasoner.predict_tiled(job.image, job.checked or job.question, staged["mask_geotiff"],
+                                                    args.tile_size, args.overlap, answer=not args.no_answer,
+                                                    bands=bands, progress=tiles)
                 started = time.perf_counter()
                 files = write_outputs(prediction, job, out, args, True, replaceable, staged)
                 prediction.seconds["outputs"] = time.perf_counter() - started
@@ -344,7 +345,8 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
             continue
         try:
             predictions = reasoner.predict_loaded([item for _, item in loaded],
-                                                  [job.checked or job.question for job, _ in loaded], answer=not args.no_answer)
+                                                  [job.checked or job.question for job, _ in loaded],
+                                                  answer=not args.no_answer)
         except Exception as error:  # noqa: BLE001 - the batch's pairs fail, later batches go on
             for job, _ in loaded:
                 _fail(job, error, rank, debug)

@@ -1,6 +1,7 @@
 """The Python inference API: GeoReasoner (image + question -> Prediction with mask, answer and outputs).
 
-Inference of paper Sec. 4 (docs/released_code.md#inference) (mask from the prompt alone, answer generated from the same KV
+Inference of paper Sec. 4 (docs/released_code.md#inference) (mask from the prompt alone, answer generated from the
+same KV
 cache, mask back at the original size); tiled GeoTIFF inference reuses one description embedding p.
 """
 
@@ -409,8 +410,9 @@ class GeoReasoner:
         return predictions
 
     # -- tiled inference --------------------------------------------------------------------------
-    def predict_tiled(self, path: str | os.PathLike[str], question: str | Question, geotiff_path: str | os.PathLike[str],
-                      tile_size: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, answer: bool = True,
+    def predict_tiled(self, path: str | os.PathLike[str], question: str | Question,
+                      geotiff_path: str | os.PathLike[str], tile_size: int = DEFAULT_TILE,
+                      overlap: int = DEFAULT_OVERLAP, answer: bool = True,
                       bands: Sequence[int] | None = None, overwrite: bool = False,
                       progress: Callable[[int, int], None] | None = None) -> TiledPrediction:
         """Predict a scene of any size tile by tile, streaming the mask GeoTIFF to `geotiff_path`.

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
 
-import numpy as np
 
-from georeason.data.base import TASKS, ReasoningDataset, Record, raise_problems
-from georeason.data.labels import LabelRead, read_label
+from georeason.data.base import TASKS, FolderDataset, Record
 from georeason.errors import GeoreasonError
 from georeason.textfiles import read_text_file
 
@@ -119,29 +116,14 @@ def scan_jsonl(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
     return records, problems
 
 
-class JsonlDataset(ReasoningDataset):
+class JsonlDataset(FolderDataset):
     """Samples listed in `<root>/<split>.jsonl` (see docs/data.md); mask null = empty target."""
 
     name = "JSONL"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        mode: str = "train",
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        seed: int = 0,
-        question_index: int = 0,
-        all_questions: bool = False,
-    ):
-        records, problems = scan_jsonl(root, split)
-        raise_problems(f"JSONL manifest {manifest_path(root, split)}", problems)
-        if not records:
-            raise GeoreasonError(f"{manifest_path(root, split)}: the manifest has no samples")
-        self.root, self.split = Path(root), split
-        super().__init__(records, mode, transforms, seed, question_index, all_questions)
+    def scan(self, root: Path, split: str) -> tuple[list[Record], list[str]]:
+        return scan_jsonl(root, split)
 
-    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
-        if record.mask_source is None:
-            return LabelRead(np.zeros(shape, dtype=bool), "no mask: empty target")
-        return read_label(record.mask_source)
+    def location(self, root: Path, split: str) -> str:
+        return f"JSONL manifest {manifest_path(root, split)}"
+

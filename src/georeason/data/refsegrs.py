@@ -1,15 +1,14 @@
 """RefSegRS loader: `output_phrase_{split}.txt` (`<id> <phrase>` per line), images/ and masks/ TIFFs.
 
-Implements the RefSegRS layout (docs/released_code.md#refsegrs); masks are 255 = target (any non-zero value counts as target).
+Implements the RefSegRS layout (docs/released_code.md#refsegrs); masks are 255 = target (any non-zero value counts as
+target).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
 
-from georeason.data.base import ReasoningDataset, Record, raise_problems
-from georeason.data.labels import LabelRead, read_label
+from georeason.data.base import FolderDataset, Record
 from georeason.errors import GeoreasonError
 from georeason.textfiles import read_text_file
 
@@ -56,27 +55,11 @@ def scan_refsegrs(root: str | Path, split: str) -> tuple[list[Record], list[str]
     return records, problems
 
 
-class RefSegRS(ReasoningDataset):
+class RefSegRS(FolderDataset):
     """RefSegRS referring segmentation (docs/released_code.md#refsegrs)."""
 
     name = "RefSegRS"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        mode: str = "train",
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        seed: int = 0,
-        question_index: int = 0,
-        all_questions: bool = False,
-    ):
-        records, problems = scan_refsegrs(root, split)
-        raise_problems(f"RefSegRS {split} split under {root}", problems)
-        if not records:
-            raise GeoreasonError(f"{root}: RefSegRS split {split!r} has no samples")
-        self.root, self.split = Path(root), split
-        super().__init__(records, mode, transforms, seed, question_index, all_questions)
+    def scan(self, root: Path, split: str) -> tuple[list[Record], list[str]]:
+        return scan_refsegrs(root, split)
 
-    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
-        return read_label(record.mask_source)

@@ -1,17 +1,18 @@
 """RRSIS-D loader: refs pickle (read safely) + COCO instances.json, masks decoded lazily.
 
-Implements the RRSIS-D layout (docs/released_code.md#rrsis-d) (ours: decode each mask on use and binarise overlapping polygons).
+Implements the RRSIS-D layout (docs/released_code.md#rrsis-d) (ours: decode each mask on use and binarise overlapping
+polygons).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from georeason.data.base import ReasoningDataset, Record, raise_problems
+from georeason.data.base import FolderDataset, Record
 from georeason.data.labels import LabelRead
 from georeason.data.safe_pickle import load_plain
 from georeason.errors import GeoreasonError
@@ -138,27 +139,13 @@ def scan_rrsisd(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
     return records, problems
 
 
-class RRSISD(ReasoningDataset):
+class RRSISD(FolderDataset):
     """RRSIS-D referring segmentation (docs/released_code.md#rrsis-d); eval question 0 = sentences[0], as released."""
 
     name = "RRSIS-D"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        mode: str = "train",
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        seed: int = 0,
-        question_index: int = 0,
-        all_questions: bool = False,
-    ):
-        records, problems = scan_rrsisd(root, split)
-        raise_problems(f"RRSIS-D {split} split under {root}", problems)
-        if not records:
-            raise GeoreasonError(f"{root}: RRSIS-D has no refs in split {split!r}")
-        self.root, self.split = Path(root), split
-        super().__init__(records, mode, transforms, seed, question_index, all_questions)
+    def scan(self, root: Path, split: str) -> tuple[list[Record], list[str]]:
+        return scan_rrsisd(root, split)
 
     def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
         source = record.mask_source

@@ -1,4 +1,5 @@
-"""Initialisation of the encoder, pixel decoder and mask decoder from a Mask2Former checkpoint (docs/released_code.md#initialisation).
+"""Initialisation of the encoder, pixel decoder and mask decoder from a Mask2Former checkpoint
+(docs/released_code.md#initialisation).
 
 Reads detectron2 `.pkl` files through a restricted unpickler (georeason.data.safe_pickle: numpy arrays
 and plain containers only) or Hugging Face `Mask2FormerForUniversalSegmentation` safetensors; the class

@@ -1,4 +1,5 @@
-"""The instruction template and its token sequences (paper Sec. 4.2.2; docs/released_code.md#input-schema for the released text).
+"""The instruction template and its token sequences (paper Sec. 4.2.2; docs/released_code.md#input-schema for the
+released text).
 
 Sequences are built already expanded: every position carries a token id and a kind (text, image,
 description, answer), so the model splices visual tokens by kind, never through magic token ids.

@@ -25,7 +25,7 @@ from georeason.model.card import Provenance, model_card
 from georeason.model.dprojector import DescriptionProjector
 from georeason.model.encoder import SwinEncoder
 from georeason.model.llm import LanguageModel
-from georeason.model.losses import language_model_loss, mask_losses, match_queries
+from georeason.model.losses import mask_losses, match_queries
 from georeason.model.mask_decoder import MaskDecoder
 from georeason.model.pixel_decoder import PixelDecoder
 from georeason.model.prompt import IGNORE_INDEX, PromptBatch, TokenKind
@@ -102,7 +102,8 @@ class SegEarthModel(nn.Module):
 
     # -- initialisation ---------------------------------------------------------------------------
     def _init_new_weights(self) -> None:
-        """Fresh weights before any checkpoint is loaded (docs/released_code.md#initialisation and Mask2Former's own scheme).
+        """Fresh weights before any checkpoint is loaded (docs/released_code.md#initialisation and Mask2Former's own
+        scheme).
 
         The layers SegEarth-R1 adds (connector, D-Projector) get N(0, 0.02) and norms 1/0, as released.
         The pixel and mask decoders are released pretrained (Mask2Former); when they start from scratch

@@ -298,7 +298,8 @@ def add_routes(app: FastAPI) -> None:
             return _error(500, "internal error while processing the image; the server log has the details")
         base = f"/v1/results/{result_id}"
         downloads = Downloads(
-            mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif" if "mask.tif" in result.files else None, overlay_png=f"{base}/overlay.png",
+            mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif" if "mask.tif" in result.files else None,
+            overlay_png=f"{base}/overlay.png",
             image_png=f"{base}/image.png",
             vectors_gpkg=f"{base}/vectors.gpkg" if "vectors.gpkg" in result.files else None,
             vectors_geojson=f"{base}/vectors.geojson" if "vectors.geojson" in result.files else None,

@@ -1,6 +1,7 @@
 """The training loop: model + data + AdamW/cosine under accelerate, checkpoints, logs, final model.
 
-Implements the training recipe of docs/released_code.md#training-recipe (paper Table 8): AdamW, warmup then cosine decay, global batch
+Implements the training recipe of docs/released_code.md#training-recipe (paper Table 8): AdamW, warmup then cosine
+decay, global batch
 through per-device batch x processes x accumulation, gradient checkpointing, frozen encoder in eval mode.
 """
 
