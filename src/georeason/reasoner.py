@@ -269,7 +269,17 @@ def _check_num_beams(num_beams: Any) -> None:
 
 
 class GeoReasoner:
-    """A loaded SegEarth-R1 model answering questions about images: masks, answers and map outputs."""
+    """A loaded SegEarth-R1 model answering questions about images: masks, answers and map outputs.
+
+    Paper Sec. 4 (geospatial pixel reasoning; docs/released_code.md#inference): every call is
+    processor(images, questions) -> model.segment -> processor.post_process (georeason.processor), so a
+    mask is a bool [H,W] at the image's original size (probability float32 [H,W] in [0, 1], > 0.5 =
+    target, 0 on nodata) and an answer is cleaned text. Images: paths (GDAL or Pillow formats), PIL
+    images, numpy arrays [H,W] / [H,W,C] of any dtype (non-uint8 stretched 2-98 %) or open rasterio
+    datasets, at most `max_pixels` width x height (larger scenes: predict_tiled). Questions: non-empty
+    UTF-8 of at most `max_question_tokens` tokens. Bad input raises georeason.errors.GeoreasonError
+    naming the image, question or argument. Build one with from_pretrained.
+    """
 
     def __init__(self, model, processor: SegEarthProcessor, folder: Path, device: str, dtype: str,
                  max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1) -> None:

@@ -48,6 +48,9 @@ class ReasoningDataset:
     mode "eval": question `question_index` (default 0; taken modulo the number of questions) and the
     first answer; `all_questions=True` yields one sample per question instead (ids "<id>#q<k>").
     A reasoning sample with no answer gets EMPTY_TARGET_ANSWER; a referring sample's answer is "".
+    Raises GeoreasonError for an unknown mode, all_questions outside eval or a negative question_index,
+    and, when an item is read, for an unreadable image or label or a mask whose size differs from the
+    image (naming the sample and files); IndexError past the end.
     """
 
     name = "dataset"

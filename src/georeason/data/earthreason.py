@@ -115,7 +115,16 @@ def scan_earthreason(
 
 
 class EarthReason(FolderDataset):
-    """EarthReason (docs/released_code.md#earthreason): labels are PNGs where any non-zero value is target."""
+    """EarthReason, the geospatial pixel reasoning benchmark of the SegEarth-R1 paper (Sec. 3, Table 1).
+
+    Source: the Hugging Face dataset `earth-insights/EarthReason` (images from Million-AID and fMoW).
+    Citation: Li et al., "SegEarth-R1: Geospatial Pixel Reasoning via Large Language Model".
+    Layout (docs/released_code.md#earthreason, docs/data.md): `<root>/{train,val,test}/images/<stem>.jpg|png`,
+    `labels/<stem>.png` (uint8 or palette; any non-zero value = target) and `QAs/<stem>.json`
+    ({"questions": [...], "answer": [...]}; an empty answer list = empty target). Paired by file stem;
+    the category comes from the QA file or the stem (`category_pattern`). Task "reasoning".
+    Raises GeoreasonError listing every unpaired or unreadable file, or for an empty split.
+    """
 
     name = "EarthReason"
 

@@ -117,7 +117,13 @@ def scan_jsonl(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
 
 
 class JsonlDataset(FolderDataset):
-    """Samples listed in `<root>/<split>.jsonl` (see docs/data.md); mask null = empty target."""
+    """Samples listed in `<root>/<split>.jsonl`, georeason's own manifest (docs/data.md; no paper section).
+
+    Source: any dataset converted to it, e.g. by `georeason annotate`. Layout: one JSON object per line
+    with `image` and `mask` paths (relative to the manifest; `mask` null = empty target), `questions`,
+    `answers`, `task` ("reasoning" or "referring"), optional `id` and `category`. Raises GeoreasonError
+    naming the line and field of every bad entry, or for an empty manifest.
+    """
 
     name = "JSONL"
 

@@ -140,7 +140,14 @@ def scan_rrsisd(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
 
 
 class RRSISD(FolderDataset):
-    """RRSIS-D referring segmentation (docs/released_code.md#rrsis-d); eval question 0 = sentences[0], as released."""
+    """RRSIS-D referring segmentation (17,402 image-text-mask triplets, 20 categories, 800 x 800 images).
+
+    Source: the RRSIS-D release (Liu et al., "Rotated Multi-Scale Interaction Network for Referring Remote
+    Sensing Image Segmentation", CVPR 2024). Layout (docs/released_code.md#rrsis-d): `rrsisd/refs(unc).p`
+    (a pickled list of refs, read with a restricted unpickler), `rrsisd/instances.json` (COCO polygons or
+    RLE) and the JPEG images. Masks are decoded on use and binarised (bool [H,W]); eval question 0 =
+    sentences[0], as released; task "referring". Raises GeoreasonError listing every bad ref.
+    """
 
     name = "RRSIS-D"
 

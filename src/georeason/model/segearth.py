@@ -66,6 +66,19 @@ class SegmentOutput:
 
 
 class SegEarthModel(nn.Module):
+    """SegEarth-R1 (paper Sec. 4, Fig. 2): Swin encoder -> connector (Eq. 4) -> LLM -> description
+    embedding p -> D-Projector -> Mask2Former pixel and mask decoders queried by p.
+
+    Inputs: pixel_values float [B,3,S,S] (S = config.image_size, a multiple of 32), normalised with the
+    config's pixel_mean/pixel_std (SegEarthProcessor); a PromptBatch of B prompts whose image positions
+    match config.num_visual_tokens. forward() gives mask logits at stride 4 and, with targets, the losses
+    of Sec. 4.3 (docs/released_code.md#losses); segment() gives mask logits [B,S,S] and answers for
+    inference. Weights load with from_pretrained (float32, bfloat16 or float16) from a folder written by
+    save_pretrained or `georeason convert` (docs/released_code.md#checkpoint-layout). Raises
+    GeoreasonError for an invalid config, a prompt that does not fit the image, or weights that do not
+    match the config (naming every missing, unexpected or wrong-shape tensor).
+    """
+
     def __init__(self, config: SegEarthConfig, attn_implementation: str = "sdpa", llm=None):
         super().__init__()
         config.validate()
