@@ -1,4 +1,4 @@
-"""bench/RESULTS.md: each bench script owns one "## " section and replaces only that one.
+"""bench/RESULTS.md: each bench script owns one "## " section and replaces only that one (+ the shared timer).
 
 The one writer of RESULTS.md, shared by the bench scripts (run as `python bench/NAME.py`, so this folder
 is on sys.path); tests/test_bench_results.py checks that writing a section back unchanged keeps the file
@@ -7,10 +7,27 @@ byte-identical.
 
 from __future__ import annotations
 
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def median_seconds(run: Callable[[], object], repeats: int,
+                   clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median seconds of `repeats` calls of `run` after one warm-up call (first-call allocations, oneDNN
+    primitives, caches are not the steady cost). `clock`: wall time by default; time.process_time gives
+    this process's CPU time, robust to other jobs on a shared machine for single-threaded work."""
+    run()
+    times = []
+    for _ in range(repeats):
+        started = clock()
+        run()
+        times.append(clock() - started)
+    return statistics.median(times)
 
 
 def section_lines(section: str, path: Path | None = None) -> list[str] | None:

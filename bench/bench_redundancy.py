@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -27,7 +26,8 @@ from georeason import redundancy  # noqa: E402
 from georeason.data.imageio import load_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-from _results import RESULTS, replace_section  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
+from _results import RESULTS, replace_section
+from _results import median_seconds as shared_median  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 CHART = ROOT / "docs" / "redundancy.png"
 SECTION = "## Redundancy"
 RUNS = 7
@@ -40,13 +40,7 @@ NATURAL = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.pn
 
 def median_seconds(function, runs: int = RUNS) -> float:
     """Median CPU seconds of this (single-threaded) process: robust to other jobs on a shared machine."""
-    function()  # warm-up: first-call allocations are not the steady cost
-    times = []
-    for _ in range(runs):
-        start = time.process_time()
-        function()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
+    return shared_median(function, runs, clock=time.process_time)
 
 
 def smooth_test_image(side: int = 1024, seed: int = 0) -> np.ndarray:
