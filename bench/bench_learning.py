@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from _results import RESULTS, replace_section, section_lines  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 SECTION = "## Learning (synthetic benchmark)"
 
 ABLATIONS = {  # Table 5 rows: name -> model_config overrides of the smol preset
@@ -140,10 +140,12 @@ def diagnostic_row(name: str, data: Path, args: argparse.Namespace, model_dir: P
     (best gIoU among 0.1..0.5), then applied to the test split. Shows whether the masks localise the
     target before their probabilities cross 0.5."""
     from georeason.evaluate import evaluate, model_predictor, trained_question
-    from georeason.model import load_pretrained
+    from georeason.model import SegEarthModel
+    from georeason.processor import SegEarthProcessor
 
-    model, prompts = load_pretrained(model_dir)
-    predict = model_predictor(model, prompts, False, trained_question(model_dir))
+    model = SegEarthModel.from_pretrained(model_dir)
+    processor = SegEarthProcessor.from_pretrained(model_dir, config=model.config)
+    predict = model_predictor(model, processor, False, trained_question(model_dir))
     cache: dict = {}
 
     def cached(batch):
@@ -191,25 +193,17 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def write_section(lines: list[str], subsection: str) -> None:
-    """Replace this script's section (main or ablation part) of bench/RESULTS.md, keeping the other part."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + SECTION + "\n\n"
-        start = text.find(SECTION + "\n")
-    end = text.find("\n## ", start + len(SECTION))
-    body = text[start + len(SECTION) + 1: end if end >= 0 else len(text)]
-    parts = {"main": "", "ablation": ""}
+    """Replace this script's section (main or ablation part) of bench/RESULTS.md, keeping the other part
+    (the shared writer, bench/_results.py)."""
+    body = "\n".join(section_lines(SECTION) or [])
+    parts = {"main": body, "ablation": ""}
     marker = "\n### Ablation"
     if marker in body:
         parts["main"], parts["ablation"] = body.split(marker, 1)
         parts["ablation"] = "### Ablation" + parts["ablation"]
-    else:
-        parts["main"] = body
-    parts[subsection] = "\n".join(lines).strip() + "\n"
-    new_body = "\n" + parts["main"].strip() + "\n" + ("\n" + parts["ablation"].strip() + "\n" if parts["ablation"].strip() else "")
-    text = text[:start] + SECTION + "\n" + new_body + (text[end:] if end >= 0 else "")
-    RESULTS.write_text(text)
+    parts[subsection] = "\n".join(lines)
+    text = parts["main"].strip() + ("\n\n" + parts["ablation"].strip() if parts["ablation"].strip() else "")
+    replace_section(SECTION, text.splitlines())
 
 
 def environment_line(args: argparse.Namespace) -> str:

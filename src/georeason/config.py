@@ -1,6 +1,7 @@
 """Typed configuration of the SegEarth-R1 model and its named presets.
 
-One dataclass per paper component (Sec. 4.1-4.3, SPEC 1.1-1.7); `SegEarthConfig` assembles them and
+One dataclass per paper component (Sec. 4.1-4.3; released layout in docs/released_code.md); `SegEarthConfig` assembles
+them and
 is what `config.json` holds. Every hyperparameter is named and defaulted to the released values.
 """
 
@@ -31,7 +32,8 @@ EMPTY_TARGET_ANSWER = "There is no target object in the image."
 
 @dataclass
 class EncoderConfig:
-    """Hierarchical Swin encoder (Sec. 4.1, SPEC 1.1). Defaults: Swin-B as in Mask2Former."""
+    """Hierarchical Swin encoder (Sec. 4.1, docs/released_code.md#vision-encoder). Defaults: Swin-B as in
+    Mask2Former."""
 
     embed_dim: int = 128
     depths: list[int] = field(default_factory=lambda: [2, 2, 18, 2])
@@ -50,7 +52,8 @@ class EncoderConfig:
 
 @dataclass
 class ConnectorConfig:
-    """Token-compression connector, Eq. 4 (SPEC 1.2). depth d: 0 = linear projection of all tokens."""
+    """Token-compression connector, Eq. 4 (docs/released_code.md#connector). depth d: 0 = linear projection of all
+    tokens."""
 
     depth: int = 2
 
@@ -75,7 +78,7 @@ class LLMConfig:
 
 @dataclass
 class PromptConfig:
-    """The LLaMA-2 style template of the released code (SPEC 1.3)."""
+    """The LLaMA-2 style template of the released code (docs/released_code.md#input-schema)."""
 
     system: str = SYSTEM_PROMPT
     reasoning_task: str = "Reasoning Segmentation"
@@ -88,7 +91,8 @@ class PromptConfig:
 
 @dataclass
 class DProjectorConfig:
-    """Description projector (Fig. 4, SPEC 1.4): Perceiver-style cross-attention to stride-32 features."""
+    """Description projector (Fig. 4, docs/released_code.md#d-projector): Perceiver-style cross-attention to stride-32
+    features."""
 
     enabled: bool = True
     dim: int = 512
@@ -100,7 +104,7 @@ class DProjectorConfig:
 
 @dataclass
 class PixelDecoderConfig:
-    """Mask2Former multi-scale deformable-attention pixel decoder (SPEC 1.5)."""
+    """Mask2Former multi-scale deformable-attention pixel decoder (docs/released_code.md#pixel-decoder)."""
 
     conv_dim: int = 256
     mask_dim: int = 256
@@ -113,7 +117,7 @@ class PixelDecoderConfig:
 
 @dataclass
 class MaskDecoderConfig:
-    """Masked-attention decoder queried by the description embedding (Sec. 4.3, SPEC 1.6).
+    """Masked-attention decoder queried by the description embedding (Sec. 4.3, docs/released_code.md#mask-decoder).
 
     `query="description"` is SegEarth-R1; `query="learned"` is the PSALM baseline of Table 5 (learned
     mask queries, a score head and bipartite matching).
@@ -129,7 +133,8 @@ class MaskDecoderConfig:
 
 @dataclass
 class LossConfig:
-    """Training losses (SPEC 1.7): BCE (or focal) + dice on sampled points, deep supervision, LM CE."""
+    """Training losses (docs/released_code.md#losses): BCE (or focal) + dice on sampled points, deep supervision, LM
+    CE."""
 
     mask_loss: str = "bce"
     mask_weight: float = 5.0

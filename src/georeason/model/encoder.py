@@ -1,4 +1,5 @@
-"""Hierarchical Swin encoder (paper Sec. 4.1, SPEC 1.1): four LayerNorm-ed stages at strides 4-32.
+"""Hierarchical Swin encoder (paper Sec. 4.1, docs/released_code.md#vision-encoder): four LayerNorm-ed stages at
+strides 4-32.
 
 Built on transformers' `SwinBackbone` (always partitions windows, so small inputs behave like the
 released Swin). Frozen by default: no gradients and always in eval mode, so DropPath stays off.

@@ -1,6 +1,7 @@
 """Building models from presets: random weights or local pretrained LLM weights (incl. GGUF).
 
-Adds the `[PAD]` and `[SEG]` tokens to the tokenizer and grows the embeddings (SPEC 1.3); random
+Adds the `[PAD]` and `[SEG]` tokens to the tokenizer and grows the embeddings (docs/released_code.md#llm-and-prompt);
+random
 presets use a byte-level tokenizer built offline, so nothing is ever downloaded.
 """
 

@@ -25,7 +25,7 @@ from georeason.model.card import Provenance, model_card
 from georeason.model.dprojector import DescriptionProjector
 from georeason.model.encoder import SwinEncoder
 from georeason.model.llm import LanguageModel
-from georeason.model.losses import language_model_loss, mask_losses, match_queries
+from georeason.model.losses import mask_losses, match_queries
 from georeason.model.mask_decoder import MaskDecoder
 from georeason.model.pixel_decoder import PixelDecoder
 from georeason.model.prompt import IGNORE_INDEX, PromptBatch, TokenKind
@@ -50,7 +50,35 @@ class SegEarthOutput:
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class SegmentOutput:
+    """What SegEarthModel.segment returns (paper Sec. 4; docs/released_code.md#inference)."""
+
+    logits: torch.Tensor  # float32 [B,S,S] mask logits at the model input size S; > 0 (sigmoid > 0.5) = target
+    description_embedding: torch.Tensor  # p, [B,H_llm] in the model's dtype
+    answer_ids: list[list[int]] | None = None  # generated answer token ids per row (answer=True), else None
+
+    def __getitem__(self, key: str) -> Any:
+        """Mapping-style access (out["logits"]), as transformers' ModelOutput allows."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
 class SegEarthModel(nn.Module):
+    """SegEarth-R1 (paper Sec. 4, Fig. 2): Swin encoder -> connector (Eq. 4) -> LLM -> description
+    embedding p -> D-Projector -> Mask2Former pixel and mask decoders queried by p.
+
+    Inputs: pixel_values float [B,3,S,S] (S = config.image_size, a multiple of 32), normalised with the
+    config's pixel_mean/pixel_std (SegEarthProcessor); a PromptBatch of B prompts whose image positions
+    match config.num_visual_tokens. forward() gives mask logits at stride 4 and, with targets, the losses
+    of Sec. 4.3 (docs/released_code.md#losses); segment() gives mask logits [B,S,S] and answers for
+    inference. Weights load with from_pretrained (float32, bfloat16 or float16) from a folder written by
+    save_pretrained or `georeason convert` (docs/released_code.md#checkpoint-layout). Raises
+    GeoreasonError for an invalid config, a prompt that does not fit the image, or weights that do not
+    match the config (naming every missing, unexpected or wrong-shape tensor).
+    """
+
     def __init__(self, config: SegEarthConfig, attn_implementation: str = "sdpa", llm=None):
         super().__init__()
         config.validate()
@@ -87,7 +115,8 @@ class SegEarthModel(nn.Module):
 
     # -- initialisation ---------------------------------------------------------------------------
     def _init_new_weights(self) -> None:
-        """Fresh weights before any checkpoint is loaded (SPEC 3 and Mask2Former's own scheme).
+        """Fresh weights before any checkpoint is loaded (docs/released_code.md#initialisation and Mask2Former's own
+        scheme).
 
         The layers SegEarth-R1 adds (connector, D-Projector) get N(0, 0.02) and norms 1/0, as released.
         The pixel and mask decoders are released pretrained (Mask2Former); when they start from scratch
@@ -218,21 +247,24 @@ class SegEarthModel(nn.Module):
     @torch.inference_mode()
     def segment(self, pixel_values: torch.Tensor, prompt: PromptBatch, answer: bool = False,
                 max_new_tokens: int | None = None, stop_ids: tuple[int, ...] = (),
-                num_beams: int = 1) -> dict[str, Any]:
+                num_beams: int = 1) -> SegmentOutput:
         """Mask logits at the model input size [B,S,S] and, when asked, the answer token ids.
 
+        pixel_values: float [B,3,S,S], normalised with the config's pixel_mean/pixel_std (SegEarthProcessor).
+        prompt: a PromptBatch of B generation prompts (SegEarthProcessor / PromptBuilder, for_generation=True).
         The mask is computed from the prompt alone, before any answer token. Answers continue from the
-        mask forward's KV cache: greedily (num_beams=1), or by transformers' beam search.
+        mask forward's KV cache: greedily (num_beams=1), or by transformers' beam search; generation stops
+        at any of `stop_ids` or after `max_new_tokens` (default config.prompt.max_answer_tokens).
+        Raises GeoreasonError for num_beams < 1 or a prompt whose image positions do not fit the image.
         """
         if num_beams < 1:
             raise GeoreasonError(f"num_beams: expected at least 1, got {num_beams}")
         output = self.forward(pixel_values, prompt, use_cache=answer)
-        result: dict[str, Any] = {"logits": self._upsample(output.mask_logits),
-                                  "description_embedding": output.description_embedding}
+        result = SegmentOutput(self._upsample(output.mask_logits), output.description_embedding)
         if answer:
             limit = max_new_tokens or self.config.prompt.max_answer_tokens
-            result["answer_ids"] = (self._greedy_answers(output, prompt, limit, stop_ids) if num_beams == 1
-                                    else self._beam_answers(output, prompt, limit, stop_ids, num_beams))
+            result.answer_ids = (self._greedy_answers(output, prompt, limit, stop_ids) if num_beams == 1
+                                 else self._beam_answers(output, prompt, limit, stop_ids, num_beams))
         return result
 
     @torch.inference_mode()

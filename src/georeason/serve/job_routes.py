@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from georeason.errors import GeoreasonError
 from georeason.geo import plan_tiles
-from georeason.serve.app import ServeSettings
+from georeason.serve.settings import ServeSettings
 from georeason.serve.jobs import Checkpoint, JobRequest, JobResult, run_job
 from georeason.serve.routes import (
     _ERRORS, _busy, _check_form, _client_message, _error, _job_in_worker, result_response,

@@ -1,6 +1,6 @@
 """What the inference thread does for one request: predict, then write the result files.
 
-Web demo and REST service (issue 6); not in the paper. Runs only on the InferenceWorker thread, so
+Web demo and REST service (docs/serve.md); not in the paper. Runs only on the InferenceWorker thread, so
 decoding, the model and the file writers never run concurrently and memory stays bounded.
 """
 
@@ -18,7 +18,11 @@ import numpy as np
 
 from georeason.errors import GeoreasonError
 from georeason.geo.georef import NONE, Georeferencing
+from georeason.geo.prediction_files import write_prediction_files
 
+# The result folder's names of the files the shared prediction writer produces.
+RESULT_NAMES = {"mask_png": "mask.png", "overlay_png": "overlay.png", "mask_geotiff": "mask.tif",
+                "vectors": "vectors.gpkg"}
 # GeoJSON larger than this is not inlined in the JSON response (it stays downloadable).
 MAX_INLINE_GEOJSON_BYTES = 5_000_000
 # checkpoint(stage, progress 0..1): progress reports from the inference thread; may raise to cancel the job.
@@ -76,13 +80,14 @@ def _georeferencing(prediction: Any) -> Georeferencing:
     return NONE if raster is None else raster.georef
 
 
-def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """Write vectors.gpkg and, when the polygons can be lon/lat, vectors.geojson; returns the inline GeoJSON.
+def _geojson(prediction: Any, georef: Georeferencing, folder: Path, written: dict[str, Any],
+             warnings: list[str]) -> dict[str, Any] | None:
+    """After vectors.gpkg (`written`, the writer's report): vectors.geojson when the polygons can be lon/lat;
+    returns the inline GeoJSON.
 
     What cannot be written as GeoJSON (a local CRS, a geotransform without CRS) becomes a warning, never
     an error: the request still succeeds with the GeoPackage.
     """
-    written = prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
     if written.get("warning"):
         warnings.append(written["warning"].replace(f"{folder / 'vectors.gpkg'}: ", "vectors.gpkg: "))
     if georef.pixel_to_map is None:
@@ -110,8 +115,10 @@ def source_label(job: JobRequest) -> str:
 
 
 def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None) -> JobResult:
-    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors.
+    """Predict and write mask.png, overlay.png, mask.tif (raster inputs), vectors (optionally) and image.png.
 
+    The prediction's files go through the writer `georeason predict` uses (geo.prediction_files: all or
+    none, a GeoTIFF only for rasters); then the GeoJSON copy and the preview the page shows.
     `checkpoint(stage, progress)` is called before the model and before the outputs; it may raise
     (a cancelled job), which leaves the result folder for the caller to discard.
     """
@@ -124,12 +131,11 @@ def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None
         checkpoint("writing the outputs", 0.9)
     prediction.source = source_label(job)
     folder = job.result_folder
-    prediction.save_mask_png(folder / "mask.png")
-    prediction.save_geotiff(folder / "mask.tif")
-    prediction.save_overlay(folder / "overlay.png")
+    targets = {kind: folder / name for kind, name in RESULT_NAMES.items()}
+    _, written = write_prediction_files(prediction, targets, vector_driver="GPKG" if job.vectors else None)
     _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
     georef = _georeferencing(prediction)
-    geojson, warnings = write_result_vectors(prediction, job, georef)
+    geojson, warnings = result_warnings(prediction, job, georef, written)
     mask = np.asarray(prediction.mask, dtype=bool)
     finished = time.perf_counter()
     return JobResult(
@@ -152,10 +158,12 @@ def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None
     )
 
 
-def write_result_vectors(prediction: Any, job: JobRequest, georef: Georeferencing) -> tuple[dict | None, list[str]]:
-    """The job's warnings (how the image was read, what the vectors could not be) and, if job.vectors, the
-    vectors written into the result folder; returns (inline GeoJSON or None, warnings)."""
+def result_warnings(prediction: Any, job: JobRequest, georef: Georeferencing,
+                    written: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The job's warnings and, when job.vectors (vectors.gpkg already written, `written` its report), the
+    GeoJSON copy; returns (inline GeoJSON or None, warnings). Used by plain and tiled jobs alike."""
     # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
     warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
-    geojson = _vectors(prediction, georef, job.result_folder, warnings) if job.vectors else None
-    return geojson, warnings
+    if not job.vectors or written is None:
+        return None, warnings
+    return _geojson(prediction, georef, job.result_folder, written, warnings), warnings

@@ -1,7 +1,7 @@
 """The HTTP routes of `georeason serve`: page, /v1/predict, results, health, model, samples; error bodies.
 
-Web demo and REST service (issue 6); not in the paper. Every refusal is JSON {"detail": message}
-with the status the brief asks for (400/404/413/415/422/503); tracebacks go to the log only.
+Web demo and REST service (docs/serve.md); not in the paper. Every refusal is JSON {"detail": message}
+with the status docs/serve.md documents (400/404/413/415/422/503); tracebacks go to the log only.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from georeason.errors import GeoreasonError
-from georeason.serve.app import FORMATS, SAMPLES, SAMPLES_DIR, STATIC, ServeSettings
+from georeason.serve.settings import FORMATS, SAMPLES, SAMPLES_DIR, STATIC, ServeSettings
 from georeason.serve.jobs import JobRequest, JobResult, run_job
 from georeason.serve.schemas import (
     Downloads, ErrorResponse, HealthResponse, ImageSize, Limits, ModelResponse, PredictResponse, QueueStatus,
@@ -197,7 +197,8 @@ def result_response(result_id: str, question: str, result: JobResult, received: 
     """The PredictResponse of a finished job; `received` = upload seconds, `started` = perf_counter at arrival."""
     base = f"/v1/results/{result_id}"
     downloads = Downloads(
-        mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif", overlay_png=f"{base}/overlay.png",
+        mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif" if "mask.tif" in result.files else None,
+        overlay_png=f"{base}/overlay.png",
         image_png=f"{base}/image.png",
         vectors_gpkg=f"{base}/vectors.gpkg" if "vectors.gpkg" in result.files else None,
         vectors_geojson=f"{base}/vectors.geojson" if "vectors.geojson" in result.files else None,

@@ -1,6 +1,6 @@
 """The REST API's response models; their Field descriptions become the OpenAPI schema at /openapi.json.
 
-Web demo and REST service (issue 6); not in the paper.
+Web demo and REST service (docs/serve.md); not in the paper.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ class Downloads(BaseModel):
     """Relative URLs of the result files; each expires with the result (see expires_in_seconds)."""
 
     mask_png: str = Field(description="Binary mask, 8-bit gray PNG at input size: 255 = target, 0 = background.")
-    mask_tif: str = Field(description="Binary mask as GeoTIFF (uint8 0/1), with the input's georeferencing, "
-                                      "whatever it is: CRS and geotransform, GCPs and their CRS, RPCs.")
+    mask_tif: str | None = Field(description="Binary mask as GeoTIFF (uint8 0/1, 255 = nodata), with the input's "
+                                             "georeferencing, whatever it is: CRS and geotransform, GCPs and "
+                                             "their CRS, RPCs. Null for inputs that are not rasters (PNG, JPEG "
+                                             "without georeferencing), as `georeason predict` writes it.")
     overlay_png: str = Field(description="The input with the mask blended in and the question/answer below.")
     image_png: str = Field(description="The input as the model saw it (8-bit RGB), at most preview_max_side "
                                        "pixels on its long side; the demo page draws the mask over it.")

@@ -17,7 +17,7 @@ from georeason.serve.jobs import (
     _georeferencing,
     _save_preview,
     source_label,
-    write_result_vectors,
+    result_warnings,
 )
 
 # Share of the progress bar before the tiles (overview, description embedding, answer) and after them.
@@ -49,7 +49,8 @@ def run_tiled_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None 
     prediction.save_overlay(folder / "overlay.png")
     _save_preview(prediction.preview, folder / "image.png", job.preview_max_side)
     georef = _georeferencing(prediction)
-    geojson, warnings = write_result_vectors(prediction, job, georef)
+    written = prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG") if job.vectors else None
+    geojson, warnings = result_warnings(prediction, job, georef, written)
     finished = time.perf_counter()
     return JobResult(
         answer=prediction.answer,

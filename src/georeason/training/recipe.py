@@ -1,6 +1,7 @@
 """The training recipe: one typed dataclass, loaded from JSON/YAML with `--set key=value` overrides.
 
-Defaults are the paper's recipe (Table 8, SPEC 3): AdamW 1e-4, betas (0.9, 0.999), no weight decay,
+Defaults are the paper's recipe (Table 8; docs/released_code.md#training-recipe): AdamW 1e-4, betas (0.9, 0.999), no
+weight decay,
 3% warmup then cosine decay, global batch 16, gradient checkpointing, no clipping.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 from georeason.config import dataclass_from_dict
 from georeason.errors import GeoreasonError
 
-# Paper step counts (SPEC 3): named recipes set `max_steps` (and the dataset split they were run on).
+# Paper step counts (docs/released_code.md#training-recipe): named recipes set `max_steps` (and the dataset split they
+# were run on).
 PAPER_STEPS = {"earthreason": 2220, "rrsisd": 7610, "refsegrs": 5400}
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
