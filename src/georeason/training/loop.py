@@ -57,6 +57,19 @@ def build_model_for_recipe(recipe: TrainRecipe):
     return build_model(config, seed=recipe.seed, llm_path=recipe.llm_path or None)
 
 
+def enable_feature_cache(model, recipe: TrainRecipe):
+    """Compute a frozen pretrained backbone's features once per training image (up to feature_cache_mb).
+
+    Exact: training applies no augmentation, so an image's normalised pixels, and hence its features
+    under the frozen eval-mode backbone, are the same every epoch; the cache is keyed by those pixels.
+    Returns the cache, or None when the encoder has none (Swin) or is trained, or the budget is 0.
+    """
+    encoder = model.encoder
+    if recipe.feature_cache_mb <= 0 or not hasattr(encoder, "enable_feature_cache") or not encoder.config.frozen:
+        return None
+    return encoder.enable_feature_cache(int(recipe.feature_cache_mb * 2**20))
+
+
 def apply_lora(model, lora) -> Any:
     """LoRA adapters on the LLM's attention projections; base LLM weights frozen except embeddings/head."""
     try:
@@ -78,11 +91,14 @@ def apply_lora(model, lora) -> Any:
     return wrapper
 
 
-def open_training_data(recipe: TrainRecipe, image_size: int):
+def open_training_data(recipe: TrainRecipe, image_size: int, pixel_mean=None, pixel_std=None):
+    """The recipe's datasets as one sample stream; images normalised with the model's own mean/std
+    (config pixel_mean/pixel_std; the released ImageNet values when None)."""
+    from georeason.config import PIXEL_MEAN, PIXEL_STD
     from georeason.data import open_dataset
     from georeason.data.transforms import SampleTransform
 
-    transform = SampleTransform(image_size)
+    transform = SampleTransform(image_size, pixel_mean or PIXEL_MEAN, pixel_std or PIXEL_STD)
     datasets = []
     for source in recipe.data:
         if not Path(source.path).exists():
@@ -242,7 +258,9 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     model_config = model.config.to_dict()
     recipe_dict = recipe.to_dict()
     fingerprint = recipe.trajectory_fingerprint()
-    data = open_training_data(recipe, model_config["image_size"])
+    data = open_training_data(recipe, model_config["image_size"], model_config["pixel_mean"],
+                              model_config["pixel_std"])
+    enable_feature_cache(model, recipe)
 
     # Resume: the newest intact checkpoint, refused if it is from a different config.
     point = choose_resume_point(out, recipe_dict, fingerprint, model_config, rank, is_main) if resume else None
