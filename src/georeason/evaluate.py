@@ -213,7 +213,9 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def open_eval_dataset(data: str | Path, split: str, image_size: int, all_questions: bool = False,
-                      question_index: int = 0):
+                      question_index: int = 0, pixel_mean=None, pixel_std=None):
+    """The split as model inputs, normalised with the model's pixel_mean/pixel_std (ImageNet's when None)."""
+    from georeason.config import PIXEL_MEAN, PIXEL_STD
     from georeason.data import available_splits, detect_layout, open_dataset
     from georeason.data.transforms import SampleTransform
 
@@ -223,7 +225,8 @@ def open_eval_dataset(data: str | Path, split: str, image_size: int, all_questio
     splits = available_splits(data, layout)
     if split not in splits:
         raise GeoreasonError(f"--split {split!r}: not in dataset {data} (available splits: {', '.join(splits)})")
-    return open_dataset(data, split, layout=layout, mode="eval", transforms=SampleTransform(image_size),
+    transform = SampleTransform(image_size, pixel_mean or PIXEL_MEAN, pixel_std or PIXEL_STD)
+    return open_dataset(data, split, layout=layout, mode="eval", transforms=transform,
                         all_questions=all_questions, question_index=question_index), layout
 
 
@@ -417,6 +420,7 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     started = time.perf_counter()
     partial = _state()
     question = None
+    pixel_mean = pixel_std = None  # a constant baseline ignores the pixels
     if baseline is None:
         from georeason.model import load_pretrained
         from georeason.model.hub import resolve_model
@@ -427,10 +431,12 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
                                  "model.safetensors, as written by georeason train or init)")
         model, prompts = load_pretrained(model_dir, device=device, dtype=dtype)
         image_size = model.config.image_size
+        pixel_mean, pixel_std = model.config.pixel_mean, model.config.pixel_std
         question = trained_question(model_dir)
     elif image_size is None:
         raise GeoreasonError("a constant baseline needs image_size")
-    dataset, layout = open_eval_dataset(data, split, image_size, all_questions, question_index)
+    dataset, layout = open_eval_dataset(data, split, image_size, all_questions, question_index,
+                                        pixel_mean, pixel_std)
     for folder in (save_masks, save_overlays):
         if folder is not None and partial.is_main_process:
             try:

@@ -395,7 +395,8 @@ class GeoReasoner:
     def _pixels(self, rgbs: Sequence[np.ndarray]):
         import torch
 
-        prepared = [preprocess_image(rgb, self.image_size) for rgb in rgbs]
+        config = self.model.config  # each encoder's own normalisation (the pretrained Lite0 differs from Swin)
+        prepared = [preprocess_image(rgb, self.image_size, config.pixel_mean, config.pixel_std) for rgb in rgbs]
         tensor = torch.from_numpy(np.stack([p for p, _ in prepared]))
         return tensor.to(self.device, self._torch_dtype), [g for _, g in prepared]
 
