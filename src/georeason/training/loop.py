@@ -394,6 +394,10 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         summary = {"steps_done": done, "max_steps": recipe.max_steps, "stopped_by_max_minutes": stopped_by_time,
                    "train_seconds": time.perf_counter() - loop_started, "processes": world,
                    "gradient_accumulation": accumulation, "mixed_precision": mixed}
+        cache = getattr(unwrapped.encoder, "feature_cache", None)
+        if cache is not None:
+            summary["feature_cache"] = {"hits": cache.hits, "misses": cache.misses, "images": len(cache),
+                                        "megabytes": round(cache.bytes / 2**20, 1)}
         outputs.write_json(out / outputs.SUMMARY_FILE, summary)
         if stopped_by_time:
             print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",
