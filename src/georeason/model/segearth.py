@@ -23,7 +23,7 @@ from georeason.errors import GeoreasonError
 from georeason.model.connector import TokenCompressionConnector
 from georeason.model.card import Provenance, model_card
 from georeason.model.dprojector import DescriptionProjector
-from georeason.model.encoder import SwinEncoder
+from georeason.model.encoder import build_encoder
 from georeason.model.llm import LanguageModel
 from georeason.model.losses import mask_losses, match_queries
 from georeason.model.mask_decoder import MaskDecoder
@@ -87,7 +87,7 @@ class SegEarthModel(nn.Module):
         self.config = config
         stride32_channels = config.encoder.stage_channels[-1]
         hidden = config.llm_hidden_size
-        self.encoder = SwinEncoder(config.encoder, config.image_size, attn_implementation)
+        self.encoder = build_encoder(config.encoder, config.image_size, attn_implementation)
         self.connector = TokenCompressionConnector(stride32_channels, hidden, config.connector.depth,
                                                    config.image_size // 32)
         self.llm = LanguageModel(config.llm, attn_implementation, pretrained=llm)
@@ -359,7 +359,8 @@ class SegEarthModel(nn.Module):
             if not self.config.encoder.frozen:
                 raise GeoreasonError("shared_encoder needs a frozen encoder: a trained one differs per checkpoint")
             shared_encoder = Path(shared_encoder).resolve()
-            encoder_state = {k: state.pop(k) for k in list(state) if k.startswith("encoder.")}
+            # Only the frozen backbone is shared: an adapter after it (encoder.adapter) is trained.
+            encoder_state = {k: state.pop(k) for k in list(state) if k.startswith("encoder.backbone.")}
             if not shared_encoder.exists():
                 save_tensors(encoder_state, shared_encoder, {"format": "pt"})
             metadata["encoder_weights"] = os.path.relpath(shared_encoder, folder.resolve())

@@ -58,6 +58,19 @@ def build_model_for_recipe(recipe: TrainRecipe):
     return build_model(config, seed=recipe.seed, llm_path=recipe.llm_path or None)
 
 
+def enable_feature_cache(model, recipe: TrainRecipe):
+    """Compute a frozen pretrained backbone's features once per training image (up to feature_cache_mb).
+
+    Exact: training applies no augmentation, so an image's normalised pixels, and hence its features
+    under the frozen eval-mode backbone, are the same every epoch; the cache is keyed by those pixels.
+    Returns the cache, or None when the encoder has none (Swin) or is trained, or the budget is 0.
+    """
+    encoder = model.encoder
+    if recipe.feature_cache_mb <= 0 or not hasattr(encoder, "enable_feature_cache") or not encoder.config.frozen:
+        return None
+    return encoder.enable_feature_cache(int(recipe.feature_cache_mb * 2**20))
+
+
 def apply_lora(model, lora) -> Any:
     """LoRA adapters on the LLM's attention projections; base LLM weights frozen except embeddings/head."""
     try:
@@ -243,6 +256,7 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     recipe_dict = recipe.to_dict()
     fingerprint = recipe.trajectory_fingerprint()
     data = open_training_data(recipe, processor.sample_transform())
+    enable_feature_cache(model, recipe)
 
     # Resume: the newest intact checkpoint, refused if it is from a different config.
     point = choose_resume_point(out, recipe_dict, fingerprint, model_config, rank, is_main) if resume else None
@@ -376,6 +390,10 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         summary = {"steps_done": done, "max_steps": recipe.max_steps, "stopped_by_max_minutes": stopped_by_time,
                    "train_seconds": time.perf_counter() - loop_started, "processes": world,
                    "gradient_accumulation": accumulation, "mixed_precision": mixed}
+        cache = getattr(unwrapped.encoder, "feature_cache", None)
+        if cache is not None:
+            summary["feature_cache"] = {"hits": cache.hits, "misses": cache.misses, "images": len(cache),
+                                        "megabytes": round(cache.bytes / 2**20, 1)}
         outputs.write_json(out / outputs.SUMMARY_FILE, summary)
         if stopped_by_time:
             print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",
