@@ -282,7 +282,8 @@ def _finish(args, folder: RunFolder, results, todo, about, cluster, tiles, secon
     failed = [p for p in folder.pairs if results.get(p.name, {}).get("status") == "failed"]
     batch = {"pairs": len(folder.pairs), "computed": len(computed), "finished_before": sum(
         1 for p in folder.pairs if results.get(p.name, {}).get("resumed")), "failed": len(failed),
-        "workers": len(about), "worker_threads": about[0]["threads"], "ray": cluster, **tiles}
+        "workers": [{"actor": a["actor"], "pid": a["pid"], "threads": a["threads"]} for a in about],
+        "ray": cluster, **tiles}
     command = shlex.join(sys.argv) if "batch" in sys.argv else None
     reasoner = SimpleNamespace(fingerprint=lambda: about[0]["fingerprint"], max_pixels=about[0]["max_pixels"])
     path = folder.root / SUMMARY_NAME

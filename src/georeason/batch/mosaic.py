@@ -159,7 +159,7 @@ def _vrt_xml(headers: list[dict[str, Any]], folder: Path) -> str:
 def write_mosaics(folder: Path, finished: list[Finished], questions: list[str], own: set[Path]) -> dict[str, Any]:
     """VRT mosaics of the mask GeoTIFFs in `folder`: one per question and grid (CRS and pixel size).
 
-    mosaic.vrt when there is one question and one grid, else mosaic-qK.vrt (K: the question's number
+    mosaic.vrt when the run has one question and its masks one grid, else mosaic-qK.vrt (K: the question's number
     in `questions`) and mosaic-qK-N.vrt for a question's further grids. Masks that cannot be placed
     without warping are left out and listed. `own`: existing files an earlier invocation wrote (replaced).
     """
@@ -175,7 +175,7 @@ def write_mosaics(folder: Path, finished: list[Finished], questions: list[str], 
             continue
         key, header = grid
         groups.setdefault(entry.question, {}).setdefault(key, []).append({**header, "name": entry.name})
-    single = len(groups) == 1 and len(next(iter(groups.values()))) == 1
+    single = len(questions) == 1 and all(len(grids) == 1 for grids in groups.values())
     written = []
     for question, grids in groups.items():
         number = questions.index(question) + 1

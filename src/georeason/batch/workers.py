@@ -47,13 +47,14 @@ class SceneWorker:
         self._sources: OrderedDict[str, tuple[Any, contextlib.ExitStack]] = OrderedDict()
 
     def about(self) -> dict[str, Any]:
-        """The model's fingerprint (georeason.reasoner.GeoReasoner.fingerprint), name and this process's id."""
+        """The model's fingerprint (georeason.reasoner.GeoReasoner.fingerprint) and name; the actor's name and process id."""
         if self.error is not None:
             raise self.error
         import torch
 
         return {"fingerprint": self.reasoner.fingerprint(), "name": self.reasoner.name, "pid": os.getpid(),
-                "max_pixels": self.reasoner.max_pixels, "threads": torch.get_num_threads()}
+                "actor": ray.get_runtime_context().get_actor_name(), "max_pixels": self.reasoner.max_pixels,
+                "threads": torch.get_num_threads()}
 
     def pid(self) -> int:
         return os.getpid()
