@@ -172,6 +172,9 @@ def start_workers(args: argparse.Namespace, cluster: dict[str, Any], keep: bool)
     device = args.device or ("cuda" if args.gpus_per_worker > 0 else "cpu")
     build = (args.model, device, args.dtype, args.max_pixels or WHOLE_MAX_PIXELS, args.num_beams, args.revision)
     key = (ray.get_runtime_context().get_job_id(), *build, cpus, args.gpus_per_worker)
+    for other in [k for k in _POOLS if k != key]:  # their reserved CPUs and GPUs would starve the new pool
+        stop_workers(_POOLS.pop(other))
+    _check_resources(args, cluster, cpus, strict=not keep)
     pool = _POOLS.get(key, []) if keep else []
     worker = ray.remote(SceneWorker)
     run_id = uuid.uuid4().hex[:8]
@@ -181,6 +184,19 @@ def start_workers(args: argparse.Namespace, cluster: dict[str, Any], keep: bool)
     if keep:
         _POOLS[key] = pool
     return pool[: args.workers]
+
+
+def _check_resources(args: argparse.Namespace, cluster: dict[str, Any], cpus: float, strict: bool) -> None:
+    """Refuse (embedded Ray) or warn about (a cluster that may scale up) a pool the cluster cannot place."""
+    need_cpus, need_gpus = args.workers * cpus, args.workers * args.gpus_per_worker
+    if need_cpus <= cluster["cpus"] and need_gpus <= cluster["gpus"]:
+        return
+    message = (f"--workers {args.workers} x (--cpus-per-worker {cpus:g}, --gpus-per-worker "
+               f"{args.gpus_per_worker:g}) needs {need_cpus:g} CPUs and {need_gpus:g} GPUs; Ray has "
+               f"{cluster['cpus']:g} CPUs and {cluster['gpus']:g} GPUs")
+    if strict and not args.address:
+        raise GeoreasonError(message + "; use fewer workers or smaller reservations (or --num-cpus)")
+    print(f"georeason batch: note: {message} now; the workers wait until the cluster has room", file=sys.stderr)
 
 
 def stop_workers(actors: list[Any]) -> None:
