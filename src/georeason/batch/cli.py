@@ -274,6 +274,8 @@ def _run(args, raw, out: Path, actors: list[Any], cluster: dict[str, Any], start
     from georeason.batch.runner import compute
 
     tiles = compute(args, folder, todo, actors, about[0]["name"], max_pixels, results)
+    for entry, peak in zip(about, ray.get([actor.peak_rss_mb.remote() for actor in actors])):
+        entry["peak_rss_mb"] = round(peak, 1)
     return _finish(args, folder, results, todo, about, cluster, tiles,
                    {"workers_ready": ready - started, "total": time.perf_counter() - started})
 
@@ -298,7 +300,8 @@ def _finish(args, folder: RunFolder, results, todo, about, cluster, tiles, secon
     failed = [p for p in folder.pairs if results.get(p.name, {}).get("status") == "failed"]
     batch = {"pairs": len(folder.pairs), "computed": len(computed), "finished_before": sum(
         1 for p in folder.pairs if results.get(p.name, {}).get("resumed")), "failed": len(failed),
-        "workers": [{"actor": a["actor"], "pid": a["pid"], "threads": a["threads"]} for a in about],
+        "workers": [{"actor": a["actor"], "pid": a["pid"], "threads": a["threads"], "peak_rss_mb": a["peak_rss_mb"]}
+                    for a in about],
         "ray": cluster, **tiles}
     command = shlex.join(sys.argv) if "batch" in sys.argv else None
     reasoner = SimpleNamespace(fingerprint=lambda: about[0]["fingerprint"], max_pixels=about[0]["max_pixels"])

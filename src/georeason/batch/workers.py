@@ -59,6 +59,12 @@ class SceneWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of this worker process so far, in MiB (model, tiles, GDAL cache)."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
     def check_questions(self, questions: list[str]) -> list[str]:
         """Each question stripped; the first bad one raises its GeoreasonError (empty, too long, not UTF-8)."""
         return [self.reasoner.check_question(question) for question in questions]
