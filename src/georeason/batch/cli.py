@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _check_arguments(args)
     raw = _raw_pairs(args)
-    out = Path(args.out)
+    out = Path(args.out).absolute()  # records name their files absolutely: a rerun from elsewhere finds them
     check_run_folder(out)
     try:
         import ray  # noqa: F401
