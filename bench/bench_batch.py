@@ -107,6 +107,8 @@ def main() -> None:
     ]
     for name, tiles, work, start, wall, memory in rows:
         lines.append(f"| {name} | {tiles} | {work:.1f} | {tiles / work:.2f} | {start:.1f} | {wall:.1f} | {memory} |")
+    lines += ["", "The estimate for N GPUs (paper model, per-tile work from the component bench, stated assumptions) "
+              "is in docs/batch.md, \"Throughput: measured here, estimated for GPUs\"."]
     publish(SECTION, lines, write=not options.no_write)
 
 
