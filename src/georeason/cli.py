@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("georeason.train", "train a model (the paper's recipe by default)"),
     "eval": ("georeason.evaluate", "score a model with the released evaluation protocol"),
     "predict": ("georeason.predict", "segment images or GeoTIFFs from a question"),
+    "batch": ("georeason.batch.cli", "tiled inference over scene catalogues (folders, lists, STAC) on Ray"),
     "serve": ("georeason.serve.app", "start the web demo and REST service"),
     "redundancy": ("georeason.redundancy", "measure image redundancy of collections (paper Eq. 1-3)"),
     "annotate": ("georeason.annotate.pipeline", "generate EarthReason-style questions and answers"),

@@ -383,8 +383,12 @@ def _gather(jobs: list[Job], world: int) -> list[dict[str, Any]]:
 
 
 def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]], reasoner, args, world: int,
-                  seconds: dict[str, float], replaceable: set[Path] | None = None) -> dict[str, Any]:
-    """Write summary.json (every name made printable, see georeason.filenames.printable) and return it."""
+                  seconds: dict[str, float], replaceable: set[Path] | None = None,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write summary.json (every name made printable, see georeason.filenames.printable) and return it.
+
+    `reasoner` needs fingerprint() and max_pixels; `extra` adds or replaces top-level keys (georeason batch).
+    """
     from georeason import __version__
     from georeason.geo.atomic import atomic_output
 
@@ -408,6 +412,7 @@ def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]]
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "inputs": inputs,
     }
+    summary.update(extra or {})
     summary = printable_tree(summary)
     with atomic_output(path, overwrite=path in (replaceable or set())) as temporary:
         temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

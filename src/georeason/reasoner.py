@@ -440,50 +440,59 @@ class GeoReasoner:
 
     def _predict_tiled(self, path, question, geotiff_path, tile_size, overlap, answer, bands, overwrite,
                        progress) -> TiledPrediction:
-        import torch
-
-        seconds: dict[str, float] = {}
-        started = time.perf_counter()
         # The same reader as whole-image mode: tiled GeoTIFFs are read by windows, formats that must be
         # decoded whole (PNG, JPEG, ...) once, within the pixel budget.
         with open_pixels(os.fspath(path), self.max_pixels, "tiled") as src:
-            info = source_info(src)
-            notes = list(src.notes)
-            limits = scene_limits(src, bands) if needs_stretch(src, bands) else None
-            one_tile = info.height <= tile_size and info.width <= tile_size
-            scale = 1.0 if one_tile else min(1.0, OVERLAY_MAX_SIDE / max(info.height, info.width))
-            shape = None if scale == 1.0 else (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
-            preview, _ = read_rgb(src, None, bands, limits, out_shape=shape)
-            seconds["overview"] = time.perf_counter() - started
-
-            step = time.perf_counter()
-            inputs = self.processor([preview], [question]).to(self.device, self._torch_dtype)
-            out, mask_done = self._segment(inputs.pixel_values, inputs.prompt, answer)
-            description = out.description_embedding
-            text = self.processor.decode_answer(out.answer_ids[0]) if answer else None
-            seconds["description"] = mask_done - step
-            seconds["answer"] = time.perf_counter() - mask_done
+            overview = self._describe_source(src, question, tile_size, answer, bands)
 
             def predict_fn(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
-                tile_pixels, (geometry,) = self.processor.pixel_values([rgb])
-                with torch.inference_mode():
-                    logits = self.model.segment_with_description(tile_pixels.to(self.device, self._torch_dtype),
-                                                                 description)
-                return self.processor.restore(logits[0].float().cpu().numpy(), geometry)
+                return self.tile_probability(rgb, overview.description)
 
-            step = time.perf_counter()
-            tags = {"georeason_question": question.text, "georeason_answer": text or "", "georeason_model": self.name,
-                    "georeason_source": printable(path), "georeason_tile_size": str(tile_size),
-                    "georeason_overlap": str(overlap)}
-            result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=bands,
-                               limits=limits, overwrite=overwrite, tags=tags, progress=progress)
-            seconds["tiles"] = time.perf_counter() - step
-        with open_raster(geotiff_path) as written:
-            preview_mask = written.read(1, out_shape=preview.shape[:2]) == 1
-        seconds["total"] = time.perf_counter() - started
-        return TiledPrediction(Path(geotiff_path), question.text, text, result.positive_pixels == 0, info, str(path),
-                               self.name, preview, preview_mask, result.tiles, result.valid_pixels,
-                               result.positive_pixels, seconds, notes)
+            return _write_tiled(src, path, overview, predict_fn, geotiff_path, tile_size, overlap, bands, overwrite,
+                                progress, self.name)
+
+    def describe_scene(self, path: str | os.PathLike[str], question: str | Question, tile_size: int = DEFAULT_TILE,
+                       answer: bool = True, bands: Sequence[int] | None = None) -> SceneOverview:
+        """The overview pass of tiled inference (predict_tiled's first half): p, the answer and the preview.
+
+        Distributed runs (georeason.batch) call this once per (scene, question) and then tile_probability
+        per tile with the returned description embedding, elsewhere; write_tiled_scene assembles the result.
+        """
+        question = self.processor.question(question)
+        with capped_block_cache(TILED_GDAL_CACHE_BYTES), \
+                open_pixels(os.fspath(path), self.max_pixels, "tiled") as src:
+            return self._describe_source(src, question, tile_size, answer, bands)
+
+    def _describe_source(self, src, question, tile_size, answer, bands) -> SceneOverview:
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        info = source_info(src)
+        notes = list(src.notes)
+        limits = scene_limits(src, bands) if needs_stretch(src, bands) else None
+        one_tile = info.height <= tile_size and info.width <= tile_size
+        scale = 1.0 if one_tile else min(1.0, OVERLAY_MAX_SIDE / max(info.height, info.width))
+        shape = None if scale == 1.0 else (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
+        preview, _ = read_rgb(src, None, bands, limits, out_shape=shape)
+        seconds["overview"] = time.perf_counter() - started
+
+        step = time.perf_counter()
+        inputs = self.processor([preview], [question]).to(self.device, self._torch_dtype)
+        out, mask_done = self._segment(inputs.pixel_values, inputs.prompt, answer)
+        text = self.processor.decode_answer(out.answer_ids[0]) if answer else None
+        seconds["description"] = mask_done - step
+        seconds["answer"] = time.perf_counter() - mask_done
+        return SceneOverview(question.text, out.description_embedding, text, preview, limits, info.height,
+                             info.width, notes, seconds)
+
+    def tile_probability(self, rgb: np.ndarray, description) -> np.ndarray:
+        """Probability float32 [h, w] in [0, 1] of one tile (uint8 RGB [h, w, 3]) given p ([1, H_llm] tensor)."""
+        import torch
+
+        tile_pixels, (geometry,) = self.processor.pixel_values([rgb])
+        with torch.inference_mode():
+            logits = self.model.segment_with_description(tile_pixels.to(self.device, self._torch_dtype),
+                                                         description.to(self.device))
+        return self.processor.restore(logits[0].float().cpu().numpy(), geometry)
 
 
 def _row(out, row: int):
@@ -492,5 +501,59 @@ def _row(out, row: int):
                      None if out.answer_ids is None else [out.answer_ids[row]])
 
 
-__all__ = ["GeoReasoner", "LoadedImage", "Prediction", "TiledPrediction", "load_input", "resolve_device",
-           "save_mask_vectors", "write_png_rows"]
+@dataclass
+class SceneOverview:
+    """What the overview pass of tiled inference gives every tile of one (scene, question) pair."""
+
+    question: str
+    description: Any  # torch.Tensor [1, H_llm]: the description embedding p
+    answer: str | None
+    preview: np.ndarray  # uint8 [h, w, 3] overview of the scene (long side <= OVERLAY_MAX_SIDE)
+    limits: tuple[np.ndarray, np.ndarray] | None  # the scene's stretch, shared by every tile; None = 8-bit
+    height: int  # the scene's size in pixels
+    width: int
+    notes: list[str]
+    seconds: dict[str, float]
+
+
+def write_tiled_scene(path: str | os.PathLike[str], overview: SceneOverview,
+                      predict_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                      geotiff_path: str | os.PathLike[str], tile_size: int = DEFAULT_TILE,
+                      overlap: int = DEFAULT_OVERLAP, bands: Sequence[int] | None = None, overwrite: bool = False,
+                      progress: Callable[[int, int], None] | None = None, model_name: str = "",
+                      max_pixels: int = WHOLE_MAX_PIXELS) -> TiledPrediction:
+    """predict_tiled's second half: stream the blended mask GeoTIFF, with tiles from `predict_fn`.
+
+    `predict_fn(rgb uint8 [h, w, 3], valid bool [h, w]) -> float32 [h, w]` is called in plan_tiles
+    order for every tile with a valid pixel (GeoReasoner.tile_probability with the overview's p, or
+    its result computed elsewhere). Raises GeoreasonError as run_tiled does.
+    """
+    plan_tiles(tile_size, tile_size, tile_size, overlap)
+    with capped_block_cache(TILED_GDAL_CACHE_BYTES), \
+            open_pixels(os.fspath(path), max_pixels, "tiled") as src:
+        return _write_tiled(src, path, overview, predict_fn, geotiff_path, tile_size, overlap, bands, overwrite,
+                            progress, model_name)
+
+
+def _write_tiled(src, path, overview: SceneOverview, predict_fn, geotiff_path, tile_size, overlap, bands, overwrite,
+                 progress, model_name) -> TiledPrediction:
+    info = source_info(src)
+    seconds = dict(overview.seconds)
+    step = time.perf_counter()
+    tags = {"georeason_question": overview.question, "georeason_answer": overview.answer or "",
+            "georeason_model": model_name, "georeason_source": printable(path),
+            "georeason_tile_size": str(tile_size), "georeason_overlap": str(overlap)}
+    result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=bands,
+                       limits=overview.limits, overwrite=overwrite, tags=tags, progress=progress)
+    seconds["tiles"] = time.perf_counter() - step
+    with open_raster(geotiff_path) as written:
+        preview_mask = written.read(1, out_shape=overview.preview.shape[:2]) == 1
+    seconds["total"] = sum(seconds[k] for k in ("overview", "description", "answer")) \
+        + time.perf_counter() - step
+    return TiledPrediction(Path(geotiff_path), overview.question, overview.answer, result.positive_pixels == 0, info,
+                           str(path), model_name, overview.preview, preview_mask, result.tiles,
+                           result.valid_pixels, result.positive_pixels, seconds, list(overview.notes))
+
+
+__all__ = ["GeoReasoner", "LoadedImage", "Prediction", "SceneOverview", "TiledPrediction", "load_input",
+           "resolve_device", "save_mask_vectors", "write_png_rows", "write_tiled_scene"]
