@@ -66,9 +66,13 @@ def _polygons(path):
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    import builtins
+
+    original_print = builtins.print  # Ray's driver replaces print and leaves it replaced after shutdown
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
     yield
     ray.shutdown()
+    builtins.print = original_print
 
 
 @pytest.fixture(scope="module")

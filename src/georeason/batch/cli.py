@@ -228,6 +228,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise GeoreasonError("georeason batch needs Ray: pip install 'georeason[batch]'") from None
     args.mode, args.batch_size = "tile", 1  # the settings predict's summary reports
+    import builtins
+
+    original_print = builtins.print  # a Ray driver replaces print; put it back when our Ray stops
     ours, cluster = start_ray(args)
     actors: list[Any] = []
     try:
@@ -244,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
             import ray
 
             ray.shutdown()
+            builtins.print = original_print
 
 
 def _run(args, raw, out: Path, actors: list[Any], cluster: dict[str, Any], started: float) -> int:
