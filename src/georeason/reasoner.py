@@ -430,11 +430,81 @@ class GeoReasoner:
                                           list(item.notes)))
         return predictions
 
-    def predict(self, image: Any, question: str, answer: bool = True,
-                bands: Sequence[int] | None = None) -> Prediction:
-        """Segment what answers `question` in `image` (path, PIL image, numpy array or rasterio dataset)."""
+    def predict(self, image: Any, question: str | Sequence[str], answer: bool = True,
+                bands: Sequence[int] | None = None) -> Prediction | list[Prediction]:
+        """Segment what answers `question` in `image` (path, PIL image, numpy array or rasterio dataset).
+
+        A list of questions gives a list of Predictions, in order: the image is read and encoded once
+        (predict_questions), and every mask equals the one a single-question call gives.
+        """
+        if not isinstance(question, str) and isinstance(question, Sequence):
+            return self.predict_questions(load_input(image, bands, self.max_pixels), question, answer)
         question = self.check_question(question)
         return self.predict_loaded([load_input(image, bands, self.max_pixels)], [question], answer)[0]
+
+    def predict_questions(self, item: LoadedImage, questions: Sequence[str], answer: bool = True,
+                          features: Any = None) -> list[Prediction]:
+        """Several questions about one loaded image, its features computed once (model.encode_image).
+
+        Questions run one at a time on the shared features, so each mask is bit-identical to a
+        single-question call. `features` (model.features.ImageFeatures of this image, e.g. from a cache)
+        skips the encoding. seconds["features"] is the encoding time split evenly over the questions.
+        Raises GeoreasonError for an empty list or a bad question, before any model work.
+        """
+        import torch
+
+        if isinstance(questions, str) or not questions:
+            raise GeoreasonError("questions: expected a non-empty list of questions")
+        questions = [self.check_question(q) for q in questions]
+        started = time.perf_counter()
+        pixels, (geometry,) = self._pixels([item.rgb])
+        prepared = time.perf_counter()
+        if features is None:
+            with torch.inference_mode():
+                features = self.model.encode_image(pixels)
+        encoded = time.perf_counter()
+        share = 1.0 / len(questions)
+        predictions = []
+        for question in questions:
+            step = time.perf_counter()
+            prompt = self.prompts.batch([question], for_generation=True).to(self.device)
+            out, mask_done = self._segment_features(features, prompt, answer)
+            logits = out["logits"][0].float().cpu().numpy()
+            segmented = time.perf_counter()
+            text = self._answer_text(out["answer_ids"][0]) if answer else None
+            seconds = {"load": item.seconds * share, "preprocess": (prepared - started) * share,
+                       "features": (encoded - prepared) * share, "mask": mask_done - step,
+                       "answer": segmented - mask_done}
+            predictions.append(self._prediction(item, logits, geometry, question, text, seconds))
+        return predictions
+
+    def _segment_features(self, features, prompt, answer: bool) -> tuple[dict[str, Any], float]:
+        """model.segment_features, plus the time the mask was ready (see _segment)."""
+        import torch
+
+        marks: list[float] = []
+        hook = self.model.mask_decoder.register_forward_hook(lambda *_: marks.append(time.perf_counter()))
+        try:
+            with torch.inference_mode():
+                out = self.model.segment_features(features, prompt, answer=answer, num_beams=self.num_beams,
+                                                  stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
+        finally:
+            hook.remove()
+        done = time.perf_counter()
+        return out, marks[-1] if marks else done
+
+    def _prediction(self, item: LoadedImage, logits: np.ndarray, geometry, question: str, text: str | None,
+                    seconds: dict[str, float]) -> Prediction:
+        """A Prediction from model-size logits [S,S]: restored to the original size, nodata set to 0."""
+        restore_started = time.perf_counter()
+        probability = expit(restore_to_original(logits, geometry)).astype(np.float32)
+        if item.valid is not None:
+            probability[~item.valid] = 0.0
+        mask = probability > 0.5
+        seconds = {**seconds, "restore": time.perf_counter() - restore_started}
+        seconds["total"] = sum(seconds.values())
+        return Prediction(mask, probability, not mask.any(), text, question, seconds, item.rgb, item.raster,
+                          item.source, item.valid, self.name, list(item.notes))
 
     def predict_batch(self, images: Sequence[Any], questions: str | Sequence[str], answer: bool = True,
                       batch_size: int = 4, bands: Sequence[int] | None = None) -> list[Prediction]:
