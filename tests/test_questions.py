@@ -47,3 +47,47 @@ def test_predict_with_a_list_of_questions_encodes_once_and_equals_one_at_a_time(
         reasoner.predict(image, [])
     with pytest.raises(GeoreasonError, match="question: the question is empty"):
         reasoner.predict(image, ["where?", "  "])
+
+
+def test_predict_cli_groups_questions_by_image(tiny_model_dir, tmp_path, monkeypatch):
+    import json
+
+    from PIL import Image
+
+    from georeason.cli import main
+    from georeason.model.segearth import SegEarthModel
+
+    Image.fromarray(_image(0)).save(tmp_path / "a.png")
+    Image.fromarray(_image(1)).save(tmp_path / "b.png")
+    pairs = [{"image": "a.png", "question": QUESTIONS[0]}, {"image": "b.png", "question": QUESTIONS[0]},
+             {"image": "a.png", "question": QUESTIONS[1]}]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    encoded = []
+    original = SegEarthModel.encode_image
+
+    def counted(self, pixels, *args, **kwargs):
+        encoded.append(pixels.shape[0])
+        return original(self, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(SegEarthModel, "encode_image", counted)
+    assert main(["predict", "--model", str(tiny_model_dir), "--questions", str(tmp_path / "pairs.jsonl"),
+                 "--out", str(tmp_path / "grouped"), "--no-progress"]) == 0
+    assert encoded == [1, 1]  # a.png once for its two questions, b.png once
+    summary = json.loads((tmp_path / "grouped" / "summary.json").read_text())
+    assert summary["counts"]["ok"] == 3
+    names = {(e["image"].rsplit("/", 1)[-1], e["question"]): e["name"] for e in summary["inputs"]}
+    # Several --question on the command line: every image gets every question, same masks as one at a time.
+    assert main(["predict", "--model", str(tiny_model_dir), str(tmp_path / "a.png"), "--question", QUESTIONS[1],
+                 "--out", str(tmp_path / "alone"), "--no-progress"]) == 0
+    grouped = np.asarray(Image.open(tmp_path / "grouped" / f"{names[('a.png', QUESTIONS[1])]}.mask.png"))
+    alone = np.asarray(Image.open(tmp_path / "alone" / "a.mask.png"))
+    assert np.array_equal(grouped, alone)
+    encoded.clear()
+    assert main(["predict", "--model", str(tiny_model_dir), str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                 "--question", QUESTIONS[0], "--question", QUESTIONS[2], "--out", str(tmp_path / "both"),
+                 "--no-progress"]) == 0
+    assert encoded == [1, 1]
+    summary = json.loads((tmp_path / "both" / "summary.json").read_text())
+    assert [(e["image"].rsplit("/", 1)[-1], e["question"], e["status"]) for e in summary["inputs"]] == [
+        ("a.png", QUESTIONS[0], "ok"), ("a.png", QUESTIONS[2], "ok"), ("b.png", QUESTIONS[0], "ok"),
+        ("b.png", QUESTIONS[2], "ok")]
