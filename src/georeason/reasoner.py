@@ -478,6 +478,14 @@ class GeoReasoner:
             predictions.append(self._prediction(item, logits, geometry, question, text, seconds))
         return predictions
 
+    def encode(self, item: LoadedImage):
+        """The image's features (model.features.ImageFeatures), to share between questions about it."""
+        import torch
+
+        pixels, _ = self._pixels([item.rgb])
+        with torch.inference_mode():
+            return self.model.encode_image(pixels)
+
     def _segment_features(self, features, prompt, answer: bool) -> tuple[dict[str, Any], float]:
         """model.segment_features, plus the time the mask was ready (see _segment)."""
         import torch

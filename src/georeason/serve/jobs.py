@@ -95,10 +95,18 @@ def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: li
     return json.loads(target.read_text(encoding="utf-8"))
 
 
-def run_job(reasoner: Any, job: JobRequest) -> JobResult:
-    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors."""
+def run_job(reasoner: Any, job: JobRequest, features: Any = None) -> JobResult:
+    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors.
+
+    `features` (serve.features.FeatureCache): reuse a recent upload's image features (same mask).
+    """
     started = time.perf_counter()
-    prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
+    if features is None:
+        prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
+    else:
+        from georeason.serve.features import predict_cached
+
+        prediction = predict_cached(reasoner, job.image_path, job.question, job.answer, job.bands, features)
     predicted = time.perf_counter()
     # The files record their source; the server's temporary path means nothing to the client.
     prediction.source = f"upload{job.image_path.suffix}"

@@ -164,14 +164,15 @@ def _check_form(upload: Upload, settings: ServeSettings) -> tuple[str, bool, boo
     return question, answer, vectors, bands, path
 
 
-def _job_in_worker(reasoner: Any, job: JobRequest, upload: Upload, store: ResultStore) -> JobResult:
+def _job_in_worker(reasoner: Any, job: JobRequest, upload: Upload, store: ResultStore,
+                   features: Any = None) -> JobResult:
     """run_job, then always delete the upload; a failed job's result folder is deleted too.
 
     The result is committed here, not by the request handler, so a client that disconnects while
     waiting still leaves a result the store will expire (rather than an orphaned folder).
     """
     try:
-        result = run_job(reasoner, job)
+        result = run_job(reasoner, job, features)
         store.commit(job.result_folder.name, job.result_folder)
         return result
     except BaseException:
@@ -279,7 +280,8 @@ def add_routes(app: FastAPI) -> None:
             result_id, folder = store.new_folder()
             job = JobRequest(image_path, question, answer, vectors, folder, settings.preview_max_side, bands)
             try:
-                future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store)
+                future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store,
+                                       getattr(app.state, "features", None))
             except QueueFull as full:
                 store.discard(folder)
                 raise _busy(full) from None
