@@ -7,6 +7,7 @@ import pytest
 
 from georeason.errors import GeoreasonError
 from georeason.reasoner import GeoReasoner
+from tests.test_evaluate import jsonl_data  # noqa: F401 - the JSONL dataset fixture
 
 QUESTIONS = ["where could a small plane land?", "which roads are blocked?", "where is standing water?"]
 
@@ -91,3 +92,24 @@ def test_predict_cli_groups_questions_by_image(tiny_model_dir, tmp_path, monkeyp
     assert [(e["image"].rsplit("/", 1)[-1], e["question"], e["status"]) for e in summary["inputs"]] == [
         ("a.png", QUESTIONS[0], "ok"), ("a.png", QUESTIONS[2], "ok"), ("b.png", QUESTIONS[0], "ok"),
         ("b.png", QUESTIONS[2], "ok")]
+
+
+def test_eval_all_questions_encodes_each_image_once_with_the_same_scores(tiny_model_dir, jsonl_data, monkeypatch):
+    from georeason.evaluate import evaluate, model_predictor
+    from georeason.model import load_pretrained
+    from georeason.model.segearth import SegEarthModel
+
+    model, prompts = load_pretrained(tiny_model_dir)
+    unshared = evaluate(tiny_model_dir, jsonl_data, "test", all_questions=True, answers=True,
+                        predictor=model_predictor(model, prompts, answers=True))
+    encoded = []
+    original = SegEarthModel.encode_image
+    monkeypatch.setattr(SegEarthModel, "encode_image",
+                        lambda self, pixels, *a, **k: encoded.append(1) or original(self, pixels, *a, **k))
+    shared = evaluate(tiny_model_dir, jsonl_data, "test", all_questions=True, answers=True, batch_size=3)
+    assert shared["data"]["items"] == 10 and len(encoded) == 5  # 10 questions about 5 images
+    assert shared["protocol"]["questions"].startswith("every question of each image")
+    assert [(s["id"], s["iou"]) for s in shared["samples"]] == [(s["id"], s["iou"]) for s in unshared["samples"]]
+    assert shared["metrics"] == unshared["metrics"] and shared["answers"] == unshared["answers"]
+    released = evaluate(tiny_model_dir, jsonl_data, "test")
+    assert released["protocol"]["questions"] == "question 0 of each image (the released protocol)"
