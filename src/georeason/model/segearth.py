@@ -361,8 +361,24 @@ class SegEarthModel(nn.Module):
         size = self.config.image_size
         return F.interpolate(logits[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
 
+    def enable_int8_answers(self, enabled: bool = True) -> None:
+        """Greedy answer steps run an int8-weight copy of the LLM (model.answer_int8; CPU, float32).
+
+        The mask, p and the prompt's KV cache still come from this model's float LLM: masks are
+        unchanged, answers may differ in a few tokens (bench/RESULTS.md). Beam search stays float.
+        """
+        if not enabled:
+            self.__dict__.pop("_answer_llm", None)
+            return
+        from georeason.model.answer_int8 import int8_decoding_copy
+
+        # Kept outside the module tree: not saved, not moved by .to(), no parameters for training.
+        self.__dict__["_answer_llm"] = int8_decoding_copy(self.llm)
+
     def _greedy_answers(self, output: SegEarthOutput, prompt: PromptBatch, max_new_tokens: int,
                         stop_ids: tuple[int, ...]) -> list[list[int]]:
+        decoder = self.__dict__.get("_answer_llm")
+        decoder = self.llm if decoder is None else decoder
         cache, mask = output.past_key_values, prompt.attention_mask
         lengths = mask.sum(1)
         next_logits = output.next_token_logits
@@ -380,9 +396,9 @@ class SegEarthModel(nn.Module):
                 break
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
             positions = (lengths + step)[:, None]
-            hidden, cache = self.llm(self.llm.embed(token[:, None]), mask, cache=cache, use_cache=True,
-                                     position_ids=positions)
-            next_logits = self.llm.logits(hidden[:, -1])
+            hidden, cache = decoder(decoder.embed(token[:, None]), mask, cache=cache, use_cache=True,
+                                    position_ids=positions)
+            next_logits = decoder.logits(hidden[:, -1])
         return answers
 
     def _beam_answers(self, output: SegEarthOutput, prompt: PromptBatch, max_new_tokens: int,
