@@ -87,6 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="model precision (default float32; bfloat16 halves memory)")
+    parser.add_argument("--answer-int8", action="store_true",
+                        help="answer steps with int8 LLM weights (CPU, float32; about 2-4x faster answers, the "
+                             "mask unchanged, answers may differ in a few tokens; docs/performance.md)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder and pixel decoder (needs a C++ compiler; the first image "
+                             "pays minutes of compilation; masks within float rounding of eager)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per model call in whole-image mode (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -469,7 +475,9 @@ def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]]
         "settings": {"mode": args.mode or "whole", "tile_size": args.tile_size, "overlap": args.overlap,
                      "bands": args.bands, "answer": not args.no_answer, "vector_format": args.vector_format,
                      "simplify": args.simplify, "min_area": args.min_area, "batch_size": args.batch_size,
-                     "num_beams": args.num_beams, "max_pixels": reasoner.max_pixels},
+                     "num_beams": args.num_beams, "max_pixels": reasoner.max_pixels,
+                     "answer_int8": getattr(args, "answer_int8", False),
+                     "compile": getattr(args, "compile", False)},
         "processes": world,
         "counts": {"inputs": len(inputs), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
                    "missing": counts.get("missing", 0), "results": len(results)},
@@ -526,7 +534,8 @@ def run(args: argparse.Namespace) -> int:
             device = f"cuda:{local}"  # one GPU per process; a missing GPU is still reported by the reasoner
     reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
                                            max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams,
-                                           revision=args.revision)
+                                           revision=args.revision, answer_int8=args.answer_int8,
+                                           compile_image=args.compile)
     for job in jobs:  # refuse bad questions before writing anything
         job.question = reasoner.check_question(job.question)
     loaded = time.perf_counter()

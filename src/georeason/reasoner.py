@@ -302,8 +302,13 @@ class GeoReasoner:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32",
                         max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1,
-                        revision: str | None = None) -> GeoReasoner:
+                        revision: str | None = None, answer_int8: bool = False,
+                      compile_image: bool = False) -> GeoReasoner:
         """Load a model folder (config.json + weights + tokenizer) or a hub id for inference.
+
+        answer_int8: greedy answer steps run an int8-weight copy of the LLM (CPU, float32; masks
+        unchanged; model.enable_int8_answers). compile_image: torch.compile the encoder and pixel
+        decoder (model.compile_image_part; the first image pays the compilation).
 
         A hub id ("earth-insights/SegEarth-R1-EarthReason", at `revision`: branch, tag or commit) is
         downloaded through huggingface_hub and, in the authors' released layout, converted once into
@@ -325,6 +330,10 @@ class GeoReasoner:
         folder = resolve_model(folder, revision)
         source = f"{hub_id}@{folder.name}" if hub_id else None  # the folder of a hub id is named by its commit
         model, prompts = load_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
+        if answer_int8:
+            model.enable_int8_answers()
+        if compile_image:
+            model.compile_image_part()
         reasoner = cls(model, prompts, folder, device_name, dtype_name, max_pixels, num_beams)
         if source is not None:
             reasoner.source, reasoner.name = source, f"{model.config.preset}@{source}"

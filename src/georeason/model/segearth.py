@@ -361,6 +361,18 @@ class SegEarthModel(nn.Module):
         size = self.config.image_size
         return F.interpolate(logits[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
 
+    def compile_image_part(self, mode: str | None = None) -> None:
+        """torch.compile (inductor) the encoder and the pixel decoder, the image part of every mask.
+
+        Compilation happens on the first image of each input size (minutes on a CPU; it needs a C++
+        compiler there). Masks equal eager ones within float rounding (tests/test_compile.py documents
+        the tolerance); raises GeoreasonError when torch.compile is unavailable.
+        """
+        if not hasattr(torch, "compile"):
+            raise GeoreasonError("compile: this torch has no torch.compile")
+        self.encoder.forward = torch.compile(self.encoder.forward, mode=mode, dynamic=False)
+        self.pixel_decoder.forward = torch.compile(self.pixel_decoder.forward, mode=mode, dynamic=False)
+
     def enable_int8_answers(self, enabled: bool = True) -> None:
         """Greedy answer steps run an int8-weight copy of the LLM (model.answer_int8; CPU, float32).
 
