@@ -98,10 +98,11 @@ def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: li
 def run_job(reasoner: Any, job: JobRequest, features: Any = None) -> JobResult:
     """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors.
 
-    `features` (serve.features.FeatureCache): reuse a recent upload's image features (same mask).
+    `features` (serve.features.FeatureCache): reuse a recent upload's image features (same mask), for
+    a GeoReasoner; any other predictor (a wrapper with predict() only) is called as it is.
     """
     started = time.perf_counter()
-    if features is None:
+    if features is None or not all(hasattr(reasoner, name) for name in ("encode", "predict_questions")):
         prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
     else:
         from georeason.serve.features import predict_cached
