@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch is installed first and pinned: an unpinned torch would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean qgis-plugin
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The QGIS plugin as an installable zip (dist/georeason-qgis-<version>.zip); needs only python3.
+qgis-plugin:
+	python3 tools/package_qgis_plugin.py --out dist
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import publish  # noqa: E402
+from _results import median_seconds, publish  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -47,16 +45,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--int8-presets", nargs="+", default=["paper", "smol"], choices=["paper", "smol"],
                         help="with --int8: which measurements (paper s/token, smol s/token and answers)")
     return parser.parse_args()
-
-
-def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up: oneDNN primitives, the cached prompt opening
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def measure(preset: str, dtypes: list[str], args: argparse.Namespace) -> list[dict]:

@@ -1,8 +1,9 @@
 """Does the smol model learn geospatial pixel reasoning? Train on the synthetic benchmark, score the test split.
 
 Writes the "## Learning (synthetic benchmark)" section of bench/RESULTS.md. Runs `georeason synth` data,
-`georeason train` (smol preset, real SmolLM2 weights) and georeason.evaluate (the code of `georeason eval`),
-against predict-empty, predict-everything and a text-blind model; `--ablation` adds the Table 5 rows.
+`georeason train` (the --presets, real SmolLM2 weights) and georeason.evaluate (the code of `georeason eval`),
+against predict-empty, predict-everything and a text-blind twin of the first preset; `--ablation` adds the
+Table 5 rows.
 
 Run: `python bench/bench_learning.py` (about 2 x --minutes of training plus evaluation on 2 cores).
 """
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from _results import RESULTS, replace_section, section_lines  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 SECTION = "## Learning (synthetic benchmark)"
 
 ABLATIONS = {  # Table 5 rows: name -> model_config overrides of the smol preset
@@ -36,6 +37,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--test-images", type=int, default=100)
     parser.add_argument("--max-size", type=int, default=384, help="largest synthetic scene side (px)")
     parser.add_argument("--image-size", type=int, default=256, help="model input side (the smol preset uses 512)")
+    parser.add_argument("--presets", default="smol-pretrained,smol",
+                        help="comma-separated presets to train at equal wall time; the first also gets a text-blind "
+                        "twin (default smol-pretrained,smol)")
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps per model (cosine schedule length)")
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per model")
     parser.add_argument("--batch", type=int, default=4, help="global batch (one micro-batch of 4, or accumulation)")
@@ -45,8 +49,8 @@ def parse_args() -> argparse.Namespace:
                         "or the whole LLM trained")
     parser.add_argument("--lora", type=int, default=8, help="LoRA rank with --llm lora")
     parser.add_argument("--parallel", action="store_true",
-                        help="train the models at the same time (1 thread each): the model and its text-blind twin, "
-                        "or the ablation rows")
+                        help="train the models at the same time (1 thread each): the presets and the text-blind "
+                        "twin, or the ablation rows")
     parser.add_argument("--ablation", action="store_true", help="run the Table 5 rows instead (shorter budget)")
     parser.add_argument("--ablation-minutes", type=float, default=8.0)
     parser.add_argument("--ablation-steps", type=int, default=40)
@@ -71,9 +75,10 @@ def make_data(args: argparse.Namespace) -> Path:
     return data
 
 
-def recipe(args: argparse.Namespace, data: Path, name: str, steps: int, minutes: float, **changes) -> Path:
+def recipe(args: argparse.Namespace, data: Path, name: str, steps: int, minutes: float, model: str = "smol",
+           **changes) -> Path:
     values = {
-        "model": "smol", "data": str(data), "output_dir": str(args.workdir / "runs" / name), "max_steps": steps,
+        "model": model, "data": str(data), "output_dir": str(args.workdir / "runs" / name), "max_steps": steps,
         "max_minutes": minutes, "global_batch_size": args.batch, "per_device_batch_size": min(4, args.batch),
         "lr": args.lr,
         "warmup_ratio": 0.05, "gradient_checkpointing": False, "mixed_precision": "no", "save_every": 25,
@@ -140,10 +145,12 @@ def diagnostic_row(name: str, data: Path, args: argparse.Namespace, model_dir: P
     (best gIoU among 0.1..0.5), then applied to the test split. Shows whether the masks localise the
     target before their probabilities cross 0.5."""
     from georeason.evaluate import evaluate, model_predictor, trained_question
-    from georeason.model import load_pretrained
+    from georeason.model import SegEarthModel
+    from georeason.processor import SegEarthProcessor
 
-    model, prompts = load_pretrained(model_dir)
-    predict = model_predictor(model, prompts, False, trained_question(model_dir))
+    model = SegEarthModel.from_pretrained(model_dir)
+    processor = SegEarthProcessor.from_pretrained(model_dir, config=model.config)
+    predict = model_predictor(model, processor, False, trained_question(model_dir))
     cache: dict = {}
 
     def cached(batch):
@@ -162,6 +169,15 @@ def diagnostic_row(name: str, data: Path, args: argparse.Namespace, model_dir: P
            "train": "threshold chosen on 24 train images: " + ", ".join(f"{t:g}: {100 * g:.1f}" for t, g in scores.items())}
     print(f"{row['name']}: gIoU {pct(row['all']['gIoU'])} cIoU {pct(row['all']['cIoU'])}", flush=True)
     return row
+
+
+def description(preset_name: str) -> str:
+    """What a preset's image encoder is, for the table's model column."""
+    from georeason.config import preset
+
+    backbone = preset(preset_name).encoder.backbone
+    return {"swin": "small Swin trained from scratch",
+            "efficientnet_lite0": "frozen ImageNet EfficientNet-Lite0 + trained 1x1 adapter"}.get(backbone, backbone)
 
 
 def subset_metrics(flags: dict) -> dict:
@@ -191,25 +207,17 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def write_section(lines: list[str], subsection: str) -> None:
-    """Replace this script's section (main or ablation part) of bench/RESULTS.md, keeping the other part."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + SECTION + "\n\n"
-        start = text.find(SECTION + "\n")
-    end = text.find("\n## ", start + len(SECTION))
-    body = text[start + len(SECTION) + 1: end if end >= 0 else len(text)]
-    parts = {"main": "", "ablation": ""}
+    """Replace this script's section (main or ablation part) of bench/RESULTS.md, keeping the other part
+    (the shared writer, bench/_results.py)."""
+    body = "\n".join(section_lines(SECTION) or [])
+    parts = {"main": body, "ablation": ""}
     marker = "\n### Ablation"
     if marker in body:
         parts["main"], parts["ablation"] = body.split(marker, 1)
         parts["ablation"] = "### Ablation" + parts["ablation"]
-    else:
-        parts["main"] = body
-    parts[subsection] = "\n".join(lines).strip() + "\n"
-    new_body = "\n" + parts["main"].strip() + "\n" + ("\n" + parts["ablation"].strip() + "\n" if parts["ablation"].strip() else "")
-    text = text[:start] + SECTION + "\n" + new_body + (text[end:] if end >= 0 else "")
-    RESULTS.write_text(text)
+    parts[subsection] = "\n".join(lines)
+    text = parts["main"].strip() + ("\n\n" + parts["ablation"].strip() if parts["ablation"].strip() else "")
+    replace_section(SECTION, text.splitlines())
 
 
 def environment_line(args: argparse.Namespace) -> str:
@@ -236,18 +244,20 @@ def main() -> None:
         lines += table(rows)
         subsection = "ablation"
     else:
-        main_recipe = recipe(args, data, "main", args.steps, args.minutes)
-        blind_recipe = recipe(args, data, "text-blind", args.steps, args.minutes, text_blind=True)
+        presets = [name.strip() for name in args.presets.split(",") if name.strip()]
+        runs = {f"{name} ({description(name)})": (name, recipe(args, data, name, args.steps, args.minutes, model=name))
+                for name in presets}
+        blind = f"{presets[0]} text-blind (constant question)"
+        runs[blind] = (f"{presets[0]}-text-blind", recipe(args, data, f"{presets[0]}-text-blind", args.steps,
+                                                          args.minutes, model=presets[0], text_blind=True))
         if not args.eval_only:
-            train_all([main_recipe, blind_recipe], args.parallel)
-        main_dir, blind_dir = (args.workdir / "runs" / n / "final" for n in ("main", "text-blind"))
-        rows = [evaluate_row("SegEarth-R1 smol", data, args, main_dir),
-                evaluate_row("text-blind (constant question)", data, args, blind_dir),
-                evaluate_row("predict empty", data, args, baseline="empty"),
-                evaluate_row("predict everything", data, args, baseline="everything")]
+            train_all([job for _, job in runs.values()], args.parallel)
+        rows = [evaluate_row(name, data, args, args.workdir / "runs" / run / "final") for name, (run, _) in runs.items()]
+        rows += [evaluate_row("predict empty", data, args, baseline="empty"),
+                 evaluate_row("predict everything", data, args, baseline="everything")]
         if not args.no_diagnostic:
-            rows += [diagnostic_row("SegEarth-R1 smol", data, args, main_dir),
-                     diagnostic_row("text-blind", data, args, blind_dir)]
+            rows += [diagnostic_row(name, data, args, args.workdir / "runs" / run / "final")
+                     for name, (run, _) in runs.items()]
         trained_parts = {"frozen": "LLM and connector frozen, everything else trainable",
                          "lora": f"LoRA r={args.lora} on the LLM attention, everything else trainable",
                          "full": "everything trainable"}[args.llm]
@@ -257,11 +267,12 @@ def main() -> None:
                  f"{meta['test']['samples']} test images ({meta['test']['heldout_phrasing']} with held-out "
                  f"phrasings, {meta['test']['heldout_category']} of held-out categories, {meta['test']['empty']} "
                  f"empty), sides 256-{args.max_size} px.",
-                 "Training: smol preset (SmolLM2-135M from the GGUF + small Swin from scratch, "
+                 f"Training: presets {', '.join(presets)} (SmolLM2-135M from the GGUF; "
                  f"{args.image_size} px input; {trained_parts}), AdamW lr {args.lr:g}, 5% warmup + cosine over "
                  f"{args.steps} steps, global batch {args.batch} ({min(4, args.batch)} per micro-batch), fp32, "
                  f"budget {args.minutes:g} min per model"
-                 + (" (both models trained at the same time, 1 core each)" if args.parallel else "") + ".",
+                 + (f" (all {len(runs)} models trained at the same time, 1 thread each, so they shared the "
+                    "same load)" if args.parallel else "") + ".",
                  f"Scores: released protocol (padded {args.image_size} x {args.image_size}, probability > 0.5), "
                  "question 0 of each test image, percent. Rows marked (diagnostic) are not the released protocol: their probability threshold is "
                  "the best of 0.1..0.5 on the first 24 train images.", ""]
@@ -270,7 +281,7 @@ def main() -> None:
             if "loss" in row:
                 lines.append(f"- {row['name']}: training loss {row['loss']} (first -> last logged step); "
                              f"evaluation {row['eval_seconds']:.0f} s.")
-        lines.append(f"- Reproduce a row: `georeason eval --model {args.workdir}/runs/main/final --data {data} "
+        lines.append(f"- Reproduce a row: `georeason eval --model {args.workdir}/runs/{presets[0]}/final --data {data} "
                      "--split test` (the bench calls the same georeason.evaluate.evaluate).")
         lines.append(f"- Total bench time {(time.time() - started) / 60:.0f} min.")
         subsection = "main"

@@ -1,4 +1,5 @@
-"""Single-image inference cost of a preset, broken down by component (SPEC 7 for the released figures).
+"""Single-image inference cost of a preset, broken down by component (docs/released_code.md#cpu-cost for the released
+figures).
 
 Random weights, saved once per preset and loaded in each row through `SegEarthModel.from_pretrained`
 in the row's dtype (as every command loads a model), one 1024x1024 image (or the preset's size), a
@@ -7,7 +8,7 @@ description, the rest template), mask only. Each dtype runs in a fresh subproces
 memory (loading included) is its own.
 
 The `released-equivalent` row rebuilds the released code's cost on this machine, in the same run:
-the same weights run the way SPEC 7 describes it (Swin twice, eager attention everywhere,
+the same weights run the way docs/released_code.md#cpu-cost describes it (Swin twice, eager attention everywhere,
 transformers' grid_sample deformable attention, the LLM over all ~190 positions with vocabulary
 logits). It is a reconstruction, not the released code, but it makes the ratio a same-machine one.
 
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-RELEASED_SECONDS = 19.9  # SPEC 7: released code, paper size, fp32, 2 threads, median after warm-up
-RESULTS = Path(__file__).with_name("RESULTS.md")
+# docs/released_code.md#cpu-cost: released code, paper size, fp32, 2 threads, median after warm-up.
+RELEASED_SECONDS = 19.9
+from _results import replace_section  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 
 
 RELEASED_EQUIVALENT = "released-equivalent"
@@ -114,7 +116,8 @@ def measure(preset_name: str, dtype_name: str, repeats: int, folder: str) -> dic
                 rows[name].append(spent.get(name, 0.0))
             rows["other"].append(total - sum(spent.get(name, 0.0) for name in components))
             rows["total (segment)"].append(total)
-    # This machine's dense fp32 rate now (SPEC 7 measured 317 GFLOP/s where the released code took 19.9 s):
+    # This machine's dense fp32 rate now (docs/released_code.md#cpu-cost: the reference machine measured 317 GFLOP/s
+    # where the released code took 19.9 s):
     # shared machines vary, and the ratio to the released time only means something at a similar rate.
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     matmul = []
@@ -146,7 +149,7 @@ def write_results(results: list[dict], machine_note: str) -> str:
              "prompt positions " + ", ".join(sorted({f"{r['preset']} {r['prompt_positions']}" for r in results}))
              + f". {machine_note}", "",
              "| preset | dtype | encoder s | connector s | LLM s | D-Projector s | pixel decoder s | mask decoder s "
-             "| other s | total s | vs released-equivalent, same run | vs released 19.9 s (SPEC 7 machine) "
+             "| other s | total s | vs released-equivalent, same run | vs released 19.9 s (reference machine) "
              "| peak RSS GB | mask = fp32 mask (mask > 0 share) | fp32 matmul GFLOP/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     baselines = {r["preset"]: r["median"]["total (segment)"] for r in results if r["dtype"] == RELEASED_EQUIVALENT}
@@ -160,17 +163,8 @@ def write_results(results: list[dict], machine_note: str) -> str:
                      f"{m['other']:.2f} | "
                      f"{m['total (segment)']:.2f} | {same_run} | {ratio} | {r['peak_rss_gb']:.1f} | {agree} "
                      f"({100 * r['mask_positive_fraction']:.1f}%) | {r['fp32_matmul_gflops']:.0f} |")
-    section = "\n".join(lines) + "\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    heading = lines[0]
-    if heading in text:
-        start = text.index(heading)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1:] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
-    return section
+    replace_section(lines[0], lines[2:])  # the shared writer, bench/_results.py
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

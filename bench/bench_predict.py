@@ -1,6 +1,6 @@
 """Inference benchmark: tiled GeoTIFF throughput and peak memory vs scene size, whole-image latency.
 
-Measures georeason.reasoner (issue 5) with random-weight tiny and smol models; each measurement runs in
+Measures georeason.reasoner (docs/predict.md) with random-weight tiny and smol models; each measurement runs in
 a fresh subprocess (peak RSS from resource.getrusage). Writes the "## Inference (predict)" section of
 bench/RESULTS.md. Run: `python bench/bench_predict.py` (about 10-15 min on 2 cores; --quick: tiny only).
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from _results import RESULTS, replace_section  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 SECTION = "## Inference (predict)"
 QUESTION = "Which areas could be flooded after heavy rain?"
 TILE, OVERLAP = 1024, 128
@@ -112,7 +112,7 @@ def worker_whole(model: str, dtype: str, runs: int) -> dict:
     reasoner.predict(image, QUESTION, answer=False)  # warm-up
     masks = [reasoner.predict(image, QUESTION, answer=False).seconds for _ in range(runs)]
     with_answer = reasoner.predict(image, QUESTION, answer=True)
-    tokens = len(reasoner.prompts.tokenizer.encode(with_answer.answer or "", add_special_tokens=False))
+    tokens = len(reasoner.processor.tokenizer.encode(with_answer.answer or "", add_special_tokens=False))
     return {"mask_s": statistics.median(s["total"] for s in masks),
             "model_s": statistics.median(s.get("mask", s.get("model", 0.0)) for s in masks),
             "answer_total_s": with_answer.seconds["total"], "answer_s": with_answer.seconds.get("answer"),
@@ -131,16 +131,9 @@ def run_worker(*args: str, timeout: float = 1800) -> dict:
 
 # -- report -----------------------------------------------------------------------------------------
 def write_section(lines: list[str]) -> None:
-    """Replace (or append) this script's section of bench/RESULTS.md, leaving the other sections alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    else:
-        following = text.find("\n## ", start + len(SECTION))
-        rest = "" if following < 0 else text[following:]
-        text = text[:start] + "\n".join(lines) + "\n" + rest
-    RESULTS.write_text(text)
+    """Replace (or append) this script's section of bench/RESULTS.md (the shared writer, bench/_results.py)."""
+    assert lines[:2] == [SECTION, ""]
+    replace_section(SECTION, lines[2:])
 
 
 def format_section(tiled_rows: list[dict], notes: list[str], whole_rows: list[dict], runs: int,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -27,12 +26,13 @@ from georeason import redundancy  # noqa: E402
 from georeason.data.imageio import load_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from _results import RESULTS, replace_section
+from _results import median_seconds as shared_median  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 CHART = ROOT / "docs" / "redundancy.png"
 SECTION = "## Redundancy"
 RUNS = 7
 TILE = 160  # tile side of the "tiles" collections: the offline scenes are too small for 512 tiles
-FIXTURE_A = Path("/work/shared/reference/fixtures/official-tiny-A/inputs/raw.png")
+FIXTURE_A = ROOT / "tests" / "fixtures" / "official-tiny-A" / "inputs" / "raw.png"  # released-code fixture set A
 FLAT_STD = 8.0
 NATURAL = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "motorcycle_left.png",
            "rocket.jpg"]
@@ -40,13 +40,7 @@ NATURAL = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.pn
 
 def median_seconds(function, runs: int = RUNS) -> float:
     """Median CPU seconds of this (single-threaded) process: robust to other jobs on a shared machine."""
-    function()  # warm-up: first-call allocations are not the steady cost
-    times = []
-    for _ in range(runs):
-        start = time.process_time()
-        function()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
+    return shared_median(function, runs, clock=time.process_time)
 
 
 def smooth_test_image(side: int = 1024, seed: int = 0) -> np.ndarray:
@@ -191,16 +185,8 @@ def flat_patch_fraction(paths: list[str], patch: int) -> float:
 
 
 def write_section(lines: list[str]) -> None:
-    """Replace (or append) this script's section of bench/RESULTS.md, leaving other sections intact."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    body = "\n".join([SECTION, ""] + lines).rstrip() + "\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[end:] if end >= 0 else "")
-    RESULTS.write_text(text)
+    """Replace (or append) this script's section of bench/RESULTS.md (the shared writer, bench/_results.py)."""
+    replace_section(SECTION, lines)
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Bounded load test of `georeason serve` on loopback: throughput, latency, 503s, server memory.
 
-Web demo and REST service (issue 6); not in the paper. Starts the server (tiny preset, random
+Web demo and REST service (docs/serve.md); not in the paper. Starts the server (tiny preset, random
 weights) in a subprocess, warms it up, then sends two rounds of 200 predictions from 16 concurrent
 clients that honour Retry-After on 503. Checks every 200 carries a valid mask PNG, no other 5xx,
 no leftover upload folders, and samples the server's RSS. Prints a table and writes the
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from _results import RESULTS, replace_section  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 SECTION = "## Serving"
 SAMPLES = ROOT / "src" / "georeason" / "serve" / "samples"
 QUESTIONS = ["Which water body could supply a reservoir?", "Where could a boat be launched?",
@@ -142,16 +142,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def write_section(lines: list[str]) -> None:
-    """Replace (or append) this script's section of bench/RESULTS.md, leaving other sections intact."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = text.find(SECTION + "\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end == -1 else text[end:]
-        text = text[:start] + "\n".join(lines) + "\n" + rest
-    RESULTS.write_text(text)
+    """Replace (or append) this script's section of bench/RESULTS.md (the shared writer, bench/_results.py)."""
+    assert lines[:2] == [SECTION, ""]
+    replace_section(SECTION, lines[2:])
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
+from _results import RESULTS, replace_section, section_lines  # noqa: E402 - the one RESULTS.md writer (bench/ is on sys.path)
 SECTION = "## Tiled inference (I/O only)"
 HEADER = ["predict", "scene px", "Mpx", "tiles", "seconds", "Mpx/s", "peak RSS growth MB", "traced peak MB",
           "band MB"]
@@ -120,25 +120,15 @@ def worker(scene: Path, out: Path, tile: int, overlap: int, hook: str) -> dict[s
 
 
 def write_section(rows: list[list[str]], hook: str, note: list[str]) -> None:
-    """Replace this hook's rows of the section (keeping other hooks' rows and other sections)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    kept: list[str] = []
-    if start is None:
-        before, after = lines, []
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        old_rows = [line for line in lines[start:end] if line.startswith("| ") and not line.startswith("| predict")]
-        kept = [line for line in old_rows if line.split("|")[1].strip() != hook]
-        before, after = lines[:start], lines[end:]
+    """Replace this hook's rows of the section, keeping other hooks' rows (the shared writer,
+    bench/_results.py)."""
+    old_rows = [line for line in section_lines(SECTION) or []
+                if line.startswith("| ") and not line.startswith("| predict")]
+    kept = [line for line in old_rows if line.split("|")[1].strip() != hook]
     table = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     table += sorted(kept + ["| " + " | ".join(row) + " |" for row in rows],
                     key=lambda line: (line.split("|")[1].strip(), _pixels(line.split("|")[2])))
-    section = [SECTION, "", *note, "", *table, ""]
-    while before and not before[-1].strip():
-        before.pop()
-    RESULTS.write_text("\n".join([*before, "", *section, *after]).rstrip("\n") + "\n")
+    replace_section(SECTION, [*note, "", *table])
 
 
 def main() -> int:

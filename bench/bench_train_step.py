@@ -60,7 +60,9 @@ def recipe_for(data: Path, output: Path, args: argparse.Namespace, precision: st
 
 def data_seconds_per_batch(recipe: TrainRecipe, image_size: int) -> float:
     """Median time to produce one collated batch on the main process (what num_workers=0 waits for)."""
-    dataset = open_training_data(recipe, image_size)
+    from georeason.data.transforms import SampleTransform
+
+    dataset = open_training_data(recipe, SampleTransform(image_size))  # the released preprocessing, as the model's
     positions = list(rank_positions(0, recipe.max_steps, recipe.global_batch_size, recipe.per_device_batch_size, 1, 0))
     times = []
     for start in range(0, len(positions), recipe.per_device_batch_size):

@@ -96,12 +96,13 @@ def test_predict_cli_groups_questions_by_image(tiny_model_dir, tmp_path, monkeyp
 
 def test_eval_all_questions_encodes_each_image_once_with_the_same_scores(tiny_model_dir, jsonl_data, monkeypatch):
     from georeason.evaluate import evaluate, model_predictor
-    from georeason.model import load_pretrained
     from georeason.model.segearth import SegEarthModel
+    from georeason.processor import SegEarthProcessor
 
-    model, prompts = load_pretrained(tiny_model_dir)
+    model = SegEarthModel.from_pretrained(tiny_model_dir)
+    processor = SegEarthProcessor.from_pretrained(tiny_model_dir, config=model.config)
     unshared = evaluate(tiny_model_dir, jsonl_data, "test", all_questions=True, answers=True,
-                        predictor=model_predictor(model, prompts, answers=True))
+                        predictor=model_predictor(model, processor, answers=True))
     encoded = []
     original = SegEarthModel.encode_image
     monkeypatch.setattr(SegEarthModel, "encode_image",

@@ -3,7 +3,7 @@
     python tools/demo_figure.py [demo-output]
 
 Side by side, the two held-out test scenes the demo shows (its demo_summary.json): the first one with a
-target (no choice involved) and the one the model did best on, each labelled with its IoU.
+target and a seeded random other one with a target (neither chosen by its result), each labelled with its IoU.
 """
 
 from __future__ import annotations

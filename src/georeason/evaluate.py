@@ -1,6 +1,7 @@
 """The `georeason eval` command and the evaluation functions the bench calls: metrics, answers, report.
 
-Implements the evaluation protocol of SPEC 4 (released gIoU, cIoU, P@0.5..0.9 at the padded model input,
+Implements the evaluation protocol of docs/released_code.md#evaluation-protocol (released gIoU, cIoU, P@0.5..0.9 at
+the padded model input,
 optionally at the original size), plus per-category, empty-target and per-flag breakdowns and answer scores.
 """
 
@@ -23,7 +24,8 @@ from georeason.errors import GeoreasonError
 from georeason.filenames import printable_tree, unique_names
 from georeason.textfiles import read_json_file
 
-CLI_DESCRIPTION = """Score a model folder on a dataset split with the released protocol (SPEC 4).
+CLI_DESCRIPTION = """Score a model folder on a dataset split with the released protocol
+(docs/released_code.md#evaluation-protocol).
 
 Metrics: gIoU, cIoU and P@0.5..0.9 at the padded model-input resolution (as released; --at-original-size
 maps predictions back to each image's own size), per category, on empty targets, and per flag the dataset
@@ -140,26 +142,16 @@ def dataset_fingerprint(dataset, root: str | Path) -> str:
     return digest.hexdigest()
 
 
-def model_fingerprint(folder: str | Path) -> str:
-    """sha256 of config.json followed by the weights file(s)."""
-    from georeason.model.weights import weight_files
-
-    digest = hashlib.sha256()
-    for path in [Path(folder) / "config.json", *weight_files(Path(folder))]:
-        with open(path, "rb") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 # -- predictors -----------------------------------------------------------------------------------
 Predictor = Callable[[dict[str, Any]], tuple[np.ndarray, list[str] | None]]
 
 
-def model_predictor(model, prompts, answers: bool, question: str | None = None, dtype=None,
+def model_predictor(model, processor, answers: bool, question: str | None = None, dtype=None,
                     num_beams: int = 1, share_features: bool = False) -> Predictor:
-    """Batch -> (logits [B,S,S] float32 numpy, answers or None) with model.segment.
+    """Batch (pixel_values from processor.sample_transform()) -> (logits [B,S,S] float32 numpy, answers or
+    None): processor.prompt -> model.segment -> processor.decode_answer (the cleaning predict and serve use).
 
+    The protocol scores at the padded model input, so the logits are not restored to the original size here.
     share_features (the all-questions mode): rows run one at a time, and consecutive rows with the same
     pixels (the questions of one image) reuse its features (model.encode_image once per image); each
     row's result equals a batch-size-1 model.segment.
@@ -182,21 +174,23 @@ def model_predictor(model, prompts, answers: bool, question: str | None = None, 
         pixels = batch["pixel_values"].to(device)
         if dtype is not None:
             pixels = pixels.to(dtype)
-        stops = (prompts.seg_id, prompts.eos_id)
         with torch.inference_mode():
             if share_features:
                 outs = [model.segment_features(
                     features_for(pixels[row:row + 1]),
-                    prompts.batch(questions[row:row + 1], tasks=batch["task"][row:row + 1], for_generation=True)
-                    .to(device), answer=answers, stop_ids=stops, num_beams=num_beams)
+                    processor.prompt(questions[row:row + 1], tasks=batch["task"][row:row + 1],
+                                     for_generation=True).to(device),
+                    answer=answers, stop_ids=processor.stop_ids, num_beams=num_beams)
                     for row in range(len(questions))]
-                out = {"logits": torch.cat([o["logits"] for o in outs]),
-                       "answer_ids": [ids for o in outs for ids in o.get("answer_ids", [])]}
+                logits = torch.cat([o.logits for o in outs])
+                answer_ids = [ids for o in outs for ids in (o.answer_ids or [])]
             else:
-                prompt = prompts.batch(questions, tasks=batch["task"], for_generation=True).to(device)
-                out = model.segment(pixels, prompt, answer=answers, stop_ids=stops, num_beams=num_beams)
-        texts = [prompts.decode_answer(ids) for ids in out["answer_ids"]] if answers else None
-        return out["logits"].float().cpu().numpy(), texts
+                prompt = processor.prompt(questions, tasks=batch["task"], for_generation=True).to(device)
+                out = model.segment(pixels, prompt, answer=answers, stop_ids=processor.stop_ids,
+                                    num_beams=num_beams)
+                logits, answer_ids = out.logits, out.answer_ids
+        texts = [processor.decode_answer(ids) for ids in answer_ids] if answers else None
+        return logits.float().cpu().numpy(), texts
 
     return predict
 
@@ -215,6 +209,13 @@ def constant_predictor(kind: str) -> Predictor:
         return logits, None
 
     return predict
+
+
+def _fingerprint(model_dir) -> dict[str, str | None]:
+    from georeason.model.weights import model_fingerprint
+
+    digests = model_fingerprint(model_dir) if model_dir is not None else {}
+    return {"fingerprint": digests.get("model_sha256"), "config_sha256": digests.get("config_sha256")}
 
 
 def _state():
@@ -236,7 +237,9 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def open_eval_dataset(data: str | Path, split: str, image_size: int, all_questions: bool = False,
-                      question_index: int = 0):
+                      question_index: int = 0, transform=None):
+    """The split as an eval dataset whose samples carry the model input (`transform`: the model's
+    processor.sample_transform(); default the released preprocessing at `image_size`) -> (dataset, layout)."""
     from georeason.data import available_splits, detect_layout, open_dataset
     from georeason.data.transforms import SampleTransform
 
@@ -246,7 +249,7 @@ def open_eval_dataset(data: str | Path, split: str, image_size: int, all_questio
     splits = available_splits(data, layout)
     if split not in splits:
         raise GeoreasonError(f"--split {split!r}: not in dataset {data} (available splits: {', '.join(splits)})")
-    return open_dataset(data, split, layout=layout, mode="eval", transforms=SampleTransform(image_size),
+    return open_dataset(data, split, layout=layout, mode="eval", transforms=transform or SampleTransform(image_size),
                         all_questions=all_questions, question_index=question_index), layout
 
 
@@ -439,21 +442,24 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     """
     started = time.perf_counter()
     partial = _state()
-    question = None
+    question, processor = None, None
     if baseline is None:
-        from georeason.model import load_pretrained
+        from georeason.model import SegEarthModel
         from georeason.model.hub import resolve_model
+        from georeason.processor import SegEarthProcessor
 
         model_dir = resolve_model(model_dir, revision) if model_dir is not None else None
         if model_dir is None or not Path(model_dir).is_dir():
             raise GeoreasonError(f"--model {model_dir}: not a model folder (expected config.json and "
                                  "model.safetensors, as written by georeason train or init)")
-        model, prompts = load_pretrained(model_dir, device=device, dtype=dtype)
+        model = SegEarthModel.from_pretrained(model_dir, device=device, dtype=dtype)
+        processor = SegEarthProcessor.from_pretrained(model_dir, config=model.config)
         image_size = model.config.image_size
         question = trained_question(model_dir)
     elif image_size is None:
         raise GeoreasonError("a constant baseline needs image_size")
-    dataset, layout = open_eval_dataset(data, split, image_size, all_questions, question_index)
+    dataset, layout = open_eval_dataset(data, split, image_size, all_questions, question_index,
+                                        None if processor is None else processor.sample_transform())
     for folder in (save_masks, save_overlays):
         if folder is not None and partial.is_main_process:
             try:
@@ -462,7 +468,7 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
                 raise GeoreasonError(f"{folder}: cannot create the output folder ({error.strerror})") from None
     partial.wait_for_everyone()
     if predictor is None:
-        predictor = constant_predictor(baseline) if baseline else model_predictor(model, prompts, answers, question,
+        predictor = constant_predictor(baseline) if baseline else model_predictor(model, processor, answers, question,
                                                                                    dtype, num_beams, all_questions)
     flags = dataset_flags(dataset, data, split)
     state = run_evaluation(dataset, predictor, flags, batch_size, at_original_size, answers and baseline is None,
@@ -471,7 +477,8 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     state = gather_states(state)
     meta = {
         "model": {"path": str(model_dir) if model_dir else None, "baseline": baseline,
-                  "fingerprint": model_fingerprint(model_dir) if baseline is None else None,
+                  # The weights' SHA-256, as the predict summary's model.model_sha256; config.json's beside it.
+                  **_fingerprint(model_dir if baseline is None else None),
                   "constant_question": question, "answer_num_beams": num_beams if answers else None},
         "data": {"path": str(data), "layout": layout, "split": split,
                  "items": len(dataset) if limit is None else min(limit, len(dataset)),

@@ -51,17 +51,24 @@ def printable(value: Any, multiline: bool = False) -> str:
     text = _text(value)
     if text.isprintable() and is_utf8(text):
         return text
+    return _escape(text, lambda byte: f"\\x{byte:02x}", lambda code: f"\\u{code:04x}",
+                   lambda code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}", "\n\t" if multiline else "")
+
+
+def _escape(text: str, byte, surrogate, control, keep: str = "") -> str:
+    """`text` with each undecodable byte (a surrogate-escaped one), other lone surrogate and control
+    character (except those in `keep`) written by the given function of its value; the rest unchanged."""
     parts = []
     for char in text:
         code = ord(char)
         if code in _ESCAPED_BYTES:
-            parts.append(f"\\x{code - 0xDC00:02x}")
+            parts.append(byte(code - 0xDC00))
         elif code in _SURROGATES:
-            parts.append(f"\\u{code:04x}")
-        elif multiline and char in "\n\t":
+            parts.append(surrogate(code))
+        elif char in keep:
             parts.append(char)
         elif unicodedata.category(char) == "Cc":
-            parts.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            parts.append(control(code))
         else:
             parts.append(char)
     return "".join(parts)
@@ -86,18 +93,7 @@ def portable_name(name: str) -> str:
 
     Other lone surrogates become %uXXXX and control characters %NN; a valid name is unchanged.
     """
-    parts = []
-    for char in name:
-        code = ord(char)
-        if code in _ESCAPED_BYTES:
-            parts.append(f"%{code - 0xDC00:02X}")
-        elif code in _SURROGATES:
-            parts.append(f"%u{code:04X}")
-        elif unicodedata.category(char) == "Cc":
-            parts.append(f"%{code:02X}")
-        else:
-            parts.append(char)
-    return "".join(parts)
+    return _escape(name, lambda byte: f"%{byte:02X}", lambda code: f"%u{code:04X}", lambda code: f"%{code:02X}")
 
 
 def _name_key(name: str) -> str:

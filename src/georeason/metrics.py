@@ -1,6 +1,7 @@
 """Segmentation metrics of the released evaluation: per-sample IoU, gIoU, cIoU and P@t, streamed.
 
-Implements SPEC 4 (the released `compute_metric` / `intersectionAndUnionGPU`), plus empty-target
+Implements the evaluation protocol of docs/released_code.md#evaluation-protocol (the released `compute_metric` /
+`intersectionAndUnionGPU`), plus empty-target
 accounting and per-category breakdowns ("ours"). Constant memory: only sums and counts are kept.
 """
 
@@ -75,7 +76,12 @@ class MetricAccumulator:
         self.categories: dict[str, MetricAccumulator] = {}
 
     def update(self, pred: np.ndarray, gt: np.ndarray, category: str | None = None) -> float:
-        """Add one sample; returns its IoU."""
+        """Add one sample and return its IoU in [0, 1] (I / (U + 1e-5); 1 when both are empty).
+
+        pred: [H,W] any dtype, non-zero = target. gt: [H,W] of the same shape; bool, or integers where
+        `ignore_index` (255) excludes a pixel and other non-zero values are target. Raises
+        GeoreasonError when the shapes differ.
+        """
         intersection, pred_area, gt_area = foreground_areas(pred, gt, self.ignore_index)
         union = pred_area + gt_area - intersection
         iou = self._add(intersection, union, pred_area == 0, gt_area == 0)
@@ -139,7 +145,10 @@ class MetricAccumulator:
         return accumulator
 
     def compute(self) -> dict[str, Any]:
-        """Metrics as a dict; the ratio entries are None when no sample was seen."""
+        """Metrics as a dict: "n"; "gIoU" (mean per-sample IoU), "cIoU" (sum I / sum U) and "P@t" (share of
+        samples with IoU > t), all in [0, 1] and None when no sample was seen; the pixel sums; the
+        empty-target counts ("empty_targets", "true_empty", "false_positive_on_empty", "false_empty",
+        "empty_accuracy"); and "categories" (the same per category) when categories were given."""
         n = self.count
         result: dict[str, Any] = {
             "n": n,
@@ -169,7 +178,9 @@ _COUNTERS = ("count", "sum_intersection", "sum_union", "sum_iou", "empty_gt", "t
 def compute_metrics(
     preds: Iterable[np.ndarray], gts: Iterable[np.ndarray], categories: Iterable[str | None] | None = None
 ) -> dict[str, Any]:
-    """One-shot metrics over paired predictions and ground truths (see MetricAccumulator)."""
+    """One-shot metrics over paired predictions and ground truths, each [H,W] (see MetricAccumulator.update
+    for the values and compute for the dict); the released protocol (docs/released_code.md#evaluation-protocol).
+    Raises GeoreasonError for a prediction whose shape differs from its ground truth."""
     accumulator = MetricAccumulator()
     categories = categories if categories is not None else itertools.repeat(None)
     for pred, gt, category in zip(preds, gts, categories):

@@ -1,6 +1,7 @@
 """`georeason predict`: masks, answers, overlays, GeoTIFFs and vectors for images and GeoTIFF scenes.
 
-Inference of paper Sec. 4 / SPEC 1.8 through georeason.reasoner; under torchrun/accelerate the inputs
+Inference of paper Sec. 4 (docs/released_code.md#inference) through georeason.reasoner; under torchrun/accelerate the
+inputs
 are split across processes (input i goes to rank i mod N) and rank 0 writes the merged summary.
 """
 
@@ -107,6 +108,7 @@ class Job:
     question: str
     name: str
     result: dict[str, Any] = field(default_factory=dict)
+    checked: Any = None  # the georeason.processor.Question: checked and tokenised once, before any work
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
@@ -253,56 +255,25 @@ def _check_vector_format(raster, job: Job, out: Path, vector_format: str) -> Non
 
 
 def staging_paths(targets: dict[str, Path]) -> dict[str, Path]:
-    """A hidden temporary name next to each output: a job's files are written there, then committed together."""
-    from georeason.geo.atomic import temporary_sibling
+    """A hidden temporary name next to each output (georeason.geo.prediction_files.staging_paths)."""
+    from georeason.geo.prediction_files import staging_paths as stage
 
-    return {kind: temporary_sibling(path) for kind, path in targets.items()}
-
-
-def commit_outputs(staged: dict[str, Path], targets: dict[str, Path], replaceable: set[Path]) -> None:
-    """Move a job's staged files onto their names, all or none: every name is checked first.
-
-    A name may be replaced only if a file had it before the run (`replaceable`, with --overwrite).
-    """
-    from georeason.geo.atomic import cannot_write, refuse_existing
-
-    for kind in staged:
-        refuse_existing(targets[kind], targets[kind] in replaceable)
-    for kind, path in staged.items():
-        try:
-            os.replace(path, targets[kind])
-        except OSError as error:
-            raise cannot_write(targets[kind], error) from error
+    return stage(targets)
 
 
 def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool,
                   replaceable: set[Path], staged: dict[str, Path] | None = None) -> dict[str, Any]:
-    """All outputs of one prediction, written to staging names and then committed together.
+    """All outputs of one prediction, through the writer the service uses too
+    (georeason.geo.prediction_files): staged, then committed together, or none of them.
 
-    If any fails, none is committed and every staged file is removed, so files from before the run
-    stay as they were. In tiled mode the mask GeoTIFF is already at staged["mask_geotiff"].
+    In tiled mode the mask GeoTIFF is already at staged["mask_geotiff"].
     """
-    from georeason.geo.atomic import remove_temporaries
+    from georeason.geo.prediction_files import write_prediction_files
 
     targets = output_paths(out, job, args.vector_format)
-    staged = staged or staging_paths(targets)
-    kinds = ["mask_png", "overlay_png"] + (["mask_geotiff"] if tiled or prediction.raster is not None else []) \
-        + ["vectors"]
-    try:
-        prediction.save_mask_png(staged["mask_png"])
-        prediction.save_overlay(staged["overlay_png"])
-        if not tiled and prediction.raster is not None:
-            prediction.save_geotiff(staged["mask_geotiff"])
-        driver = "GeoJSON" if args.vector_format == "geojson" else "GPKG"
-        vectors = prediction.save_vectors(staged["vectors"], driver, args.simplify, args.min_area)
-        commit_outputs({kind: staged[kind] for kind in kinds}, targets, replaceable)
-    except BaseException:
-        for path in staged.values():
-            remove_temporaries(path)
-        raise
-    vectors["path"] = str(targets["vectors"])
-    if vectors.get("warning"):
-        vectors["warning"] = vectors["warning"].replace(str(staged["vectors"]), str(targets["vectors"]))
+    kinds, vectors = write_prediction_files(
+        prediction, targets, tiled=tiled, vector_driver="GeoJSON" if args.vector_format == "geojson" else "GPKG",
+        simplify=args.simplify, min_area=args.min_area, replaceable=replaceable, staged=staged)
     files: dict[str, Any] = {"outputs": {kind: str(targets[kind]) for kind in kinds}, "vectors": vectors}
     replaced = [str(targets[kind]) for kind in kinds if targets[kind] in replaceable]
     if replaced:
@@ -357,9 +328,9 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                     _check_vector_format(raster_info(src), job, out, args.vector_format)
                 staged = staging_paths(output_paths(out, job, args.vector_format))
                 tiles = _tile_progress(bar, job)
-                prediction = reasoner.predict_tiled(job.image, job.question, staged["mask_geotiff"], args.tile_size,
-                                                    args.overlap, answer=not args.no_answer, bands=bands,
-                                                    progress=tiles)
+                prediction = reasoner.predict_tiled(job.image, job.checked or job.question, staged["mask_geotiff"],
+                                                    args.tile_size, args.overlap, answer=not args.no_answer,
+                                                    bands=bands, progress=tiles)
                 started = time.perf_counter()
                 files = write_outputs(prediction, job, out, args, True, replaceable, staged)
                 prediction.seconds["outputs"] = time.perf_counter() - started
@@ -386,7 +357,8 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
             continue
         try:
             predictions = reasoner.predict_loaded([item for _, item in loaded],
-                                                  [job.question for job, _ in loaded], answer=not args.no_answer)
+                                                  [job.checked or job.question for job, _ in loaded],
+                                                  answer=not args.no_answer)
         except Exception as error:  # noqa: BLE001 - the batch's pairs fail, later batches go on
             for job, _ in loaded:
                 _fail(job, error, rank, debug)
@@ -420,7 +392,8 @@ def _process_questions(reasoner, group: list[Job], out: Path, args: argparse.Nam
         item = load_input(group[0].image, bands, reasoner.max_pixels)
         for job in group:
             _check_vector_format(item.raster, job, out, args.vector_format)
-        predictions = reasoner.predict_questions(item, [job.question for job in group], answer=not args.no_answer)
+        predictions = reasoner.predict_questions(item, [job.checked or job.question for job in group],
+                                                 answer=not args.no_answer)
     except Exception as error:  # noqa: BLE001 - this image's pairs fail, the other images go on
         for job in group:
             _fail(job, error, rank, debug)
@@ -536,8 +509,9 @@ def run(args: argparse.Namespace) -> int:
                                            max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams,
                                            revision=args.revision, answer_int8=args.answer_int8,
                                            compile_image=args.compile)
-    for job in jobs:  # refuse bad questions before writing anything
-        job.question = reasoner.check_question(job.question)
+    for job in jobs:  # refuse bad questions before writing anything; each is tokenised here, once
+        job.checked = reasoner.processor.question(job.question)
+        job.question = job.checked.text
     loaded = time.perf_counter()
     if world > 1:
         import torch.distributed as dist

@@ -1,12 +1,12 @@
 """The Python inference API: GeoReasoner (image + question -> Prediction with mask, answer and outputs).
 
-Inference of paper Sec. 4 / SPEC 1.8 (mask from the prompt alone, answer generated from the same KV
+Inference of paper Sec. 4 (docs/released_code.md#inference) (mask from the prompt alone, answer generated from the
+same KV
 cache, mask back at the original size); tiled GeoTIFF inference reuses one description embedding p.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import time
@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from georeason.data.pixels import open_pixels
-from georeason.data.transforms import preprocess_image, restore_to_original
 from georeason.errors import GeoreasonError
-from georeason.filenames import is_utf8, printable
+from georeason.filenames import printable
 from georeason.geo import (
     RasterInfo,
     mask_to_polygons,
@@ -38,6 +36,7 @@ from georeason.geo import (
 from georeason.geo.atomic import atomic_output
 from georeason.geo.georef import NONE as NO_GEOREFERENCING
 from georeason.geo.raster import capped_block_cache, needs_stretch, source_info
+from georeason.processor import Question, SegEarthProcessor
 from georeason.render import overlay_png
 
 # The pixel budget (--max-pixels): whole-image mode decodes the scene at once, and so does tiled mode for
@@ -264,29 +263,29 @@ def resolve_device(device: str) -> str:
     raise GeoreasonError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {device!r}")
 
 
-def _sha256(paths: Sequence[Path]) -> str:
-    """SHA-256 of the files' bytes in order (for one file: the file's own SHA-256)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_num_beams(num_beams: Any) -> None:
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
         raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
 
 
 class GeoReasoner:
-    """A loaded SegEarth-R1 model answering questions about images: masks, answers and map outputs."""
+    """A loaded SegEarth-R1 model answering questions about images: masks, answers and map outputs.
 
-    def __init__(self, model, prompts, folder: Path, device: str, dtype: str,
+    Paper Sec. 4 (geospatial pixel reasoning; docs/released_code.md#inference): every call is
+    processor(images, questions) -> model.segment -> processor.post_process (georeason.processor), so a
+    mask is a bool [H,W] at the image's original size (probability float32 [H,W] in [0, 1], > 0.5 =
+    target, 0 on nodata) and an answer is cleaned text. Images: paths (GDAL or Pillow formats), PIL
+    images, numpy arrays [H,W] / [H,W,C] of any dtype (non-uint8 stretched 2-98 %) or open rasterio
+    datasets, at most `max_pixels` width x height (larger scenes: predict_tiled). Questions: non-empty
+    UTF-8 of at most `max_question_tokens` tokens. Bad input raises georeason.errors.GeoreasonError
+    naming the image, question or argument. Build one with from_pretrained.
+    """
+
+    def __init__(self, model, processor: SegEarthProcessor, folder: Path, device: str, dtype: str,
                  max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1) -> None:
         _check_num_beams(num_beams)
         self.model = model
-        self.prompts = prompts
+        self.processor = processor
         self.folder = folder
         self.device = device
         self.dtype = dtype
@@ -296,7 +295,7 @@ class GeoReasoner:
         self.name = f"{model.config.preset}@{folder.name}"
         self.source = str(folder)  # the folder, or the hub id and revision it came from
         self._torch_dtype = getattr(__import__("torch"), dtype)
-        self.max_question_tokens = self._question_budget()
+        self.max_question_tokens = processor.max_question_tokens
         self._fingerprint: dict[str, Any] | None = None
 
     @classmethod
@@ -316,7 +315,7 @@ class GeoReasoner:
         """
         import torch
 
-        from georeason.model import load_pretrained
+        from georeason.model import SegEarthModel
         from georeason.model.hub import is_hub_id, resolve_model
 
         dtype_name = DTYPES.get(str(dtype).lower().removeprefix("torch."))
@@ -329,39 +328,22 @@ class GeoReasoner:
         hub_id = folder if is_hub_id(folder) else None
         folder = resolve_model(folder, revision)
         source = f"{hub_id}@{folder.name}" if hub_id else None  # the folder of a hub id is named by its commit
-        model, prompts = load_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
+        model = SegEarthModel.from_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
         if answer_int8:
             model.enable_int8_answers()
         if compile_image:
             model.compile_image_part()
-        reasoner = cls(model, prompts, folder, device_name, dtype_name, max_pixels, num_beams)
+        processor = SegEarthProcessor.from_pretrained(folder, config=model.config)
+        reasoner = cls(model, processor, folder, device_name, dtype_name, max_pixels, num_beams)
         if source is not None:
             reasoner.source, reasoner.name = source, f"{model.config.preset}@{source}"
         return reasoner
 
     # -- description ------------------------------------------------------------------------------
-    def _question_budget(self) -> int:
-        """Tokens left for the question: context minus the template around it and the answer room."""
-        template = len(self.prompts.encode("x", for_generation=True)["input_ids"])
-        question = len(self.prompts.tokenizer.encode(" x", add_special_tokens=False))
-        answer_room = int(self.model.config.prompt.max_answer_tokens)
-        return self.prompts.max_length - (template - question) - answer_room
-
     def check_question(self, question: Any) -> str:
-        """The question stripped; a GeoreasonError for an empty or over-long one (naming the limit)."""
-        if not isinstance(question, str) or not question.strip():
-            raise GeoreasonError("question: the question is empty; expected a text question about the image")
-        question = question.strip()
-        if not is_utf8(question):
-            # Bytes that are not UTF-8 (e.g. a command line in another encoding) reach Python as surrogates.
-            raise GeoreasonError(f"question: not valid UTF-8 text ({printable(question)[:60]!r}); "
-                                 "give the question in UTF-8")
-        tokens = len(self.prompts.tokenizer.encode(" " + question, add_special_tokens=False))
-        if tokens > self.max_question_tokens:
-            raise GeoreasonError(
-                f"question: {tokens} tokens is over this model's limit of {self.max_question_tokens} tokens "
-                f"(preset {self.model.config.preset}); shorten the question ({question[:40]!r}...)")
-        return question
+        """The question stripped; a GeoreasonError for an empty, non-UTF-8 or over-long one (naming the
+        limit). To check once and keep the tokens, use self.processor.question()."""
+        return self.processor.question(question).text
 
     def info(self) -> dict[str, Any]:
         return {"preset": self.model.config.preset, "parameters": int(self.model.num_parameters()),
@@ -372,19 +354,12 @@ class GeoReasoner:
     def fingerprint(self) -> dict[str, Any]:
         """info() plus SHA-256 of the weights and config, to tie outputs to the exact model."""
         if self._fingerprint is None:
-            from georeason.model.weights import weight_files
+            from georeason.model.weights import model_fingerprint
 
-            digests = {"model_sha256": _sha256(weight_files(self.folder)),
-                       "config_sha256": _sha256([self.folder / "config.json"])}
-            self._fingerprint = {**self.info(), "name": self.name, **digests}
+            self._fingerprint = {**self.info(), "name": self.name, **model_fingerprint(self.folder)}
         return self._fingerprint
 
-    def _answer_text(self, token_ids: list[int]) -> str:
-        """The decoded answer without control characters (NUL cannot be stored in GPKG or TIFF tags)."""
-        text = self.prompts.decode_answer(token_ids)
-        return "".join(char for char in text if char.isprintable() or char in "\n\t").strip()
-
-    def _segment(self, pixels, prompt, answer: bool) -> tuple[dict[str, Any], float]:
+    def _segment(self, pixels, prompt, answer: bool):
         """model.segment, plus the time the mask was ready (the answer is generated after it)."""
         import torch
 
@@ -394,64 +369,61 @@ class GeoReasoner:
         try:
             with torch.inference_mode():
                 out = self.model.segment(pixels, prompt, answer=answer, num_beams=self.num_beams,
-                                         stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
+                                         stop_ids=self.processor.stop_ids)
         finally:
             hook.remove()
         done = time.perf_counter()
         return out, marks[-1] if marks else done
 
     # -- whole-image inference --------------------------------------------------------------------
-    def _pixels(self, rgbs: Sequence[np.ndarray]):
-        import torch
-
-        prepared = [preprocess_image(rgb, self.image_size) for rgb in rgbs]
-        tensor = torch.from_numpy(np.stack([p for p, _ in prepared]))
-        return tensor.to(self.device, self._torch_dtype), [g for _, g in prepared]
-
-    def predict_loaded(self, loaded: Sequence[LoadedImage], questions: Sequence[str],
+    def predict_loaded(self, loaded: Sequence[LoadedImage], questions: Sequence[str | Question],
                        answer: bool = True) -> list[Prediction]:
-        """One model call for already loaded images (a batch) and their questions."""
-        import torch
+        """One model call for already loaded images (a batch) and their questions (text, or a Question
+        from self.processor.question(), which is not tokenised again).
 
-        questions = [self.check_question(q) for q in questions]
+        processor(images, questions) -> model.segment -> processor.post_process (masks at the original size,
+        0 probability on nodata, answers cleaned). Raises GeoreasonError for a bad question.
+        """
         started = time.perf_counter()
-        pixels, geometries = self._pixels([item.rgb for item in loaded])
-        prompt = self.prompts.batch(list(questions), for_generation=True).to(self.device)
+        inputs = self.processor([item.rgb for item in loaded], questions).to(self.device, self._torch_dtype)
         prepared = time.perf_counter()
-        out, mask_done = self._segment(pixels, prompt, answer)
-        logits = out["logits"].float().cpu().numpy()
+        out, mask_done = self._segment(inputs.pixel_values, inputs.prompt, answer)
         segmented = time.perf_counter()
         share = 1.0 / len(loaded)  # the batch's model time, split evenly
         predictions = []
         for row, item in enumerate(loaded):
             restore_started = time.perf_counter()
-            probability = expit(restore_to_original(logits[row], geometries[row])).astype(np.float32)
-            if item.valid is not None:
-                probability[~item.valid] = 0.0
-            mask = probability > 0.5
-            text = self._answer_text(out["answer_ids"][row]) if answer else None
+            (result,) = self.processor.post_process(_row(out, row), [inputs.geometries[row]], [item.valid])
             seconds = {"load": item.seconds, "preprocess": (prepared - started) * share,
                        "mask": (mask_done - prepared) * share, "answer": (segmented - mask_done) * share,
                        "restore": time.perf_counter() - restore_started}
             seconds["total"] = sum(seconds.values())
-            predictions.append(Prediction(mask, probability, not mask.any(), text, questions[row], seconds,
-                                          item.rgb, item.raster, item.source, item.valid, self.name,
-                                          list(item.notes)))
+            predictions.append(Prediction(result.mask, result.probability, not result.mask.any(), result.answer,
+                                          inputs.questions[row].text, seconds, item.rgb, item.raster, item.source,
+                                          item.valid, self.name, list(item.notes)))
         return predictions
 
-    def predict(self, image: Any, question: str | Sequence[str], answer: bool = True,
+    def predict(self, image: Any, question: str | Question | Sequence[str | Question], answer: bool = True,
                 bands: Sequence[int] | None = None) -> Prediction | list[Prediction]:
         """Segment what answers `question` in `image` (path, PIL image, numpy array or rasterio dataset).
 
-        A list of questions gives a list of Predictions, in order: the image is read and encoded once
+        The question is checked before the image is read (GeoreasonError naming the token limit). A list
+        of questions gives a list of Predictions, in order: the image is read and encoded once
         (predict_questions), and every mask equals the one a single-question call gives.
         """
-        if not isinstance(question, str) and isinstance(question, Sequence):
-            return self.predict_questions(load_input(image, bands, self.max_pixels), question, answer)
-        question = self.check_question(question)
+        if not isinstance(question, (str, Question)) and isinstance(question, Sequence):
+            checked = self._questions(question)
+            return self.predict_questions(load_input(image, bands, self.max_pixels), checked, answer)
+        question = self.processor.question(question)
         return self.predict_loaded([load_input(image, bands, self.max_pixels)], [question], answer)[0]
 
-    def predict_questions(self, item: LoadedImage, questions: Sequence[str], answer: bool = True,
+    def _questions(self, questions: Any) -> list[Question]:
+        """Each question checked once (processor.question); a GeoreasonError for an empty list."""
+        if isinstance(questions, (str, Question)) or not questions:
+            raise GeoreasonError("questions: expected a non-empty list of questions")
+        return [self.processor.question(q) for q in questions]
+
+    def predict_questions(self, item: LoadedImage, questions: Sequence[str | Question], answer: bool = True,
                           features: Any = None) -> list[Prediction]:
         """Several questions about one loaded image, its features computed once (model.encode_image).
 
@@ -462,11 +434,10 @@ class GeoReasoner:
         """
         import torch
 
-        if isinstance(questions, str) or not questions:
-            raise GeoreasonError("questions: expected a non-empty list of questions")
-        questions = [self.check_question(q) for q in questions]
+        questions = self._questions(questions)
         started = time.perf_counter()
-        pixels, (geometry,) = self._pixels([item.rgb])
+        pixels, (geometry,) = self.processor.pixel_values([item.rgb])
+        pixels = pixels.to(self.device, self._torch_dtype)
         prepared = time.perf_counter()
         if features is None:
             with torch.inference_mode():
@@ -476,26 +447,29 @@ class GeoReasoner:
         predictions = []
         for question in questions:
             step = time.perf_counter()
-            prompt = self.prompts.batch([question], for_generation=True).to(self.device)
+            prompt = self.processor.prompt([question]).to(self.device)
             out, mask_done = self._segment_features(features, prompt, answer)
-            logits = out["logits"][0].float().cpu().numpy()
             segmented = time.perf_counter()
-            text = self._answer_text(out["answer_ids"][0]) if answer else None
+            restore_started = time.perf_counter()
+            (result,) = self.processor.post_process(out, [geometry], [item.valid])
             seconds = {"load": item.seconds * share, "preprocess": (prepared - started) * share,
                        "features": (encoded - prepared) * share, "mask": mask_done - step,
-                       "answer": segmented - mask_done}
-            predictions.append(self._prediction(item, logits, geometry, question, text, seconds))
+                       "answer": segmented - mask_done, "restore": time.perf_counter() - restore_started}
+            seconds["total"] = sum(seconds.values())
+            predictions.append(Prediction(result.mask, result.probability, not result.mask.any(), result.answer,
+                                          question.text, seconds, item.rgb, item.raster, item.source,
+                                          item.valid, self.name, list(item.notes)))
         return predictions
 
     def encode(self, item: LoadedImage):
         """The image's features (model.features.ImageFeatures), to share between questions about it."""
         import torch
 
-        pixels, _ = self._pixels([item.rgb])
+        pixels, _ = self.processor.pixel_values([item.rgb])
         with torch.inference_mode():
-            return self.model.encode_image(pixels)
+            return self.model.encode_image(pixels.to(self.device, self._torch_dtype))
 
-    def _segment_features(self, features, prompt, answer: bool) -> tuple[dict[str, Any], float]:
+    def _segment_features(self, features, prompt, answer: bool):
         """model.segment_features, plus the time the mask was ready (see _segment)."""
         import torch
 
@@ -504,26 +478,13 @@ class GeoReasoner:
         try:
             with torch.inference_mode():
                 out = self.model.segment_features(features, prompt, answer=answer, num_beams=self.num_beams,
-                                                  stop_ids=(self.prompts.seg_id, self.prompts.eos_id))
+                                                  stop_ids=self.processor.stop_ids)
         finally:
             hook.remove()
         done = time.perf_counter()
         return out, marks[-1] if marks else done
 
-    def _prediction(self, item: LoadedImage, logits: np.ndarray, geometry, question: str, text: str | None,
-                    seconds: dict[str, float]) -> Prediction:
-        """A Prediction from model-size logits [S,S]: restored to the original size, nodata set to 0."""
-        restore_started = time.perf_counter()
-        probability = expit(restore_to_original(logits, geometry)).astype(np.float32)
-        if item.valid is not None:
-            probability[~item.valid] = 0.0
-        mask = probability > 0.5
-        seconds = {**seconds, "restore": time.perf_counter() - restore_started}
-        seconds["total"] = sum(seconds.values())
-        return Prediction(mask, probability, not mask.any(), text, question, seconds, item.rgb, item.raster,
-                          item.source, item.valid, self.name, list(item.notes))
-
-    def predict_batch(self, images: Sequence[Any], questions: str | Sequence[str], answer: bool = True,
+    def predict_batch(self, images: Sequence[Any], questions: str | Sequence[str | Question], answer: bool = True,
                       batch_size: int = 4, bands: Sequence[int] | None = None) -> list[Prediction]:
         """predict() for many images (one question for all, or one per image), batch_size per model call."""
         if isinstance(questions, str):
@@ -533,7 +494,7 @@ class GeoReasoner:
                                  "give one question or one per image")
         if batch_size < 1:
             raise GeoreasonError(f"batch_size: expected at least 1, got {batch_size}")
-        questions = [self.check_question(q) for q in questions]
+        questions = [self.processor.question(q) for q in questions]
         predictions: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = [load_input(image, bands, self.max_pixels) for image in images[start : start + batch_size]]
@@ -541,8 +502,9 @@ class GeoReasoner:
         return predictions
 
     # -- tiled inference --------------------------------------------------------------------------
-    def predict_tiled(self, path: str | os.PathLike[str], question: str, geotiff_path: str | os.PathLike[str],
-                      tile_size: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP, answer: bool = True,
+    def predict_tiled(self, path: str | os.PathLike[str], question: str | Question,
+                      geotiff_path: str | os.PathLike[str], tile_size: int = DEFAULT_TILE,
+                      overlap: int = DEFAULT_OVERLAP, answer: bool = True,
                       bands: Sequence[int] | None = None, overwrite: bool = False,
                       progress: Callable[[int, int], None] | None = None) -> TiledPrediction:
         """Predict a scene of any size tile by tile, streaming the mask GeoTIFF to `geotiff_path`.
@@ -552,7 +514,7 @@ class GeoReasoner:
         A scene that fits in one tile uses the full-resolution scene as overview, which reproduces
         whole-image mode exactly.
         """
-        question = self.check_question(question)
+        question = self.processor.question(question)
         plan_tiles(tile_size, tile_size, tile_size, overlap)  # validates tile/overlap before any work
         with capped_block_cache(TILED_GDAL_CACHE_BYTES):
             return self._predict_tiled(path, question, geotiff_path, tile_size, overlap, answer, bands, overwrite,
@@ -577,22 +539,22 @@ class GeoReasoner:
             seconds["overview"] = time.perf_counter() - started
 
             step = time.perf_counter()
-            pixels, _ = self._pixels([preview])
-            prompt = self.prompts.batch([question], for_generation=True).to(self.device)
-            out, mask_done = self._segment(pixels, prompt, answer)
-            description = out["description_embedding"]
-            text = self._answer_text(out["answer_ids"][0]) if answer else None
+            inputs = self.processor([preview], [question]).to(self.device, self._torch_dtype)
+            out, mask_done = self._segment(inputs.pixel_values, inputs.prompt, answer)
+            description = out.description_embedding
+            text = self.processor.decode_answer(out.answer_ids[0]) if answer else None
             seconds["description"] = mask_done - step
             seconds["answer"] = time.perf_counter() - mask_done
 
             def predict_fn(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
-                tile_pixels, (geometry,) = self._pixels([rgb])
+                tile_pixels, (geometry,) = self.processor.pixel_values([rgb])
                 with torch.inference_mode():
-                    logits = self.model.segment_with_description(tile_pixels, description)
-                return expit(restore_to_original(logits[0].float().cpu().numpy(), geometry)).astype(np.float32)
+                    logits = self.model.segment_with_description(tile_pixels.to(self.device, self._torch_dtype),
+                                                                 description)
+                return self.processor.restore(logits[0].float().cpu().numpy(), geometry)
 
             step = time.perf_counter()
-            tags = {"georeason_question": question, "georeason_answer": text or "", "georeason_model": self.name,
+            tags = {"georeason_question": question.text, "georeason_answer": text or "", "georeason_model": self.name,
                     "georeason_source": printable(path), "georeason_tile_size": str(tile_size),
                     "georeason_overlap": str(overlap)}
             result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=bands,
@@ -601,9 +563,15 @@ class GeoReasoner:
         with open_raster(geotiff_path) as written:
             preview_mask = written.read(1, out_shape=preview.shape[:2]) == 1
         seconds["total"] = time.perf_counter() - started
-        return TiledPrediction(Path(geotiff_path), question, text, result.positive_pixels == 0, info, str(path),
+        return TiledPrediction(Path(geotiff_path), question.text, text, result.positive_pixels == 0, info, str(path),
                                self.name, preview, preview_mask, result.tiles, result.valid_pixels,
                                result.positive_pixels, seconds, notes)
+
+
+def _row(out, row: int):
+    """Row `row` of a SegmentOutput, as a SegmentOutput of one."""
+    return type(out)(out.logits[row:row + 1], out.description_embedding[row:row + 1],
+                     None if out.answer_ids is None else [out.answer_ids[row]])
 
 
 __all__ = ["GeoReasoner", "LoadedImage", "Prediction", "TiledPrediction", "load_input", "resolve_device",

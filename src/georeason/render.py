@@ -1,6 +1,6 @@
 """Overlay PNGs: the predicted mask filled and outlined over the image, with the question and answer below.
 
-Visual output of inference (issue 5); the paper's qualitative figures (Fig. 5) show masks the same way.
+Visual output of inference (docs/predict.md); the paper's qualitative figures (Fig. 5) show masks the same way.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The `georeason train` command: train a model from a recipe file plus `--set` overrides.
 
-Implements the training recipe of SPEC 3 (paper Table 8); the work is in georeason.training.
+Implements the training recipe of docs/released_code.md#training-recipe (paper Table 8); the work is in
+georeason.training.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Datasets, preprocessing and the synthetic benchmark of georeason.
 
-Implements SPEC 2 (data layouts and preprocessing); see docs/data.md. `open_dataset` detects the layout
+Implements the data layouts and preprocessing of docs/released_code.md#datasets and #preprocessing; see docs/data.md.
+`open_dataset` detects the layout
 (EarthReason, RRSIS-D, RefSegRS or our JSONL manifest) of a folder; submodules are imported on use.
 """
 

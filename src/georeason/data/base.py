@@ -1,6 +1,7 @@
 """The common sample format and question/answer selection shared by every dataset loader.
 
-Implements the "ours" data rules of SPEC 2: sample among all questions/answers in training, a fixed
+Implements georeason's data rules (docs/data.md; released behaviour: docs/released_code.md#datasets): sample among all
+questions/answers in training, a fixed
 documented choice in evaluation (question 0 by default), the empty-target answer, lazy loading.
 """
 
@@ -13,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from georeason.config import EMPTY_TARGET_ANSWER
-from georeason.data.labels import LabelRead
+from georeason.data.labels import LabelRead, read_label
 from georeason.data.pixels import load_image
 from georeason.errors import GeoreasonError
 
@@ -47,6 +48,9 @@ class ReasoningDataset:
     mode "eval": question `question_index` (default 0; taken modulo the number of questions) and the
     first answer; `all_questions=True` yields one sample per question instead (ids "<id>#q<k>").
     A reasoning sample with no answer gets EMPTY_TARGET_ANSWER; a referring sample's answer is "".
+    Raises GeoreasonError for an unknown mode, all_questions outside eval or a negative question_index,
+    and, when an item is read, for an unreadable image or label or a mask whose size differs from the
+    image (naming the sample and files); IndexError past the end.
     """
 
     name = "dataset"
@@ -132,8 +136,15 @@ class ReasoningDataset:
 
     def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
         """The bool [H,W] target mask of a record (all False for an empty target) and how its label was
-        read (georeason.data.labels). Loader-specific; `shape` is the image's (H, W)."""
-        raise NotImplementedError
+        read (georeason.data.labels); `shape` is the image's (H, W).
+
+        Default: `record.mask_source` is a label file (any non-zero value = target), None an empty
+        target. Formats with other labels (COCO polygons) override it. Raises GeoreasonError naming an
+        unreadable label file.
+        """
+        if record.mask_source is None:
+            return LabelRead(np.zeros(shape, dtype=bool), "no mask: empty target")
+        return read_label(record.mask_source)
 
     def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray:
         """bool [H,W] target mask of a record (read_label without the description)."""
@@ -162,6 +173,43 @@ class ReasoningDataset:
 
     def categories(self) -> list[str | None]:
         return [self.records[r].category for r, _ in self._items]
+
+
+class FolderDataset(ReasoningDataset):
+    """A dataset read from one split of a folder in a known layout: the plumbing every format shares.
+
+    A format subclass gives `name` and `scan(root, split) -> (records, problems)` (its layout, with a
+    docstring naming the source, citation and layout), and read_label when its labels are not files.
+    The constructor scans, raises one GeoreasonError listing every problem found (raise_problems) or
+    naming an empty split, then builds the ReasoningDataset (mode, transforms, seed, question_index,
+    all_questions as there).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        mode: str = "train",
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        seed: int = 0,
+        question_index: int = 0,
+        all_questions: bool = False,
+    ):
+        self.root, self.split = Path(root), split
+        records, problems = self.scan(self.root, split)
+        where = self.location(self.root, split)
+        raise_problems(where, problems)
+        if not records:
+            raise GeoreasonError(f"{where}: the split has no samples")
+        super().__init__(records, mode, transforms, seed, question_index, all_questions)
+
+    def scan(self, root: Path, split: str) -> tuple[list[Record], list[str]]:
+        """Records of one split and every problem found (format-specific)."""
+        raise NotImplementedError
+
+    def location(self, root: Path, split: str) -> str:
+        """How messages name the split: "<name> <split> split under <root>" unless the format has a file."""
+        return f"{self.name} {split} split under {root}"
 
 
 def raise_problems(name: str, problems: list[str], limit: int = 10) -> None:

@@ -1,6 +1,6 @@
 """Validation of a dataset folder: counts, empty targets, sizes, Q/A counts, how labels were read, problems.
 
-Backs `georeason data check` (the layouts of SPEC 2 and our JSONL manifest, docs/data.md).
+Backs `georeason data check` (the layouts of docs/released_code.md#datasets and our JSONL manifest, docs/data.md).
 """
 
 from __future__ import annotations

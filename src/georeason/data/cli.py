@@ -1,6 +1,7 @@
 """`georeason data ...`: dataset tools (`check` validates a dataset folder; `merge-masks` adds masks).
 
-Implements the tooling around SPEC 2's layouts; each sub-subcommand is one small add/run pair.
+Implements the tooling around the dataset layouts (docs/released_code.md#datasets, docs/data.md); each sub-subcommand
+is one small add/run pair.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """EarthReason loader: `<root>/{train,val,test}/images|labels|QAs`, paired by file stem.
 
-Implements SPEC 2 "EarthReason" (ours: pair by stem and fail loudly, sample among all questions).
+Implements the EarthReason layout (docs/released_code.md#earthreason) (ours: pair by stem and fail loudly, sample
+among all questions).
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from georeason.data.base import ReasoningDataset, Record, raise_problems
-from georeason.data.labels import LabelRead, read_label
+from georeason.data.base import FolderDataset, Record
 from georeason.errors import GeoreasonError
 from georeason.textfiles import read_json_file
 
@@ -114,28 +114,27 @@ def scan_earthreason(
     return records, problems
 
 
-class EarthReason(ReasoningDataset):
-    """EarthReason (SPEC 2): labels are PNGs where any non-zero value is target."""
+class EarthReason(FolderDataset):
+    """EarthReason, the geospatial pixel reasoning benchmark of the SegEarth-R1 paper (Sec. 3, Table 1).
+
+    Source: the Hugging Face dataset `earth-insights/EarthReason` (images from Million-AID and fMoW).
+    Citation: Li et al., "SegEarth-R1: Geospatial Pixel Reasoning via Large Language Model".
+    Layout (docs/released_code.md#earthreason, docs/data.md): `<root>/{train,val,test}/images/<stem>.jpg|png`,
+    `labels/<stem>.png` (uint8 or palette; any non-zero value = target) and `QAs/<stem>.json`
+    ({"questions": [...], "answer": [...]}; an empty answer list = empty target). Paired by file stem;
+    the category comes from the QA file or the stem (`category_pattern`). Task "reasoning".
+    Raises GeoreasonError listing every unpaired or unreadable file, or for an empty split.
+    """
 
     name = "EarthReason"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        mode: str = "train",
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        seed: int = 0,
-        question_index: int = 0,
-        all_questions: bool = False,
-        category_pattern: str | None = DEFAULT_CATEGORY_PATTERN,
-    ):
-        records, problems = scan_earthreason(root, split, category_pattern)
-        raise_problems(f"EarthReason {split} split under {root}", problems)
-        if not records:
-            raise GeoreasonError(f"{find_split_dir(root, split)}: the split has no samples")
-        self.root, self.split = Path(root), split
-        super().__init__(records, mode, transforms, seed, question_index, all_questions)
+    def __init__(self, root: str | Path, split: str = "train", mode: str = "train",
+                 transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None, seed: int = 0,
+                 question_index: int = 0, all_questions: bool = False,
+                 category_pattern: str | None = DEFAULT_CATEGORY_PATTERN):
+        self.category_pattern = category_pattern  # a category from the file name when the QA file has none
+        super().__init__(root, split, mode, transforms, seed, question_index, all_questions)
 
-    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
-        return read_label(record.mask_source)
+    def scan(self, root: Path, split: str) -> tuple[list[Record], list[str]]:
+        return scan_earthreason(root, split, self.category_pattern)
+

@@ -1,18 +1,15 @@
 """Our JSONL manifest: one JSON object per line (image, mask, questions, answers, task, ...).
 
-A project format (documented in docs/data.md), loaded into the common sample format of SPEC 2.
+A project format (documented in docs/data.md), loaded into the common sample format (docs/released_code.md#datasets).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
 
-import numpy as np
 
-from georeason.data.base import TASKS, ReasoningDataset, Record, raise_problems
-from georeason.data.labels import LabelRead, read_label
+from georeason.data.base import TASKS, FolderDataset, Record
 from georeason.errors import GeoreasonError
 from georeason.textfiles import read_text_file
 
@@ -119,29 +116,20 @@ def scan_jsonl(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
     return records, problems
 
 
-class JsonlDataset(ReasoningDataset):
-    """Samples listed in `<root>/<split>.jsonl` (see docs/data.md); mask null = empty target."""
+class JsonlDataset(FolderDataset):
+    """Samples listed in `<root>/<split>.jsonl`, georeason's own manifest (docs/data.md; no paper section).
+
+    Source: any dataset converted to it, e.g. by `georeason annotate`. Layout: one JSON object per line
+    with `image` and `mask` paths (relative to the manifest; `mask` null = empty target), `questions`,
+    `answers`, `task` ("reasoning" or "referring"), optional `id` and `category`. Raises GeoreasonError
+    naming the line and field of every bad entry, or for an empty manifest.
+    """
 
     name = "JSONL"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        mode: str = "train",
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        seed: int = 0,
-        question_index: int = 0,
-        all_questions: bool = False,
-    ):
-        records, problems = scan_jsonl(root, split)
-        raise_problems(f"JSONL manifest {manifest_path(root, split)}", problems)
-        if not records:
-            raise GeoreasonError(f"{manifest_path(root, split)}: the manifest has no samples")
-        self.root, self.split = Path(root), split
-        super().__init__(records, mode, transforms, seed, question_index, all_questions)
+    def scan(self, root: Path, split: str) -> tuple[list[Record], list[str]]:
+        return scan_jsonl(root, split)
 
-    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
-        if record.mask_source is None:
-            return LabelRead(np.zeros(shape, dtype=bool), "no mask: empty target")
-        return read_label(record.mask_source)
+    def location(self, root: Path, split: str) -> str:
+        return f"JSONL manifest {manifest_path(root, split)}"
+

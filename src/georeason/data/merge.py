@@ -2,7 +2,8 @@
 
 Step 3 of the EarthReason pipeline (paper Sec. 3.2 "Object Mask Labeling", App. A.1): masks are checked against
 the images (stems, sizes), read as label values (georeason.data.labels) and written as 0/255 into
-<split>/labels/<stem>.png (SPEC 2), and the JSONL manifest written by `georeason annotate` gets their paths.
+<split>/labels/<stem>.png (docs/released_code.md#earthreason), and the JSONL manifest written by `georeason annotate`
+gets their paths.
 """
 
 from __future__ import annotations

@@ -265,17 +265,34 @@ class _CannotOpen(Exception):
     """This decoder does not understand the file; the other one may."""
 
 
-def _gdal_header(path: Path) -> DatasetReader:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(gdal_name(path))
-    except GDAL_ERRORS as exc:
-        raise _CannotOpen(f"GDAL: {gdal_reason(exc)}") from None
+class NoPixels(Exception):
+    """GDAL opened the file but it has no pixels or no bands."""
+
+
+def open_with_gdal(path: Path) -> DatasetReader:
+    """rasterio.open of a file by GDAL's name for it; the one place both readers (this module's and
+    georeason.geo.open_raster) open files.
+
+    NotGeoreferencedWarning is silenced: plain PNG/JPEG inputs are fine, their georeferencing is decided
+    later (georeason.geo.georef). Raises one of GDAL_ERRORS when GDAL cannot open it, NoPixels (dataset
+    closed) when it has no pixels or no bands.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        dataset = rasterio.open(gdal_name(path))
     if dataset.width <= 0 or dataset.height <= 0 or dataset.count <= 0:
         dataset.close()
-        raise _CannotOpen("GDAL: no pixels or no bands")
+        raise NoPixels()
     return dataset
+
+
+def _gdal_header(path: Path) -> DatasetReader:
+    try:
+        return open_with_gdal(path)
+    except GDAL_ERRORS as exc:
+        raise _CannotOpen(f"GDAL: {gdal_reason(exc)}") from None
+    except NoPixels:
+        raise _CannotOpen("GDAL: no pixels or no bands") from None
 
 
 def _pillow_open(path: Path):

@@ -1,15 +1,14 @@
 """RefSegRS loader: `output_phrase_{split}.txt` (`<id> <phrase>` per line), images/ and masks/ TIFFs.
 
-Implements SPEC 2 "RefSegRS"; masks are 255 = target (any non-zero value counts as target).
+Implements the RefSegRS layout (docs/released_code.md#refsegrs); masks are 255 = target (any non-zero value counts as
+target).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
 
-from georeason.data.base import ReasoningDataset, Record, raise_problems
-from georeason.data.labels import LabelRead, read_label
+from georeason.data.base import FolderDataset, Record
 from georeason.errors import GeoreasonError
 from georeason.textfiles import read_text_file
 
@@ -56,27 +55,18 @@ def scan_refsegrs(root: str | Path, split: str) -> tuple[list[Record], list[str]
     return records, problems
 
 
-class RefSegRS(ReasoningDataset):
-    """RefSegRS referring segmentation (SPEC 2)."""
+class RefSegRS(FolderDataset):
+    """RefSegRS referring segmentation (paper Table 1: 4,420 images of 800 x 800 px, 14 categories).
+
+    Source: the RefSegRS release (Yuan et al., "RRSIS: Referring Remote Sensing Image Segmentation",
+    IEEE TGRS 2024). Layout (docs/released_code.md#refsegrs): `<root>/output_phrase_<split>.txt` with
+    one `<id> <phrase>` per line, `images/<id>.tif` and `masks/<id>.tif` (255 = target; any non-zero
+    value counts). One sample per phrase line (ids `<id>~2`, ... for repeated images); task "referring".
+    Raises GeoreasonError listing every bad line or missing file, or for an empty split.
+    """
 
     name = "RefSegRS"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        mode: str = "train",
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        seed: int = 0,
-        question_index: int = 0,
-        all_questions: bool = False,
-    ):
-        records, problems = scan_refsegrs(root, split)
-        raise_problems(f"RefSegRS {split} split under {root}", problems)
-        if not records:
-            raise GeoreasonError(f"{root}: RefSegRS split {split!r} has no samples")
-        self.root, self.split = Path(root), split
-        super().__init__(records, mode, transforms, seed, question_index, all_questions)
+    def scan(self, root: Path, split: str) -> tuple[list[Record], list[str]]:
+        return scan_refsegrs(root, split)
 
-    def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
-        return read_label(record.mask_source)

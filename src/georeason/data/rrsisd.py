@@ -1,17 +1,18 @@
 """RRSIS-D loader: refs pickle (read safely) + COCO instances.json, masks decoded lazily.
 
-Implements SPEC 2 "RRSIS-D" (ours: decode each mask on use and binarise overlapping polygons).
+Implements the RRSIS-D layout (docs/released_code.md#rrsis-d) (ours: decode each mask on use and binarise overlapping
+polygons).
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from georeason.data.base import ReasoningDataset, Record, raise_problems
+from georeason.data.base import FolderDataset, Record
 from georeason.data.labels import LabelRead
 from georeason.data.safe_pickle import load_plain
 from georeason.errors import GeoreasonError
@@ -138,27 +139,20 @@ def scan_rrsisd(root: str | Path, split: str) -> tuple[list[Record], list[str]]:
     return records, problems
 
 
-class RRSISD(ReasoningDataset):
-    """RRSIS-D referring segmentation (SPEC 2); eval question 0 = sentences[0], as released."""
+class RRSISD(FolderDataset):
+    """RRSIS-D referring segmentation (17,402 image-text-mask triplets, 20 categories, 800 x 800 images).
+
+    Source: the RRSIS-D release (Liu et al., "Rotated Multi-Scale Interaction Network for Referring Remote
+    Sensing Image Segmentation", CVPR 2024). Layout (docs/released_code.md#rrsis-d): `rrsisd/refs(unc).p`
+    (a pickled list of refs, read with a restricted unpickler), `rrsisd/instances.json` (COCO polygons or
+    RLE) and the JPEG images. Masks are decoded on use and binarised (bool [H,W]); eval question 0 =
+    sentences[0], as released; task "referring". Raises GeoreasonError listing every bad ref.
+    """
 
     name = "RRSIS-D"
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        mode: str = "train",
-        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-        seed: int = 0,
-        question_index: int = 0,
-        all_questions: bool = False,
-    ):
-        records, problems = scan_rrsisd(root, split)
-        raise_problems(f"RRSIS-D {split} split under {root}", problems)
-        if not records:
-            raise GeoreasonError(f"{root}: RRSIS-D has no refs in split {split!r}")
-        self.root, self.split = Path(root), split
-        super().__init__(records, mode, transforms, seed, question_index, all_questions)
+    def scan(self, root: Path, split: str) -> tuple[list[Record], list[str]]:
+        return scan_rrsisd(root, split)
 
     def read_label(self, record: Record, shape: tuple[int, int]) -> LabelRead:
         source = record.mask_source

@@ -1,6 +1,7 @@
 """The synthetic geospatial pixel-reasoning benchmark: aerial-looking scenes, one target, implicit Q/A.
 
-A small, deterministic stand-in for EarthReason (paper Sec. 3, SPEC 2 layout): empty targets, held-out
+A small, deterministic stand-in for EarthReason (paper Sec. 3; layout of docs/released_code.md#earthreason): empty
+targets, held-out
 categories absent from train and held-out question phrasings used only in test, recorded in synth_meta.json.
 """
 

@@ -1,6 +1,7 @@
 """`georeason synth OUT`: write the synthetic geospatial reasoning benchmark (EarthReason layout).
 
-Front end of data/synth.py (a deterministic stand-in for EarthReason, paper Sec. 3 / SPEC 2 layout).
+Front end of data/synth.py (a deterministic stand-in for EarthReason, paper Sec. 3; layout of
+docs/released_code.md#earthreason).
 """
 
 from __future__ import annotations

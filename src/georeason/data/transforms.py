@@ -1,6 +1,7 @@
 """Preprocessing identical to the released code, and its inverse (masks back at the original size).
 
-Implements SPEC 2 "Preprocessing": long side -> S (cv2 INTER_LINEAR; short side int(s*S/long)),
+Implements the released preprocessing (docs/released_code.md#preprocessing): long side -> S (cv2 INTER_LINEAR; short
+side int(s*S/long)),
 centred zero pad (top/left = pad//2), normalise after padding; masks with INTER_NEAREST, same pad.
 """
 
@@ -87,7 +88,8 @@ def normalize(
 def preprocess_image(
     image: np.ndarray, size: int, mean: Sequence[float] = PIXEL_MEAN, std: Sequence[float] = PIXEL_STD
 ) -> tuple[np.ndarray, Geometry]:
-    """uint8 RGB [H,W,3] -> (normalised float32 [3,S,S], Geometry): the model input of SPEC 2."""
+    """uint8 RGB [H,W,3] -> (normalised float32 [3,S,S], Geometry): the model input of
+    docs/released_code.md#preprocessing."""
     padded, geometry = resize_and_pad_image(image, size)
     return normalize(padded, mean, std), geometry
 

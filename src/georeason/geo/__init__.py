@@ -1,6 +1,6 @@
 """Model-independent geospatial I/O for inference: rasters in, tiles, GeoTIFF masks and vectors out.
 
-GeoTIFF inference (issue 5); never imports georeason.model. The public API is re-exported here.
+GeoTIFF inference (docs/predict.md); never imports georeason.model. The public API is re-exported here.
 """
 
 from georeason.geo.georef import Georeferencing, georeferencing

@@ -96,12 +96,14 @@ def remove_stale_temporaries(folder: Path, stems: set[str] | None = None) -> lis
     return removed
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush a written file's data to disk (before it is renamed into place)."""
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename in it) to disk; a no-op where folders cannot be opened."""
     # Makes the rename itself durable; not every platform allows opening a folder.
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
@@ -109,6 +111,19 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def _naming_write_errors(target: Path) -> Iterator[None]:
+    """A write the file system refuses (write_errors) becomes a GeoreasonError naming `target`."""
+    try:
+        yield
+    except GeoreasonError:
+        raise
+    except Exception as error:
+        if isinstance(error, write_errors()):
+            raise cannot_write(target, error) from error
+        raise
 
 
 @contextlib.contextmanager
@@ -125,19 +140,14 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     refuse_existing(target, overwrite)
     temporary = temporary_sibling(target)
     try:
-        yield temporary
-        if not temporary.exists():
-            raise GeoreasonError(f"{printable(target)}: the writer produced no file")
-        _fsync_file(temporary)
-        refuse_existing(target, overwrite)  # another process may have created it meanwhile
-        os.replace(temporary, target)
-        _fsync_folder(target.parent)
-    except GeoreasonError:
-        raise
-    except Exception as error:
-        if isinstance(error, write_errors()):
-            raise cannot_write(target, error) from error
-        raise
+        with _naming_write_errors(target):
+            yield temporary
+            if not temporary.exists():
+                raise GeoreasonError(f"{printable(target)}: the writer produced no file")
+            fsync_file(temporary)
+            refuse_existing(target, overwrite)  # another process may have created it meanwhile
+            os.replace(temporary, target)
+            fsync_folder(target.parent)
     finally:
         remove_temporaries(temporary)
 
@@ -164,13 +174,8 @@ def staging_folder(target: str | os.PathLike[str]) -> Iterator[Path]:
     except OSError as error:
         raise cannot_write(target, error) from error
     try:
-        yield staging
-    except GeoreasonError:
-        raise
-    except Exception as error:
-        if isinstance(error, write_errors()):
-            raise cannot_write(target, error) from error
-        raise
+        with _naming_write_errors(target):
+            yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -192,7 +197,7 @@ def commit_folder(staging: Path, target: Path, replaceable: set[Path]) -> list[P
         for name in files:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, target / name)
-        _fsync_folder(target)
+        fsync_folder(target)
     except OSError as error:
         raise cannot_write(target, error) from error
     written = {target / name.parts[0] for name in files}

@@ -1,6 +1,6 @@
 """Raster output: masks and probability maps as tiled, compressed GeoTIFFs (whole or window by window) and PNGs.
 
-GeoTIFF inference I/O (issue 5); the source's georeferencing (CRS, geotransform, GCPs, RPCs; see
+GeoTIFF inference I/O (docs/predict.md); the source's georeferencing (CRS, geotransform, GCPs, RPCs; see
 geo/georef.py) and nodata are carried over unchanged.
 """
 
@@ -139,8 +139,11 @@ def write_mask_geotiff(
 ) -> Path:
     """Write a mask (bool/uint8 -> uint8 0/1) or probability map (float -> float32) as a GeoTIFF.
 
-    The georeferencing (CRS, geotransform, GCPs, RPCs) comes from `profile_from`; pixels where
-    `valid` is False get `nodata` (default 255 for uint8, NaN for float32).
+    mask_or_prob: [H,W]; bool or integer -> uint8 (1 = target, 0 = background), float -> float32 (a
+    probability in [0, 1]). The georeferencing (CRS, geotransform, GCPs, RPCs) comes from `profile_from`;
+    pixels where `valid` (bool [H,W]) is False get `nodata` (default 255 for uint8, NaN for float32).
+    Written atomically; raises GeoreasonError when `path` exists (without overwrite), is the input
+    itself, the shape differs from `profile_from`, or the file system refuses the write.
     """
     refuse_input_as_output(profile_from, path)
     array, dtype = _as_output_array(mask_or_prob, dtype)
@@ -188,7 +191,11 @@ def read_mask_geotiff(
 
 
 def write_mask_png(path: str | os.PathLike[str], mask: np.ndarray, overwrite: bool = False) -> Path:
-    """Write a binary mask as an 8-bit grayscale PNG: 255 where the mask is set (nonzero), else 0."""
+    """Write a binary mask [H,W] (any dtype) as an 8-bit grayscale PNG: 255 where it is non-zero, else 0.
+
+    Written atomically; raises GeoreasonError for a mask that is not 2-D, an existing `path` (without
+    overwrite) or a write the file system refuses.
+    """
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise GeoreasonError(f"{path}: expected a 2-D mask, got shape {mask.shape}")

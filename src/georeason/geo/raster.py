@@ -1,13 +1,12 @@
 """Raster input: open any GDAL raster and describe it for the writers; its pixels come from data.pixels.
 
-GeoTIFF inference I/O (issue 5); not in the paper, which works on 8-bit RGB images (Sec. 5.1).
+GeoTIFF inference I/O (docs/predict.md); not in the paper, which works on 8-bit RGB images (Sec. 5.1).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,6 @@ from pathlib import Path
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import DatasetReader
 
 # The pixels of every input are read by georeason.data.pixels (one reader for every mode); these names
@@ -30,9 +28,10 @@ from georeason.data.pixels import (  # noqa: F401 - re-exported
     resolve_bands,
     scene_limits,
 )
+from georeason.data.pixels import NoPixels, open_with_gdal
 from georeason.data.pixels import gdal_reason as _reason
 from georeason.errors import GeoreasonError
-from georeason.filenames import gdal_name, source_name
+from georeason.filenames import source_name
 from georeason.geo.georef import NONE as NO_GEOREFERENCING
 from georeason.geo.georef import Georeferencing, georeferencing
 
@@ -88,15 +87,12 @@ def open_raster(path: str | os.PathLike[str]) -> Iterator[DatasetReader]:
     if path.stat().st_size == 0:
         raise GeoreasonError(f"{path}: the raster file is empty")
     try:
-        with warnings.catch_warnings():
-            # Plain PNG/JPEG inputs are fine: raster_info() records georeferenced=False instead.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(gdal_name(path))
+        dataset = open_with_gdal(path)  # plain PNG/JPEG are fine: raster_info() records georeferenced=False
     except GDAL_ERRORS as exc:
         raise GeoreasonError(f"{path}: cannot read this raster (not a raster GDAL can open: {_reason(exc)})") from exc
+    except NoPixels:
+        raise GeoreasonError(f"{path}: the raster has no pixels or no bands") from None
     with dataset:
-        if dataset.width <= 0 or dataset.height <= 0 or dataset.count <= 0:
-            raise GeoreasonError(f"{path}: the raster has no pixels or no bands")
         yield dataset
 
 

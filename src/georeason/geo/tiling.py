@@ -1,6 +1,7 @@
 """Tiled inference over scenes far larger than the model input, in constant memory per scene height.
 
-GeoTIFF inference I/O (issue 5): overlapping tiles, a normalised linear blend, row-band streaming output.
+GeoTIFF inference I/O (docs/predict.md, --tile): overlapping tiles, a normalised linear blend, row-band streaming
+output.
 """
 
 from __future__ import annotations

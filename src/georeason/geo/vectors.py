@@ -1,6 +1,6 @@
 """Vector output: mask -> polygons (holes kept) -> GeoPackage or RFC 7946 GeoJSON that QGIS opens.
 
-GeoTIFF inference I/O (issue 5); not in the paper. Areas are in the source map units; what the
+GeoTIFF inference I/O (docs/predict.md); not in the paper. Areas are in the source map units; what the
 coordinates are for each kind of georeferencing is decided by geo/georef.py.
 """
 

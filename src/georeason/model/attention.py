@@ -1,7 +1,8 @@
 """An eager attention function that scales queries before the product, as the released code does.
 
 transformers computes (q k^T) * scale; the released Swin computes (q * scale) k^T. They agree only
-when head_dim is a power of two (SPEC 8), so bit-level fidelity checks register and use this one.
+when head_dim is a power of two (docs/released_code.md#attention-arithmetic), so bit-level fidelity checks register
+and use this one.
 """
 
 from __future__ import annotations

@@ -66,6 +66,12 @@ def model_card(config: SegEarthConfig, provenance: Provenance | None = None) -> 
         metrics = [f"As reported by the authors ({PAPER}, {table}); not re-measured by georeason:", "",
                    "| metric | val | test |", "|---|---|---|", *[f"| {m} | {v} | {t} |" for m, v, t in rows]]
     revision = f" at commit `{provenance.revision}`" if provenance.revision else ""
+    encoder = []
+    if config.encoder.backbone == "efficientnet_lite0":
+        from georeason.model.efficientnet_lite import WEIGHTS_PROVENANCE
+
+        encoder = [f"Image encoder: {WEIGHTS_PROVENANCE}. It is frozen; only the 1x1 adapter after it was trained.",
+                   ""]
     licence = f"`{provenance.licence}` (as the source states it)" if provenance.licence else provenance.licence_note
     size = config.image_size
     lines = [
@@ -73,9 +79,10 @@ def model_card(config: SegEarthConfig, provenance: Provenance | None = None) -> 
         f"# SegEarth-R1 (georeason, preset `{config.preset}`)", "",
         "Geospatial pixel reasoning: an optical remote-sensing image and a question in, the mask of the region "
         f"that answers it and a short text answer out ({PAPER}).", "",
-        "## Source", "", f"Weights from {provenance.source}{revision}.", "", provenance.how, "",
+        "## Source", "", f"Weights from {provenance.source}{revision}.", "", provenance.how, "", *encoder,
         "## Licence", "",
-        f"{licence[0].upper()}{licence[1:]}. The georeason code that reads this folder is Apache-2.0.", "",
+        f"{licence[0].upper()}{licence[1:]}. The georeason code that reads this folder is Apache-2.0."
+        + (" The image encoder's weights are Apache-2.0 (see Source)." if encoder else ""), "",
         "## Reported metrics", "", *metrics, "",
         "## Preprocessing", "",
         f"RGB, long side resized to {size} px (bilinear), centred zero padding to {size}x{size}, then normalised "

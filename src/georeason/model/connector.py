@@ -1,4 +1,4 @@
-"""Token-compression connector (paper Sec. 4.2.1, Eq. 4; SPEC 1.2; Table 7 for the depth d).
+"""Token-compression connector (paper Sec. 4.2.1, Eq. 4; docs/released_code.md#connector; Table 7 for the depth d).
 
 d blocks of (3x3 stride-2 conv -> LayerNorm over the whole [C,H,W] map), then a 1x1 conv to the LLM
 width, flattened to tokens. d=0 is the no-compression ablation: a linear projection of every token.

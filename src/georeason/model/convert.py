@@ -1,4 +1,5 @@
-"""Import of the authors' released SegEarth-R1 checkpoints (SPEC 5 and SPEC 8 name maps).
+"""Import of the authors' released SegEarth-R1 checkpoints (name maps: docs/released_code.md#checkpoint-layout and
+#transformers-5-equivalents).
 
 Maps the transformers-4.36 Phi layout (fused, per-head interleaved query_key_value), the detectron2
 Swin / pixel-decoder / predictor names and the D-Projector onto this package's modules. Every key is
@@ -25,9 +26,10 @@ from georeason.config import (
     SegEarthConfig,
 )
 from georeason.errors import GeoreasonError
-from georeason.model.weights import check_tensor_shapes
+from georeason.model.weights import check_tensor_shapes, load_state_into
 
-# Parameters the released model carries but never uses (SPEC 1.6), and non-persistent index buffers.
+# Parameters the released model carries but never uses (docs/released_code.md#mask-decoder), and non-persistent index
+# buffers.
 UNUSED_RELEASED = (
     re.compile(r"^seg_query$"),
     re.compile(r"^predictor\.(query_feat|query_embed|SEG_query_embed|new_query_embed)\.weight$"),
@@ -113,7 +115,8 @@ def _split_rows(tensor: torch.Tensor, parts: int = 3) -> list[torch.Tensor]:
 
 
 def _split_phi_qkv(tensor: torch.Tensor, heads: int) -> list[torch.Tensor]:
-    """transformers-4.36 Phi fuses q, k, v per head: rows are [head][q|k|v][head_dim] (SPEC 5)."""
+    """transformers-4.36 Phi fuses q, k, v per head: rows are [head][q|k|v][head_dim]
+    (docs/released_code.md#checkpoint-layout)."""
     head_dim = tensor.shape[0] // (3 * heads)
     grouped = tensor.reshape(heads, 3, head_dim, *tensor.shape[1:])
     return [grouped[:, i].reshape(heads * head_dim, *tensor.shape[1:]).contiguous() for i in range(3)]
@@ -233,16 +236,6 @@ def convert_released_state_dict(state: dict[str, torch.Tensor], config: SegEarth
         raise GeoreasonError(f"{len(unmapped)} released tensor(s) have no georeason counterpart: "
                              + ", ".join(sorted(unmapped)[:50]))
     return converted
-
-
-def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy a converted state dict into the model (upcasting), failing on any missing or extra name."""
-    expected = model.state_dict()
-    check_tensor_shapes({k: tuple(v.shape) for k, v in expected.items()},
-                        {k: tuple(v.shape) for k, v in state.items()}, source)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            tensor.copy_(state[name].to(tensor.dtype))
 
 
 # -- reading released folders -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Multi-scale deformable attention (Deformable DETR, used by the pixel decoder of SPEC 1.5) for CPUs.
+"""Multi-scale deformable attention (Deformable DETR, used by the pixel decoder, docs/released_code.md#pixel-decoder)
+for CPUs.
 
 The same arithmetic as transformers' grid_sample version (bilinear sampling, zero padding,
 align_corners=False), written as one weighted gather: every output row is a weighted sum of

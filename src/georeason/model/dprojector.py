@@ -1,4 +1,5 @@
-"""Description projector, D-Projector (paper Sec. 4.3 and Fig. 4; SPEC 1.4 for the released layout).
+"""Description projector, D-Projector (paper Sec. 4.3 and Fig. 4; docs/released_code.md#d-projector for the released
+layout).
 
 The pooled description embedding p attends (Perceiver-style, one block by default) to the projected
 stride-32 visual features; a skip connection concatenates a projection of p, and a linear layer maps
@@ -74,7 +75,8 @@ class DescriptionProjector(nn.Module):
         if not config.enabled:
             self.query_projector = nn.Linear(llm_hidden_size, query_dim)
             return
-        # Names follow the released checkpoint (SPEC 5) so conversion is a rename-free copy.
+        # Names follow the released checkpoint (docs/released_code.md#checkpoint-layout) so conversion is a
+        # rename-free copy.
         self.text_projector = nn.Linear(llm_hidden_size, config.dim)  # p -> initial latent z0
         self.origin_SEG_token_projector = nn.Linear(llm_hidden_size, config.dim)  # p -> skip branch a
         self.local_project = nn.Linear(stride32_channels, config.dim)  # visual tokens V

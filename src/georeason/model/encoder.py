@@ -1,7 +1,9 @@
-"""Hierarchical Swin encoder (paper Sec. 4.1, SPEC 1.1): four LayerNorm-ed stages at strides 4-32.
+"""Hierarchical image encoders (paper Sec. 4.1, docs/released_code.md#vision-encoder): four feature maps at
+strides 4-32.
 
-Built on transformers' `SwinBackbone` (always partitions windows, so small inputs behave like the
-released Swin). Frozen by default: no gradients and always in eval mode, so DropPath stays off.
+The Swin is built on transformers' `SwinBackbone` (always partitions windows, so small inputs behave like
+the released Swin); the CPU preset's alternative is the pretrained EfficientNet-Lite0 trunk with a 1x1
+adapter (docs/model.md, "Image encoders"). Frozen backbones: no gradients and always in eval mode.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from transformers import SwinConfig
 from transformers.models.swin.modeling_swin import SwinBackbone
 
 from georeason.config import EncoderConfig
+from georeason.errors import GeoreasonError
+from georeason.model.efficientnet_lite import FEATURE_CHANNELS, EfficientNetLite0, load_pretrained
+from georeason.model.feature_cache import FeatureCache
 
 
 class SwinEncoder(nn.Module):
@@ -54,3 +59,69 @@ class SwinEncoder(nn.Module):
             with torch.no_grad():
                 return list(self.backbone(pixel_values).feature_maps)
         return list(self.backbone(pixel_values).feature_maps)
+
+
+class EfficientNetLiteEncoder(nn.Module):
+    """Pretrained EfficientNet-Lite0 trunk (frozen when config.frozen) and a trainable multi-scale adapter.
+
+    The adapter is one 1x1 convolution per level, 24/40/112/320 -> config.stage_channels, so the connector,
+    D-Projector and pixel decoder see the widths they are built for. With `enable_feature_cache` the
+    frozen trunk's maps are computed once per distinct input image (training without augmentation).
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = EfficientNetLite0()
+        self.adapter = nn.ModuleList(nn.Conv2d(c_in, c_out, 1)
+                                     for c_in, c_out in zip(FEATURE_CHANNELS, config.stage_channels))
+        self.feature_cache: FeatureCache | None = None
+        if config.frozen:
+            self.backbone.requires_grad_(False)
+
+    @property
+    def channels(self) -> list[int]:
+        return self.config.stage_channels
+
+    def load_pretrained_backbone(self, path=None) -> None:
+        """The released ImageNet weights into the trunk (see georeason.model.efficientnet_lite.load_pretrained)."""
+        load_pretrained(self.backbone, path)
+
+    def enable_feature_cache(self, max_bytes: int) -> FeatureCache:
+        """Cache the trunk's maps per input image, up to `max_bytes` (exact only for a frozen trunk)."""
+        if not self.config.frozen:
+            raise GeoreasonError("a feature cache needs a frozen encoder (config encoder.frozen: true): "
+                                 "a trained backbone's features change every step")
+        self.feature_cache = FeatureCache(max_bytes)
+        return self.feature_cache
+
+    def train(self, mode: bool = True) -> EfficientNetLiteEncoder:
+        # A frozen trunk keeps its batch-norm statistics: eval mode whatever the parent does.
+        super().train(mode)
+        if self.config.frozen:
+            self.backbone.eval()
+        return self
+
+    def _backbone(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        if self.config.frozen:
+            with torch.no_grad():
+                return self.backbone(pixel_values)
+        return self.backbone(pixel_values)
+
+    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """[B,3,S,S] normalised image -> 4 maps [B,C_i,S/4/2^i,S/4/2^i], C_i = config.stage_channels[i]."""
+        if self.feature_cache is not None:
+            features = self.feature_cache.features(pixel_values, self._backbone)
+        else:
+            features = self._backbone(pixel_values)
+        return [project(level) for project, level in zip(self.adapter, features)]
+
+
+def build_encoder(config: EncoderConfig, image_size: int, attn_implementation: str = "sdpa") -> nn.Module:
+    """The encoder config.backbone names (random weights; the factory loads pretrained ones)."""
+    if config.backbone == "swin":
+        return SwinEncoder(config, image_size, attn_implementation)
+    if config.backbone == "efficientnet_lite0":
+        return EfficientNetLiteEncoder(config)
+    raise GeoreasonError(f"config encoder.backbone: unknown backbone {config.backbone!r}; expected 'swin' or "
+                         "'efficientnet_lite0'")

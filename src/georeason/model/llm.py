@@ -37,7 +37,8 @@ class LanguageModel(nn.Module):
         self._cache_keyword = "cache" if "cache" in parameters else "past_key_values"
 
     def _fix_lm_head(self) -> None:
-        # transformers 5 builds Phi's lm_head with a bias; the released model has none (SPEC 1.3).
+        # transformers 5 builds Phi's lm_head with a bias; the released model has none
+        # (docs/released_code.md#language-model).
         head = self.causal_lm.get_output_embeddings()
         # The config flag too: a model built on the meta device (loading) is tied only afterwards.
         tied = head.weight is self.causal_lm.get_input_embeddings().weight or \

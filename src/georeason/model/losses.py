@@ -1,4 +1,4 @@
-"""Training losses (SPEC 1.7; the paper's Sec. 4.3 names focal + dice, the released code uses BCE).
+"""Training losses (docs/released_code.md#losses; the paper's Sec. 4.3 names focal + dice, the released code uses BCE).
 
 Mask losses on uncertainty-sampled points with deep supervision over all 10 predictions, the LM
 cross-entropy on the answer, and bipartite matching for the PSALM-style learned-query baseline.

@@ -1,4 +1,5 @@
-"""Initialisation of the encoder, pixel decoder and mask decoder from a Mask2Former checkpoint (SPEC 3).
+"""Initialisation of the encoder, pixel decoder and mask decoder from a Mask2Former checkpoint
+(docs/released_code.md#initialisation).
 
 Reads detectron2 `.pkl` files through a restricted unpickler (georeason.data.safe_pickle: numpy arrays
 and plain containers only) or Hugging Face `Mask2FormerForUniversalSegmentation` safetensors; the class
@@ -16,6 +17,7 @@ import torch
 from georeason.data.safe_pickle import load_numpy_pickle
 from georeason.errors import GeoreasonError
 from georeason.model.convert import COMPILED_RULES
+from georeason.model.weights import check_tensor_shapes
 
 # Conv biases the released SegEarth-R1 FPN has and Mask2Former's (GroupNorm-ed, bias-free) convs lack.
 ZERO_INIT_IF_ABSENT = ("pixel_decoder.decoder.adapter_1.0.bias", "pixel_decoder.decoder.layer_1.0.bias")
@@ -126,19 +128,11 @@ def initialise_from_mask2former(model: torch.nn.Module, path: str | Path) -> lis
     ours = model.state_dict()
     parts = ("encoder.", "pixel_decoder.", "mask_decoder.decoder.", "mask_decoder.level_embed.")
     wanted = {k for k in ours if k.startswith(parts)}
-    missing = sorted(wanted - set(state) - set(ZERO_INIT_IF_ABSENT))
-    unexpected = sorted(set(state) - set(ours))
-    wrong = sorted(k for k in set(state) & wanted if tuple(state[k].shape) != tuple(ours[k].shape))
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {', '.join(missing[:30])}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:30])}")
-    if wrong:
-        problems.append("wrong shape: " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(ours[k].shape)}"
-                                                    for k in wrong[:20]))
-    if problems:
-        raise GeoreasonError(f"{path}: does not fit the model: " + "; ".join(problems))
+    # Every wanted tensor must come from the checkpoint (bar the FPN biases Mask2Former lacks), and every
+    # checkpoint tensor must have a place in the model.
+    expected = {k: tuple(ours[k].shape) for k in ours
+                if (k in wanted and (k in state or k not in ZERO_INIT_IF_ABSENT)) or k in state}
+    check_tensor_shapes(expected, {k: tuple(v.shape) for k, v in state.items()}, f"{path}: does not fit the model")
     zeroed = [k for k in ZERO_INIT_IF_ABSENT if k not in state]
     with torch.no_grad():
         for name in wanted:

@@ -1,4 +1,5 @@
-"""Masked-attention mask decoder queried by the description embedding (paper Sec. 4.3; SPEC 1.6).
+"""Masked-attention mask decoder queried by the description embedding (paper Sec. 4.3;
+docs/released_code.md#mask-decoder).
 
 transformers' `Mask2FormerMaskedAttentionDecoder` (9 layers, a prediction before the first layer and
 after each: 10 in all), fed one query per image. `query="learned"` is the PSALM baseline of Table 5:

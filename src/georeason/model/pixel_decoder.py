@@ -1,4 +1,5 @@
-"""Multi-scale deformable-attention pixel decoder of Mask2Former (SPEC 1.5; paper Sec. 4.3, Fig. 2).
+"""Multi-scale deformable-attention pixel decoder of Mask2Former (docs/released_code.md#pixel-decoder; paper Sec. 4.3,
+Fig. 2).
 
 transformers' `Mask2FormerPixelDecoder` with the FPN branch rebuilt as released (conv with bias ->
 GroupNorm -> ReLU in both the lateral and the output conv) and our gather-based deformable attention.

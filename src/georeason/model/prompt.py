@@ -1,4 +1,5 @@
-"""The instruction template and its token sequences (paper Sec. 4.2.2; SPEC 1.3 for the released text).
+"""The instruction template and its token sequences (paper Sec. 4.2.2; docs/released_code.md#input-schema for the
+released text).
 
 Sequences are built already expanded: every position carries a token id and a kind (text, image,
 description, answer), so the model splices visual tokens by kind, never through magic token ids.
@@ -37,6 +38,16 @@ class PromptBatch:
                                                      self.labels)))
 
 
+def load_tokenizer(folder: str | Path):
+    """The transformers tokenizer saved in a model folder; GeoreasonError naming the folder when unreadable."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise GeoreasonError(f"{folder}: cannot load the tokenizer ({error})") from None
+
+
 class PromptBuilder:
     """Turns (question, answer, task) into expanded token sequences with a transformers tokenizer."""
 
@@ -54,17 +65,7 @@ class PromptBuilder:
         if tokenizer.eos_token is None:
             raise GeoreasonError("tokenizer has no end-of-sequence token")
         self.eos_id = tokenizer.eos_token_id
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path, config: PromptConfig, num_visual_tokens: int,
-                        max_length: int) -> PromptBuilder:
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as error:
-            raise GeoreasonError(f"{folder}: cannot load the tokenizer ({error})") from None
-        return cls(tokenizer, config, num_visual_tokens, max_length)
+        self._piece_cache: dict[str, tuple[list[int], ...]] = {}
 
     # The template pieces around the placeholders <image>, <refer>, <seg> (dropped) and <answer>.
     def _pieces(self, task: str) -> tuple[str, str, str, str]:
@@ -78,6 +79,26 @@ class PromptBuilder:
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def _piece_ids(self, task: str) -> tuple[list[int], list[int], list[int], list[int]]:
+        """The template pieces of `task` as token ids, tokenised once per builder (they never change)."""
+        if task not in self._piece_cache:
+            self._piece_cache[task] = tuple(self._encode(piece) for piece in self._pieces(task))
+        return self._piece_cache[task]
+
+    def question_ids(self, question: str) -> list[int]:
+        """The question's own token ids as they stand in the prompt (" " + question; no special tokens)."""
+        return self._encode(" " + question.strip())
+
+    def template_length(self, task: str = "reasoning", for_generation: bool = True) -> int:
+        """Prompt positions around the question (template text, image positions, [SEG]), without an answer."""
+        if task not in ("reasoning", "referring"):
+            raise GeoreasonError(f"task must be 'reasoning' or 'referring', got {task!r}")
+        before_image, before_description, after_description, before_answer = self._piece_ids(task)
+        length = len(before_image) + self.num_visual_tokens + len(before_description) + 1 + len(after_description)
+        if task == "reasoning":
+            return length + len(before_answer)
+        return length if for_generation else length + len(before_answer) + 1
+
     def encode(self, question: str, answer: str | None = None, task: str = "reasoning",
                for_generation: bool = False) -> dict[str, list[int]]:
         """One sample as lists (ids, kinds, labels). `for_generation` stops right before the answer."""
@@ -85,7 +106,16 @@ class PromptBuilder:
             raise GeoreasonError(f"task must be 'reasoning' or 'referring', got {task!r}")
         if not question or not question.strip():
             raise GeoreasonError("the question is empty")
-        before_image, before_description, after_description, before_answer = self._pieces(task)
+        return self.encode_ids(self.question_ids(question), answer, task, for_generation)
+
+    def encode_ids(self, question_ids: list[int], answer: str | None = None, task: str = "reasoning",
+                   for_generation: bool = False) -> dict[str, list[int]]:
+        """encode() for a question already tokenised by question_ids(): the question is not tokenised again."""
+        if task not in ("reasoning", "referring"):
+            raise GeoreasonError(f"task must be 'reasoning' or 'referring', got {task!r}")
+        if not question_ids:
+            raise GeoreasonError("the question is empty")
+        before_image, before_description, after_description, before_answer = self._piece_ids(task)
         ids: list[int] = []
         kinds: list[int] = []
         labels: list[int] = []
@@ -95,19 +125,19 @@ class PromptBuilder:
             kinds.extend([int(kind)] * len(tokens))
             labels.extend(tokens if supervised else [IGNORE_INDEX] * len(tokens))
 
-        add(self._encode(before_image), TokenKind.TEXT)
+        add(before_image, TokenKind.TEXT)
         add([self.pad_id] * self.num_visual_tokens, TokenKind.IMAGE)
-        add(self._encode(before_description), TokenKind.TEXT)
-        add(self._encode(" " + question.strip()) + [self.seg_id], TokenKind.DESCRIPTION)
-        add(self._encode(after_description), TokenKind.TEXT)
+        add(before_description, TokenKind.TEXT)
+        add(list(question_ids) + [self.seg_id], TokenKind.DESCRIPTION)
+        add(after_description, TokenKind.TEXT)
         if task == "reasoning":
-            add(self._encode(before_answer), TokenKind.TEXT)
+            add(before_answer, TokenKind.TEXT)
             if not for_generation:
                 add(self._encode(answer or self.config.empty_target_answer) + [self.seg_id], TokenKind.ANSWER,
                     supervised=True)
                 add(self._encode(". ") + [self.eos_id], TokenKind.TEXT, supervised=True)
         elif not for_generation:
-            add(self._encode(before_answer) + [self.eos_id], TokenKind.TEXT)
+            add(before_answer + [self.eos_id], TokenKind.TEXT)
         if len(ids) > self.max_length:
             raise GeoreasonError(
                 f"the prompt is {len(ids)} tokens long, over the model's limit of {self.max_length}; "
@@ -131,13 +161,22 @@ class PromptBuilder:
             labels[row, :n] = torch.tensor(sample["labels"])
         return PromptBatch(input_ids, token_kind, attention_mask, labels)
 
-    def batch(self, questions: list[str], answers: list[str | None] | None = None,
+    def batch(self, questions: list[str] | list[list[int]], answers: list[str | None] | None = None,
               tasks: list[str] | None = None, for_generation: bool = False) -> PromptBatch:
+        """Encode and collate; each question is a string or the ids question_ids() gave for it."""
         answers = answers or [None] * len(questions)
         tasks = tasks or ["reasoning"] * len(questions)
-        return self.collate([self.encode(q, a, t, for_generation) for q, a, t in zip(questions, answers, tasks)])
+        return self.collate([self.encode(q, a, t, for_generation) if isinstance(q, str)
+                             else self.encode_ids(q, a, t, for_generation)
+                             for q, a, t in zip(questions, answers, tasks)])
 
     def decode_answer(self, token_ids: list[int]) -> str:
         if self.seg_id in token_ids:
             token_ids = token_ids[: token_ids.index(self.seg_id)]
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+
+
+def prompt_builder_for_config(tokenizer, config) -> PromptBuilder:
+    """The PromptBuilder of a SegEarthConfig: its template, image positions and the LLM's context length."""
+    max_length = int(config.llm.hf_config.get("max_position_embeddings", 2048))
+    return PromptBuilder(tokenizer, config.prompt, config.num_visual_tokens, max_length)

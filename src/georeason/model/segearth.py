@@ -23,10 +23,10 @@ from georeason.errors import GeoreasonError
 from georeason.model.connector import TokenCompressionConnector
 from georeason.model.card import Provenance, model_card
 from georeason.model.dprojector import DescriptionProjector
-from georeason.model.encoder import SwinEncoder
+from georeason.model.encoder import build_encoder
 from georeason.model.features import ImageFeatures, copy_cache, expand_rows, question_start
 from georeason.model.llm import LanguageModel
-from georeason.model.losses import language_model_loss, mask_losses, match_queries
+from georeason.model.losses import mask_losses, match_queries
 from georeason.model.mask_decoder import MaskDecoder
 from georeason.model.pixel_decoder import PixelDecoder
 from georeason.model.prompt import IGNORE_INDEX, PromptBatch, TokenKind
@@ -51,7 +51,35 @@ class SegEarthOutput:
     intermediates: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class SegmentOutput:
+    """What SegEarthModel.segment returns (paper Sec. 4; docs/released_code.md#inference)."""
+
+    logits: torch.Tensor  # float32 [B,S,S] mask logits at the model input size S; > 0 (sigmoid > 0.5) = target
+    description_embedding: torch.Tensor  # p, [B,H_llm] in the model's dtype
+    answer_ids: list[list[int]] | None = None  # generated answer token ids per row (answer=True), else None
+
+    def __getitem__(self, key: str) -> Any:
+        """Mapping-style access (out["logits"]), as transformers' ModelOutput allows."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
 class SegEarthModel(nn.Module):
+    """SegEarth-R1 (paper Sec. 4, Fig. 2): Swin encoder -> connector (Eq. 4) -> LLM -> description
+    embedding p -> D-Projector -> Mask2Former pixel and mask decoders queried by p.
+
+    Inputs: pixel_values float [B,3,S,S] (S = config.image_size, a multiple of 32), normalised with the
+    config's pixel_mean/pixel_std (SegEarthProcessor); a PromptBatch of B prompts whose image positions
+    match config.num_visual_tokens. forward() gives mask logits at stride 4 and, with targets, the losses
+    of Sec. 4.3 (docs/released_code.md#losses); segment() gives mask logits [B,S,S] and answers for
+    inference. Weights load with from_pretrained (float32, bfloat16 or float16) from a folder written by
+    save_pretrained or `georeason convert` (docs/released_code.md#checkpoint-layout). Raises
+    GeoreasonError for an invalid config, a prompt that does not fit the image, or weights that do not
+    match the config (naming every missing, unexpected or wrong-shape tensor).
+    """
+
     def __init__(self, config: SegEarthConfig, attn_implementation: str = "sdpa", llm=None):
         super().__init__()
         config.validate()
@@ -60,7 +88,7 @@ class SegEarthModel(nn.Module):
         self.config = config
         stride32_channels = config.encoder.stage_channels[-1]
         hidden = config.llm_hidden_size
-        self.encoder = SwinEncoder(config.encoder, config.image_size, attn_implementation)
+        self.encoder = build_encoder(config.encoder, config.image_size, attn_implementation)
         self.connector = TokenCompressionConnector(stride32_channels, hidden, config.connector.depth,
                                                    config.image_size // 32)
         self.llm = LanguageModel(config.llm, attn_implementation, pretrained=llm)
@@ -88,7 +116,8 @@ class SegEarthModel(nn.Module):
 
     # -- initialisation ---------------------------------------------------------------------------
     def _init_new_weights(self) -> None:
-        """Fresh weights before any checkpoint is loaded (SPEC 3 and Mask2Former's own scheme).
+        """Fresh weights before any checkpoint is loaded (docs/released_code.md#initialisation and Mask2Former's own
+        scheme).
 
         The layers SegEarth-R1 adds (connector, D-Projector) get N(0, 0.02) and norms 1/0, as released.
         The pixel and mask decoders are released pretrained (Mask2Former); when they start from scratch
@@ -219,12 +248,16 @@ class SegEarthModel(nn.Module):
     @torch.inference_mode()
     def segment(self, pixel_values: torch.Tensor, prompt: PromptBatch, answer: bool = False,
                 max_new_tokens: int | None = None, stop_ids: tuple[int, ...] = (),
-                num_beams: int = 1) -> dict[str, Any]:
+                num_beams: int = 1) -> SegmentOutput:
         """Mask logits at the model input size [B,S,S] and, when asked, the answer token ids.
 
+        pixel_values: float [B,3,S,S], normalised with the config's pixel_mean/pixel_std (SegEarthProcessor).
+        prompt: a PromptBatch of B generation prompts (SegEarthProcessor / PromptBuilder, for_generation=True).
         The image part (encode_image) and the question part (segment_features) in one call. The mask is
         computed from the prompt alone, before any answer token. Answers continue from the mask forward's
-        KV cache: greedily (num_beams=1), or by transformers' beam search.
+        KV cache: greedily (num_beams=1), or by transformers' beam search; generation stops at any of
+        `stop_ids` or after `max_new_tokens` (default config.prompt.max_answer_tokens).
+        Raises GeoreasonError for num_beams < 1 or a prompt whose image positions do not fit the image.
         """
         if num_beams < 1:
             raise GeoreasonError(f"num_beams: expected at least 1, got {num_beams}")
@@ -233,7 +266,7 @@ class SegEarthModel(nn.Module):
 
     @torch.inference_mode()
     def encode_image(self, pixel_values: torch.Tensor, visual_tokens: bool = True) -> ImageFeatures:
-        """The question-independent part for images [B,3,S,S] (normalised, model dtype): Swin maps,
+        """The question-independent part for images [B,3,S,S] (normalised, model dtype): encoder maps,
         connector tokens (unless visual_tokens=False) and pixel-decoder features, computed once and
         shared by every question asked with segment_features or mask_from_description."""
         features = self.encoder(pixel_values)
@@ -244,23 +277,22 @@ class SegEarthModel(nn.Module):
     @torch.inference_mode()
     def segment_features(self, features: ImageFeatures, prompt: PromptBatch, answer: bool = False,
                          max_new_tokens: int | None = None, stop_ids: tuple[int, ...] = (),
-                         num_beams: int = 1) -> dict[str, Any]:
+                         num_beams: int = 1) -> SegmentOutput:
         """segment() for images already encoded: the question part only (LLM, D-Projector, mask decoder).
 
         `features` holds one image for every prompt row, or one image per row. Returns what segment()
-        returns: "logits" [N,S,S] float32, "description_embedding" [N,H_llm], and "answer_ids" (lists of
-        token ids) when answer=True. Raises GeoreasonError for features without visual tokens, a batch
-        mismatch or a prompt without the model's number of image positions.
+        returns, a SegmentOutput: logits [N,S,S] float32, description_embedding [N,H_llm], and answer_ids
+        (lists of token ids) when answer=True. Raises GeoreasonError for num_beams < 1, features without
+        visual tokens, a batch mismatch or a prompt without the model's number of image positions.
         """
         if num_beams < 1:
             raise GeoreasonError(f"num_beams: expected at least 1, got {num_beams}")
         output = self._question_forward(features, prompt, use_cache=answer)
-        result: dict[str, Any] = {"logits": self._upsample(output.mask_logits),
-                                  "description_embedding": output.description_embedding}
+        result = SegmentOutput(self._upsample(output.mask_logits), output.description_embedding)
         if answer:
             limit = max_new_tokens or self.config.prompt.max_answer_tokens
-            result["answer_ids"] = (self._greedy_answers(output, prompt, limit, stop_ids) if num_beams == 1
-                                    else self._beam_answers(output, prompt, limit, stop_ids, num_beams))
+            result.answer_ids = (self._greedy_answers(output, prompt, limit, stop_ids) if num_beams == 1
+                                 else self._beam_answers(output, prompt, limit, stop_ids, num_beams))
         return result
 
     def _question_forward(self, features: ImageFeatures, prompt: PromptBatch, use_cache: bool) -> SegEarthOutput:
@@ -462,7 +494,8 @@ class SegEarthModel(nn.Module):
             if not self.config.encoder.frozen:
                 raise GeoreasonError("shared_encoder needs a frozen encoder: a trained one differs per checkpoint")
             shared_encoder = Path(shared_encoder).resolve()
-            encoder_state = {k: state.pop(k) for k in list(state) if k.startswith("encoder.")}
+            # Only the frozen backbone is shared: an adapter after it (encoder.adapter) is trained.
+            encoder_state = {k: state.pop(k) for k in list(state) if k.startswith("encoder.backbone.")}
             if not shared_encoder.exists():
                 save_tensors(encoder_state, shared_encoder, {"format": "pt"})
             metadata["encoder_weights"] = os.path.relpath(shared_encoder, folder.resolve())

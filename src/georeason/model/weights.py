@@ -8,6 +8,7 @@ peaks at the model in its target dtype plus one chunk (bench/RESULTS.md, "Conver
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -113,6 +114,24 @@ def weight_files(folder: Path) -> list[Path]:
     return [folder / INDEX_NAME, *sorted(set(weight_sources(folder).values()))]
 
 
+def sha256_of_files(paths: list[Path]) -> str:
+    """SHA-256 (64 hex digits) of the files' bytes in order; for one file, the file's own SHA-256."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(folder: str | os.PathLike[str]) -> dict[str, str]:
+    """What ties an output to the exact model: {"model_sha256": the weight files (weight_files order),
+    "config_sha256": config.json}. The predict summary and the evaluation report both record it."""
+    folder = Path(folder)
+    return {"model_sha256": sha256_of_files(weight_files(folder)),
+            "config_sha256": sha256_of_files([folder / "config.json"])}
+
+
 def shard_names(count: int) -> list[str]:
     """model.safetensors for one shard, else the Hugging Face model-0000i-of-0000n.safetensors names."""
     return [WEIGHTS_NAME] if count == 1 else [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
@@ -185,6 +204,17 @@ def check_tensor_shapes(expected: dict[str, tuple[int, ...]], got: dict[str, tup
             f"{k} {tuple(got[k])} vs {tuple(expected[k])}" for k in wrong[:30]))
     if problems:
         raise GeoreasonError(f"{source}: " + "; ".join(problems))
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy a complete in-memory state dict into `model` (cast to each parameter's dtype); every missing,
+    unexpected or wrong-shape tensor is a GeoreasonError naming it and `source`, raised before any copy."""
+    expected = model.state_dict()
+    check_tensor_shapes({k: tuple(v.shape) for k, v in expected.items()},
+                        {k: tuple(v.shape) for k, v in state.items()}, source)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            tensor.copy_(state[name].to(tensor.dtype))
 
 
 # -- loading ----------------------------------------------------------------------------------------

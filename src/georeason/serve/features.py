@@ -87,12 +87,12 @@ def upload_key(path: str | Path, bands: Sequence[int] | None, reasoner: Any) -> 
     return digest.hexdigest()
 
 
-def predict_cached(reasoner: Any, path: str | Path, question: str, answer: bool, bands: Sequence[int] | None,
+def predict_cached(reasoner: Any, path: str | Path, question: Any, answer: bool, bands: Sequence[int] | None,
                    cache: FeatureCache):
     """reasoner.predict(path, question) reusing the upload's features when the cache has them (same mask)."""
     from georeason.reasoner import load_input
 
-    question = reasoner.check_question(question)
+    question = reasoner.processor.question(question)  # checked and tokenised once, before the image is read
     item = load_input(str(path), bands, reasoner.max_pixels)
     key = upload_key(path, bands, reasoner)
     features = cache.get(key)

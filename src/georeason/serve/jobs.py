@@ -1,6 +1,6 @@
 """What the inference thread does for one request: predict, then write the result files.
 
-Web demo and REST service (issue 6); not in the paper. Runs only on the InferenceWorker thread, so
+Web demo and REST service (docs/serve.md); not in the paper. Runs only on the InferenceWorker thread, so
 decoding, the model and the file writers never run concurrently and memory stays bounded.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,15 @@ import numpy as np
 
 from georeason.errors import GeoreasonError
 from georeason.geo.georef import NONE, Georeferencing
+from georeason.geo.prediction_files import write_prediction_files
 
+# The result folder's names of the files the shared prediction writer produces.
+RESULT_NAMES = {"mask_png": "mask.png", "overlay_png": "overlay.png", "mask_geotiff": "mask.tif",
+                "vectors": "vectors.gpkg"}
 # GeoJSON larger than this is not inlined in the JSON response (it stays downloadable).
 MAX_INLINE_GEOJSON_BYTES = 5_000_000
+# checkpoint(stage, progress 0..1): progress reports from the inference thread; may raise to cancel the job.
+Checkpoint = Callable[[str, float], None]
 
 
 @dataclass
@@ -31,6 +38,9 @@ class JobRequest:
     result_folder: Path
     preview_max_side: int
     bands: list[int] | None = None
+    source: str | None = None  # the client's label for its image (e.g. a QGIS layer name); never a path here
+    tile_size: int | None = None  # None: whole-image mode; else tiled inference (serve.tiled_job)
+    overlap: int = 128
     submitted: float = field(default_factory=time.perf_counter)
 
 
@@ -70,13 +80,14 @@ def _georeferencing(prediction: Any) -> Georeferencing:
     return NONE if raster is None else raster.georef
 
 
-def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """Write vectors.gpkg and, when the polygons can be lon/lat, vectors.geojson; returns the inline GeoJSON.
+def _geojson(prediction: Any, georef: Georeferencing, folder: Path, written: dict[str, Any],
+             warnings: list[str]) -> dict[str, Any] | None:
+    """After vectors.gpkg (`written`, the writer's report): vectors.geojson when the polygons can be lon/lat;
+    returns the inline GeoJSON.
 
     What cannot be written as GeoJSON (a local CRS, a geotransform without CRS) becomes a warning, never
     an error: the request still succeeds with the GeoPackage.
     """
-    written = prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG")
     if written.get("warning"):
         warnings.append(written["warning"].replace(f"{folder / 'vectors.gpkg'}: ", "vectors.gpkg: "))
     if georef.pixel_to_map is None:
@@ -95,13 +106,28 @@ def _vectors(prediction: Any, georef: Georeferencing, folder: Path, warnings: li
     return json.loads(target.read_text(encoding="utf-8"))
 
 
-def run_job(reasoner: Any, job: JobRequest, features: Any = None) -> JobResult:
-    """Predict and write mask.png, mask.tif, overlay.png, image.png and (optionally) vectors.
+def source_label(job: JobRequest) -> str:
+    """What the files record as their source: the client's label, else upload.<suffix>.
 
+    The server's temporary path means nothing to the client, and must not leak.
+    """
+    return job.source or f"upload{job.image_path.suffix}"
+
+
+def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None,
+            features: Any = None) -> JobResult:
+    """Predict and write mask.png, overlay.png, mask.tif (raster inputs), vectors (optionally) and image.png.
+
+    The prediction's files go through the writer `georeason predict` uses (geo.prediction_files: all or
+    none, a GeoTIFF only for rasters); then the GeoJSON copy and the preview the page shows.
+    `checkpoint(stage, progress)` is called before the model and before the outputs; it may raise
+    (a cancelled job), which leaves the result folder for the caller to discard.
     `features` (serve.features.FeatureCache): reuse a recent upload's image features (same mask), for
     a GeoReasoner; any other predictor (a wrapper with predict() only) is called as it is.
     """
     started = time.perf_counter()
+    if checkpoint is not None:
+        checkpoint("running the model", 0.05)
     if features is None or not all(hasattr(reasoner, name) for name in ("encode", "predict_questions")):
         prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
     else:
@@ -109,17 +135,15 @@ def run_job(reasoner: Any, job: JobRequest, features: Any = None) -> JobResult:
 
         prediction = predict_cached(reasoner, job.image_path, job.question, job.answer, job.bands, features)
     predicted = time.perf_counter()
-    # The files record their source; the server's temporary path means nothing to the client.
-    prediction.source = f"upload{job.image_path.suffix}"
+    if checkpoint is not None:
+        checkpoint("writing the outputs", 0.9)
+    prediction.source = source_label(job)
     folder = job.result_folder
-    prediction.save_mask_png(folder / "mask.png")
-    prediction.save_geotiff(folder / "mask.tif")
-    prediction.save_overlay(folder / "overlay.png")
+    targets = {kind: folder / name for kind, name in RESULT_NAMES.items()}
+    _, written = write_prediction_files(prediction, targets, vector_driver="GPKG" if job.vectors else None)
     _save_preview(prediction.image, folder / "image.png", job.preview_max_side)
     georef = _georeferencing(prediction)
-    # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
-    warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
-    geojson = _vectors(prediction, georef, folder, warnings) if job.vectors else None
+    geojson, warnings = result_warnings(prediction, job, georef, written)
     mask = np.asarray(prediction.mask, dtype=bool)
     finished = time.perf_counter()
     return JobResult(
@@ -140,3 +164,14 @@ def run_job(reasoner: Any, job: JobRequest, features: Any = None) -> JobResult:
         outputs_seconds=finished - predicted,
         model_seconds={str(k): round(float(v), 4) for k, v in dict(getattr(prediction, "seconds", {}) or {}).items()},
     )
+
+
+def result_warnings(prediction: Any, job: JobRequest, georef: Georeferencing,
+                    written: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The job's warnings and, when job.vectors (vectors.gpkg already written, `written` its report), the
+    GeoJSON copy; returns (inline GeoJSON or None, warnings). Used by plain and tiled jobs alike."""
+    # How the image was read (complex amplitude, EXIF orientation), with the server's path taken out.
+    warnings = [note.replace(str(job.image_path), "the uploaded image") for note in getattr(prediction, "notes", [])]
+    if not job.vectors or written is None:
+        return None, warnings
+    return _geojson(prediction, georef, job.result_folder, written, warnings), warnings

@@ -1,14 +1,16 @@
 """The HTTP routes of `georeason serve`: page, /v1/predict, results, health, model, samples; error bodies.
 
-Web demo and REST service (issue 6); not in the paper. Every refusal is JSON {"detail": message}
-with the status the brief asks for (400/404/413/415/422/503); tracebacks go to the log only.
+Web demo and REST service (docs/serve.md); not in the paper. Every refusal is JSON {"detail": message}
+with the status docs/serve.md documents (400/404/413/415/422/503); tracebacks go to the log only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from georeason.errors import GeoreasonError
-from georeason.serve.app import FORMATS, SAMPLES, SAMPLES_DIR, STATIC, ServeSettings
+from georeason.serve.settings import FORMATS, SAMPLES, SAMPLES_DIR, STATIC, ServeSettings
 from georeason.serve.jobs import JobRequest, JobResult, run_job
 from georeason.serve.schemas import (
     Downloads, ErrorResponse, HealthResponse, ImageSize, Limits, ModelResponse, PredictResponse, QueueStatus,
@@ -165,14 +167,14 @@ def _check_form(upload: Upload, settings: ServeSettings) -> tuple[str, bool, boo
 
 
 def _job_in_worker(reasoner: Any, job: JobRequest, upload: Upload, store: ResultStore,
-                   features: Any = None) -> JobResult:
-    """run_job, then always delete the upload; a failed job's result folder is deleted too.
+                   run: Callable[[Any, JobRequest], JobResult] = run_job) -> JobResult:
+    """run(reasoner, job), then always delete the upload; a failed job's result folder is deleted too.
 
     The result is committed here, not by the request handler, so a client that disconnects while
     waiting still leaves a result the store will expire (rather than an orphaned folder).
     """
     try:
-        result = run_job(reasoner, job, features)
+        result = run(reasoner, job)
         store.commit(job.result_folder.name, job.result_folder)
         return result
     except BaseException:
@@ -189,6 +191,30 @@ def _client_message(error: Exception, job: JobRequest, upload: Upload) -> str:
         if path is not None:
             text = text.replace(str(path), "the uploaded image")
     return text
+
+
+def result_response(result_id: str, question: str, result: JobResult, received: float, started: float,
+                    settings: ServeSettings) -> PredictResponse:
+    """The PredictResponse of a finished job; `received` = upload seconds, `started` = perf_counter at arrival."""
+    base = f"/v1/results/{result_id}"
+    downloads = Downloads(
+        mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif" if "mask.tif" in result.files else None,
+        overlay_png=f"{base}/overlay.png",
+        image_png=f"{base}/image.png",
+        vectors_gpkg=f"{base}/vectors.gpkg" if "vectors.gpkg" in result.files else None,
+        vectors_geojson=f"{base}/vectors.geojson" if "vectors.geojson" in result.files else None,
+    )
+    timings = Timings(upload=round(received, 4), queue=round(result.queue_seconds, 4),
+                      inference=round(result.inference_seconds, 4), outputs=round(result.outputs_seconds, 4),
+                      total=round(time.perf_counter() - started, 4), model=result.model_seconds)
+    return PredictResponse(
+        id=result_id, question=question, answer=result.answer, empty=result.empty,
+        target_pixels=result.target_pixels, image=ImageSize(width=result.width, height=result.height),
+        mask_png_base64=result.mask_png_base64, georeferenced=result.georeferenced, crs=result.crs,
+        georeferencing=result.georeferencing,
+        geojson=result.geojson, timings=timings, downloads=downloads,
+        expires_in_seconds=settings.result_ttl, warnings=result.warnings,
+    )
 
 
 def add_routes(app: FastAPI) -> None:
@@ -280,8 +306,8 @@ def add_routes(app: FastAPI) -> None:
             result_id, folder = store.new_folder()
             job = JobRequest(image_path, question, answer, vectors, folder, settings.preview_max_side, bands)
             try:
-                future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store,
-                                       getattr(app.state, "features", None))
+                run = functools.partial(run_job, features=getattr(app.state, "features", None))
+                future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store, run)
             except QueueFull as full:
                 store.discard(folder)
                 raise _busy(full) from None
@@ -298,23 +324,7 @@ def add_routes(app: FastAPI) -> None:
         except Exception:  # noqa: BLE001 - logged with its traceback; the client gets a plain message
             log.exception("prediction failed")
             return _error(500, "internal error while processing the image; the server log has the details")
-        base = f"/v1/results/{result_id}"
-        downloads = Downloads(
-            mask_png=f"{base}/mask.png", mask_tif=f"{base}/mask.tif", overlay_png=f"{base}/overlay.png",
-            image_png=f"{base}/image.png",
-            vectors_gpkg=f"{base}/vectors.gpkg" if "vectors.gpkg" in result.files else None,
-            vectors_geojson=f"{base}/vectors.geojson" if "vectors.geojson" in result.files else None,
-        )
-        timings = Timings(upload=round(received, 4), queue=round(result.queue_seconds, 4),
-                          inference=round(result.inference_seconds, 4), outputs=round(result.outputs_seconds, 4),
-                          total=round(time.perf_counter() - started, 4), model=result.model_seconds)
+        response = result_response(result_id, question, result, received, started, settings)
         log.info("predict %s: %dx%d, %d question chars, %.2f s", result_id[:8], result.width, result.height,
-                 len(question), timings.total)
-        return PredictResponse(
-            id=result_id, question=question, answer=result.answer, empty=result.empty,
-            target_pixels=result.target_pixels, image=ImageSize(width=result.width, height=result.height),
-            mask_png_base64=result.mask_png_base64, georeferenced=result.georeferenced, crs=result.crs,
-            georeferencing=result.georeferencing,
-            geojson=result.geojson, timings=timings, downloads=downloads,
-            expires_in_seconds=settings.result_ttl, warnings=result.warnings,
-        )
+                 len(question), response.timings.total)
+        return response

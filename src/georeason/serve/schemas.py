@@ -1,6 +1,6 @@
 """The REST API's response models; their Field descriptions become the OpenAPI schema at /openapi.json.
 
-Web demo and REST service (issue 6); not in the paper.
+Web demo and REST service (docs/serve.md); not in the paper.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ class Downloads(BaseModel):
     """Relative URLs of the result files; each expires with the result (see expires_in_seconds)."""
 
     mask_png: str = Field(description="Binary mask, 8-bit gray PNG at input size: 255 = target, 0 = background.")
-    mask_tif: str = Field(description="Binary mask as GeoTIFF (uint8 0/1), with the input's georeferencing, "
-                                      "whatever it is: CRS and geotransform, GCPs and their CRS, RPCs.")
+    mask_tif: str | None = Field(description="Binary mask as GeoTIFF (uint8 0/1, 255 = nodata), with the input's "
+                                             "georeferencing, whatever it is: CRS and geotransform, GCPs and "
+                                             "their CRS, RPCs. Null for inputs that are not rasters (PNG, JPEG "
+                                             "without georeferencing), as `georeason predict` writes it.")
     overlay_png: str = Field(description="The input with the mask blended in and the question/answer below.")
     image_png: str = Field(description="The input as the model saw it (8-bit RGB), at most preview_max_side "
                                        "pixels on its long side; the demo page draws the mask over it.")
@@ -121,3 +123,28 @@ class SampleInfo(BaseModel):
     title: str = Field(description="What the sample shows.")
     question: str = Field(description="A suggested question.")
     url: str = Field(description="Relative URL of the sample file.")
+
+
+class JobLinks(BaseModel):
+    status: str = Field(description="GET this URL for the job's state, progress and (when done) result.")
+    cancel: str = Field(description="DELETE this URL to cancel the job.")
+
+
+class JobError(BaseModel):
+    status: int = Field(description="The HTTP status /v1/predict would have answered (422 or 500).")
+    detail: str = Field(description="A readable message naming the field or limit at fault.")
+
+
+class JobResponse(BaseModel):
+    """The state of an asynchronous job (POST /v1/jobs, GET and DELETE /v1/jobs/{id})."""
+
+    id: str = Field(description="Opaque random id of the job; also the id of its result files.")
+    status: str = Field(description="queued, running, cancelling, done, failed or cancelled.")
+    stage: str = Field(description="What the job is doing, in words (e.g. 'tile 3 of 12').")
+    progress: float = Field(description="Fraction done, 0..1; in tiled mode it advances with every tile.")
+    tiles_done: int | None = Field(description="Tiles predicted so far (tiled mode), else null.")
+    tiles_total: int | None = Field(description="Tiles in the scene (tiled mode, once known), else null.")
+    elapsed_seconds: float = Field(description="Seconds since the job was accepted (until it finished).")
+    error: JobError | None = Field(description="Why the job failed (status failed), else null.")
+    result: PredictResponse | None = Field(description="The same body as POST /v1/predict, once status is done.")
+    links: JobLinks = Field(description="Relative URLs to poll and to cancel the job.")

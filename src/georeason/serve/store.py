@@ -1,6 +1,6 @@
 """The result store: prediction files kept for a while in a private temporary folder, found by random id.
 
-Web demo and REST service (issue 6); not in the paper. Bounded in count and age; ids are 128-bit
+Web demo and REST service (docs/serve.md); not in the paper. Bounded in count and age; ids are 128-bit
 random tokens checked against a strict pattern, and only a fixed list of file names can be served.
 """
 

@@ -1,6 +1,6 @@
 """Upload handling: a streaming, size-limited multipart reader and header-only image checks.
 
-Web demo and REST service (issue 6); not in the paper. Bodies are parsed as they arrive and the
+Web demo and REST service (docs/serve.md); not in the paper. Bodies are parsed as they arrive and the
 file part is written to a private temporary folder under a server-chosen name, so an oversized
 upload is refused after at most `limit` bytes and no client-supplied name is ever a path.
 """

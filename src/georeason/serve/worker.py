@@ -1,6 +1,6 @@
 """The bounded inference queue: one worker thread runs jobs in order; a full queue refuses new work.
 
-Web demo and REST service (issue 6); not in the paper. The model is not thread-safe and one CPU
+Web demo and REST service (docs/serve.md); not in the paper. The model is not thread-safe and one CPU
 inference already uses every core, so jobs run one at a time and at most `capacity` wait.
 """
 

@@ -1,6 +1,7 @@
 """Training checkpoints: atomic folders with everything an exact resume needs, and their validation.
 
-Supports the training recipe of SPEC 3 (long runs, interrupted and resumed). Model weights in
+Supports the training recipe of docs/released_code.md#training-recipe (long runs, interrupted and resumed). Model
+weights in
 safetensors; optimizer/scheduler/RNG states through torch.save, read back with weights_only=True.
 """
 

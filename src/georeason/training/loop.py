@@ -1,6 +1,7 @@
 """The training loop: model + data + AdamW/cosine under accelerate, checkpoints, logs, final model.
 
-Implements the training recipe of SPEC 3 (paper Table 8): AdamW, warmup then cosine decay, global batch
+Implements the training recipe of docs/released_code.md#training-recipe (paper Table 8): AdamW, warmup then cosine
+decay, global batch
 through per-device batch x processes x accumulation, gradient checkpointing, frozen encoder in eval mode.
 """
 
@@ -57,6 +58,19 @@ def build_model_for_recipe(recipe: TrainRecipe):
     return build_model(config, seed=recipe.seed, llm_path=recipe.llm_path or None)
 
 
+def enable_feature_cache(model, recipe: TrainRecipe):
+    """Compute a frozen pretrained backbone's features once per training image (up to feature_cache_mb).
+
+    Exact: training applies no augmentation, so an image's normalised pixels, and hence its features
+    under the frozen eval-mode backbone, are the same every epoch; the cache is keyed by those pixels.
+    Returns the cache, or None when the encoder has none (Swin) or is trained, or the budget is 0.
+    """
+    encoder = model.encoder
+    if recipe.feature_cache_mb <= 0 or not hasattr(encoder, "enable_feature_cache") or not encoder.config.frozen:
+        return None
+    return encoder.enable_feature_cache(int(recipe.feature_cache_mb * 2**20))
+
+
 def apply_lora(model, lora) -> Any:
     """LoRA adapters on the LLM's attention projections; base LLM weights frozen except embeddings/head."""
     try:
@@ -78,11 +92,10 @@ def apply_lora(model, lora) -> Any:
     return wrapper
 
 
-def open_training_data(recipe: TrainRecipe, image_size: int):
+def open_training_data(recipe: TrainRecipe, transform):
+    """The recipe's datasets as one weighted stream; `transform` is the model's processor.sample_transform()."""
     from georeason.data import open_dataset
-    from georeason.data.transforms import SampleTransform
 
-    transform = SampleTransform(image_size)
     datasets = []
     for source in recipe.data:
         if not Path(source.path).exists():
@@ -233,16 +246,17 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     keeps_earlier_run = resume or outputs.holds_trained_outputs(out)
 
     model, tokenizer = build_model_for_recipe(recipe)
-    from georeason.model import prompt_builder_for
+    from georeason.processor import SegEarthProcessor
 
-    prompts = prompt_builder_for(model, tokenizer)
+    processor = SegEarthProcessor(tokenizer, model.config)
     lora_wrapper = apply_lora(model, recipe.lora) if recipe.lora is not None else None
     if recipe.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model_config = model.config.to_dict()
     recipe_dict = recipe.to_dict()
     fingerprint = recipe.trajectory_fingerprint()
-    data = open_training_data(recipe, model_config["image_size"])
+    data = open_training_data(recipe, processor.sample_transform())
+    enable_feature_cache(model, recipe)
 
     # Resume: the newest intact checkpoint, refused if it is from a different config.
     point = choose_resume_point(out, recipe_dict, fingerprint, model_config, rank, is_main) if resume else None
@@ -289,12 +303,12 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     # A fresh run that fails before completing a step leaves nothing, so the same command can run again.
     fresh = is_main and not keeps_earlier_run
     with outputs.removed_if_untrained(out, created) if fresh else contextlib.nullcontext():
-        return _run_steps(recipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, prompts, loader,
+        return _run_steps(recipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, processor, loader,
                           data, trainable, recipe_dict, fingerprint, model_config, mixed, accumulation, start_step,
                           overwrite, progress)
 
 
-def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, prompts,
+def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, processor,
                loader, data, trainable, recipe_dict: dict, fingerprint: str, model_config: dict, mixed: str,
                accumulation: int, start_step: int, overwrite: bool, progress: bool) -> Path:
     """The optimizer steps from `start_step` with logs and checkpoints, then final/ and train_summary.json."""
@@ -322,8 +336,8 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
             batch = next(batches)
             # A frozen LLM cannot learn from the answer, and under causal attention the answer positions
             # cannot change the description embedding: they are left out (about a quarter of its time).
-            prompt = prompts.batch(batch["question"], batch["answer"], batch["task"],
-                                   for_generation=unwrapped.config.llm.frozen).to(device)
+            prompt = processor.prompt(batch["question"], batch["answer"], batch["task"],
+                                      for_generation=unwrapped.config.llm.frozen).to(device)
             # Point sampling of the mask loss: seeded by the micro-batch's first stream position, so the
             # same samples get the same points in any world size and after a resume.
             generator = torch.Generator(device="cpu").manual_seed(recipe.seed * 1_000_003 + batch["position"][0])
@@ -376,6 +390,10 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         summary = {"steps_done": done, "max_steps": recipe.max_steps, "stopped_by_max_minutes": stopped_by_time,
                    "train_seconds": time.perf_counter() - loop_started, "processes": world,
                    "gradient_accumulation": accumulation, "mixed_precision": mixed}
+        cache = getattr(unwrapped.encoder, "feature_cache", None)
+        if cache is not None:
+            summary["feature_cache"] = {"hits": cache.hits, "misses": cache.misses, "images": len(cache),
+                                        "megabytes": round(cache.bytes / 2**20, 1)}
         outputs.write_json(out / outputs.SUMMARY_FILE, summary)
         if stopped_by_time:
             print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from georeason.errors import GeoreasonError
-from georeason.geo.atomic import atomic_output
+from georeason.geo.atomic import atomic_output, fsync_file, fsync_folder
 
 RECIPE_FILE = "recipe.json"
 SUMMARY_FILE = "train_summary.json"
@@ -90,24 +90,14 @@ def remove_folder(folder: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        handle = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
-
-
 def fsync_tree(folder: Path) -> None:
     """fsync every file in `folder` (and its subfolders), then the folders themselves."""
     for path in sorted(folder.rglob("*"), reverse=True):
         if path.is_file():
-            with open(path, "rb") as stream:
-                os.fsync(stream.fileno())
+            fsync_file(path)
         elif path.is_dir():
-            _fsync_folder(path)
-    _fsync_folder(folder)
+            fsync_folder(path)
+    fsync_folder(folder)
 
 
 def commit_folder(temporary: Path, target: Path) -> None:
@@ -124,7 +114,7 @@ def commit_folder(temporary: Path, target: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
     else:
         os.replace(temporary, target)
-    _fsync_folder(target.parent)
+    fsync_folder(target.parent)
 
 
 def interrupted_writes(output_dir: Path) -> list[Path]:

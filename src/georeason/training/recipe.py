@@ -1,6 +1,7 @@
 """The training recipe: one typed dataclass, loaded from JSON/YAML with `--set key=value` overrides.
 
-Defaults are the paper's recipe (Table 8, SPEC 3): AdamW 1e-4, betas (0.9, 0.999), no weight decay,
+Defaults are the paper's recipe (Table 8; docs/released_code.md#training-recipe): AdamW 1e-4, betas (0.9, 0.999), no
+weight decay,
 3% warmup then cosine decay, global batch 16, gradient checkpointing, no clipping.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 from georeason.config import dataclass_from_dict
 from georeason.errors import GeoreasonError
 
-# Paper step counts (SPEC 3): named recipes set `max_steps` (and the dataset split they were run on).
+# Paper step counts (docs/released_code.md#training-recipe): named recipes set `max_steps` (and the dataset split they
+# were run on).
 PAPER_STEPS = {"earthreason": 2220, "rrsisd": 7610, "refsegrs": 5400}
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -68,6 +70,9 @@ class TrainRecipe:
     max_minutes: float | None = None  # wall-clock budget: stop (checkpoint + final) when exceeded
     text_blind: bool = False  # baseline: every question replaced by `blind_question`
     blind_question: str = "Segment the target in this image."
+    # Memory for the features of a frozen pretrained image backbone, computed once per training image
+    # (georeason.training.loop.enable_feature_cache); 0 recomputes them every step.
+    feature_cache_mb: float = 1024.0
 
     def validate(self) -> None:
         if not self.data:
@@ -99,6 +104,8 @@ class TrainRecipe:
             raise GeoreasonError(f"recipe num_workers: expected >= 0, got {self.num_workers}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise GeoreasonError(f"recipe max_grad_norm: expected a positive number or null, got {self.max_grad_norm}")
+        if self.feature_cache_mb < 0:
+            raise GeoreasonError(f"recipe feature_cache_mb: expected a number >= 0, got {self.feature_cache_mb}")
         if self.text_blind and not self.blind_question.strip():
             raise GeoreasonError("recipe blind_question: expected a non-empty question")
 
@@ -122,7 +129,8 @@ class TrainRecipe:
     def trajectory_fingerprint(self) -> str:
         """sha256 of the fields that decide the training trajectory (not where or how often it saves)."""
         values = self.to_dict()
-        for name in ("output_dir", "save_every", "keep_last", "log_every", "num_workers", "max_minutes"):
+        for name in ("output_dir", "save_every", "keep_last", "log_every", "num_workers", "max_minutes",
+                     "feature_cache_mb"):
             values.pop(name)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 

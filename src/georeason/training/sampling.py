@@ -1,6 +1,7 @@
 """Deterministic data order for training: one global sample stream, sharded by rank and micro-step.
 
-Supports the recipe of SPEC 3 (global batch 16 through per-device batch x processes x accumulation): the
+Supports the recipe of docs/released_code.md#training-recipe (global batch 16 through per-device batch x processes x
+accumulation): the
 stream depends only on the seed, so 1 process with accumulation 2 sees exactly what 2 processes see.
 """
 

@@ -1,0 +1,60 @@
+"""A bounded in-memory cache of a frozen image backbone's features, for training (docs/training.md).
+
+Keyed by the exact bytes of each normalised input image, so a hit returns what the backbone computes for
+that very input: exact as long as the backbone is frozen and in eval mode (it is, see model/encoder.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import torch
+
+
+class FeatureCache:
+    """Per-image feature maps of a frozen backbone, up to `max_bytes` in all (later images are recomputed).
+
+    `features(pixel_values, compute)`: [B,3,H,W] -> the list of maps `compute` returns ([B,C_i,h_i,w_i]),
+    taking cached rows from memory and calling `compute` on the other rows only. Raises ValueError for a
+    negative `max_bytes`.
+    """
+
+    def __init__(self, max_bytes: int):
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes: expected >= 0, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[bytes, list[torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def key(image: torch.Tensor) -> bytes:
+        """A digest of one image's dtype, shape and values: equal keys mean bitwise-equal inputs."""
+        data = image.detach().contiguous().cpu()
+        digest = hashlib.blake2b(data.view(torch.uint8).numpy().tobytes(), digest_size=20)
+        digest.update(f"{data.dtype}{tuple(data.shape)}".encode())
+        return digest.digest()
+
+    def features(self, pixel_values: torch.Tensor,
+                 compute: Callable[[torch.Tensor], list[torch.Tensor]]) -> list[torch.Tensor]:
+        keys = [self.key(image) for image in pixel_values]
+        missing = [i for i, key in enumerate(keys) if key not in self._entries]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        fresh: dict[int, list[torch.Tensor]] = {}
+        if missing:
+            computed = compute(pixel_values[missing])
+            for row, index in enumerate(missing):
+                # clone: a row of the batch would keep the whole batch's storage alive.
+                fresh[index] = [level[row].detach().clone() for level in computed]
+                size = sum(t.numel() * t.element_size() for t in fresh[index])
+                if keys[index] not in self._entries and self.bytes + size <= self.max_bytes:
+                    self._entries[keys[index]] = fresh[index]
+                    self.bytes += size
+        rows = [fresh[i] if i in fresh else self._entries[key] for i, key in enumerate(keys)]
+        return [torch.stack([row[level] for row in rows]) for level in range(len(rows[0]))]
