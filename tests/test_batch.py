@@ -213,9 +213,13 @@ def test_an_interrupted_run_resumes_with_only_unfinished_pairs(ray_cluster, tiny
     driver = subprocess.Popen([sys.executable, "-m", "georeason.cli", "batch", *arguments, "--workers", "1",
                                "--num-cpus", "1", "--no-progress"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 400
+    # Interrupt once the first pair is finished. The wait is long because on a loaded 2-core machine
+    # starting Ray and loading the model can take minutes; the driver ending first is a failure of its own.
+    deadline = time.monotonic() + 1500
     while not list((run / "records").glob("*.json")) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.02)
+    assert driver.poll() is None, "the driver ended before it could be interrupted: " + driver.communicate()[1][-2000:]
+    assert list((run / "records").glob("*.json")), "no pair finished within 1500 s"
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=180)
     assert driver.returncode == 130 and "georeason batch: interrupted" in stderr, stderr[-2000:]

@@ -294,8 +294,10 @@ def test_inference_reuses_the_prompt_opening_until_the_weights_change():
     lengths = []
     hook = model.llm.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
     cached = model.segment(pixels, prompt, answer=True, max_new_tokens=5, stop_ids=stops)
-    # The opening came from the cache; then one position per generated token.
-    assert lengths[0] == prompt.input_ids.shape[1] - opening and set(lengths[1:]) == {1}
+    # The opening came from the cache; then the image prefix (image positions and the text up to the
+    # question), the question part, and one position per generated token.
+    question = int((prompt.token_kind[0] == 2).int().argmax())
+    assert lengths[:2] == [question - opening, prompt.input_ids.shape[1] - question] and set(lengths[2:]) == {1}
     assert torch.allclose(cached["description_embedding"], reference.description_embedding, rtol=1e-5, atol=1e-6)
     assert torch.allclose(cached["logits"], reference_answers["logits"], rtol=1e-5, atol=1e-5)
     # Answers generated from the cached opening are the ones generated from the whole prompt.
@@ -317,7 +319,7 @@ def test_inference_reuses_the_prompt_opening_until_the_weights_change():
     changed = model.segment(pixels, prompt)
     hook.remove()
     description_end = int(torch.nonzero(prompt.token_kind == 2)[:, 1].max()) + 1  # mask only: cut after p
-    assert lengths == [opening, description_end - opening]
+    assert lengths == [opening, question - opening, description_end - question]
     with torch.no_grad():
         uncached = model(pixels, prompt, return_intermediates=True).description_embedding
     assert torch.allclose(changed["description_embedding"], uncached, rtol=1e-5, atol=1e-6)

@@ -147,26 +147,50 @@ Predictor = Callable[[dict[str, Any]], tuple[np.ndarray, list[str] | None]]
 
 
 def model_predictor(model, processor, answers: bool, question: str | None = None, dtype=None,
-                    num_beams: int = 1) -> Predictor:
+                    num_beams: int = 1, share_features: bool = False) -> Predictor:
     """Batch (pixel_values from processor.sample_transform()) -> (logits [B,S,S] float32 numpy, answers or
     None): processor.prompt -> model.segment -> processor.decode_answer (the cleaning predict and serve use).
 
     The protocol scores at the padded model input, so the logits are not restored to the original size here.
+    share_features (the all-questions mode): rows run one at a time, and consecutive rows with the same
+    pixels (the questions of one image) reuse its features (model.encode_image once per image); each
+    row's result equals a batch-size-1 model.segment.
     """
     import torch
 
     device = next(model.parameters()).device
+    last: dict[str, Any] = {}  # the previous image's pixel digest and features
+
+    def features_for(pixels):
+        digest = hashlib.sha256(pixels.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+        if last.get("digest") != digest:
+            last.clear()
+            last["features"] = model.encode_image(pixels)
+            last["digest"] = digest
+        return last["features"]
 
     def predict(batch: dict[str, Any]) -> tuple[np.ndarray, list[str] | None]:
         questions = [question] * len(batch["question"]) if question else batch["question"]
-        prompt = processor.prompt(questions, tasks=batch["task"], for_generation=True).to(device)
         pixels = batch["pixel_values"].to(device)
         if dtype is not None:
             pixels = pixels.to(dtype)
         with torch.inference_mode():
-            out = model.segment(pixels, prompt, answer=answers, stop_ids=processor.stop_ids, num_beams=num_beams)
-        texts = [processor.decode_answer(ids) for ids in out.answer_ids] if answers else None
-        return out.logits.float().cpu().numpy(), texts
+            if share_features:
+                outs = [model.segment_features(
+                    features_for(pixels[row:row + 1]),
+                    processor.prompt(questions[row:row + 1], tasks=batch["task"][row:row + 1],
+                                     for_generation=True).to(device),
+                    answer=answers, stop_ids=processor.stop_ids, num_beams=num_beams)
+                    for row in range(len(questions))]
+                logits = torch.cat([o.logits for o in outs])
+                answer_ids = [ids for o in outs for ids in (o.answer_ids or [])]
+            else:
+                prompt = processor.prompt(questions, tasks=batch["task"], for_generation=True).to(device)
+                out = model.segment(pixels, prompt, answer=answers, stop_ids=processor.stop_ids,
+                                    num_beams=num_beams)
+                logits, answer_ids = out.logits, out.answer_ids
+        texts = [processor.decode_answer(ids) for ids in answer_ids] if answers else None
+        return logits.float().cpu().numpy(), texts
 
     return predict
 
@@ -445,7 +469,7 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
     partial.wait_for_everyone()
     if predictor is None:
         predictor = constant_predictor(baseline) if baseline else model_predictor(model, processor, answers, question,
-                                                                                   dtype, num_beams)
+                                                                                   dtype, num_beams, all_questions)
     flags = dataset_flags(dataset, data, split)
     state = run_evaluation(dataset, predictor, flags, batch_size, at_original_size, answers and baseline is None,
                            save_masks, save_overlays, partial.process_index, partial.num_processes, num_workers,
@@ -460,7 +484,10 @@ def evaluate(model_dir: str | Path | None, data: str | Path, split: str = "val",
                  "items": len(dataset) if limit is None else min(limit, len(dataset)),
                  "fingerprint": dataset_fingerprint(dataset, data), "all_questions": all_questions,
                  "question_index": question_index},
-        "protocol": {"resolution": "original" if at_original_size else f"padded {image_size}x{image_size}",
+        "protocol": {"questions": "every question of each image (image features shared between them)"
+                     if all_questions else f"question {question_index} of each image"
+                     + (" (the released protocol)" if question_index == 0 else ""),
+                     "resolution": "original" if at_original_size else f"padded {image_size}x{image_size}",
                      "threshold": threshold,
                      "iou": "I/(U+1e-5), 1 when U=0", "ciou": "sum I/(sum U+1e-10)", "precision": "IoU > t"},
         "processes": partial.num_processes,

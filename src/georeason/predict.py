@@ -55,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="with a hub id: branch, tag or commit hash (default main)")
     parser.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--question", metavar="TEXT", help="the question asked about every IMAGE")
+    source.add_argument("--question", metavar="TEXT", action="append",
+                        help="the question asked about every IMAGE; repeat it to ask several (each image is "
+                             "then encoded once for all its questions)")
     source.add_argument("--questions", metavar="FILE.jsonl",
                         help='one {"image": path, "question": text} per line (paths relative to the file)')
     parser.add_argument("--bands", metavar="B,B,B", help="1-based bands to use as R,G,B, e.g. 3,2,1 (default 1,2,3)")
@@ -86,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="model precision (default float32; bfloat16 halves memory)")
+    parser.add_argument("--answer-int8", action="store_true",
+                        help="answer steps with int8 LLM weights (CPU, float32; about 2-4x faster answers, the "
+                             "mask unchanged, answers may differ in a few tokens; docs/performance.md)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder and pixel decoder (needs a C++ compiler; the first image "
+                             "pays minutes of compilation; masks within float rounding of eager)")
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per model call in whole-image mode (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,7 +129,8 @@ def read_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
     if args.question is not None:
         if not args.images:
             raise GeoreasonError("IMAGE: give at least one image file with --question")
-        return [(image, args.question) for image in args.images]
+        questions = [args.question] if isinstance(args.question, str) else list(args.question)
+        return [(image, question) for image in args.images for question in questions]
     if args.images:
         raise GeoreasonError("IMAGE: give images either on the command line (with --question) or in --questions, "
                              "not both")
@@ -330,8 +339,11 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                 _fail(job, error, rank, debug)
             bar.update(1)
         return
-    for start in range(0, len(jobs), args.batch_size):
-        batch = jobs[start : start + args.batch_size]
+    single, shared = group_by_image(jobs)
+    for group in shared:
+        _process_questions(reasoner, group, out, args, rank, bar, replaceable, bands, debug)
+    for start in range(0, len(single), args.batch_size):
+        batch = single[start : start + args.batch_size]
         loaded = []
         for job in batch:
             try:
@@ -361,6 +373,41 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
             except Exception as error:  # noqa: BLE001
                 _fail(job, error, rank, debug)
             bar.update(1)
+
+
+def group_by_image(jobs: list[Job]) -> tuple[list[Job], list[list[Job]]]:
+    """(jobs whose image is asked one question, groups of jobs asking several questions of one image)."""
+    groups: dict[str, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(os.path.abspath(job.image), []).append(job)
+    return ([g[0] for g in groups.values() if len(g) == 1], [g for g in groups.values() if len(g) > 1])
+
+
+def _process_questions(reasoner, group: list[Job], out: Path, args: argparse.Namespace, rank: int, bar,
+                       replaceable: set[Path], bands, debug: bool) -> None:
+    """Several questions about one image: read and encoded once (GeoReasoner.predict_questions)."""
+    from georeason.reasoner import load_input
+
+    try:
+        item = load_input(group[0].image, bands, reasoner.max_pixels)
+        for job in group:
+            _check_vector_format(item.raster, job, out, args.vector_format)
+        predictions = reasoner.predict_questions(item, [job.checked or job.question for job in group],
+                                                 answer=not args.no_answer)
+    except Exception as error:  # noqa: BLE001 - this image's pairs fail, the other images go on
+        for job in group:
+            _fail(job, error, rank, debug)
+            bar.update(1)
+        return
+    for job, prediction in zip(group, predictions):
+        try:
+            started = time.perf_counter()
+            files = write_outputs(prediction, job, out, args, False, replaceable)
+            prediction.seconds["outputs"] = time.perf_counter() - started
+            _record(job, prediction, False, files, rank)
+        except Exception as error:  # noqa: BLE001
+            _fail(job, error, rank, debug)
+        bar.update(1)
 
 
 def _tile_progress(bar, job: Job):
@@ -405,7 +452,9 @@ def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]]
         "settings": {"mode": args.mode or "whole", "tile_size": args.tile_size, "overlap": args.overlap,
                      "bands": args.bands, "answer": not args.no_answer, "vector_format": args.vector_format,
                      "simplify": args.simplify, "min_area": args.min_area, "batch_size": args.batch_size,
-                     "num_beams": args.num_beams, "max_pixels": reasoner.max_pixels},
+                     "num_beams": args.num_beams, "max_pixels": reasoner.max_pixels,
+                     "answer_int8": getattr(args, "answer_int8", False),
+                     "compile": getattr(args, "compile", False)},
         "processes": world,
         "counts": {"inputs": len(inputs), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
                    "missing": counts.get("missing", 0), "results": len(results)},
@@ -463,7 +512,8 @@ def run(args: argparse.Namespace) -> int:
             device = f"cuda:{local}"  # one GPU per process; a missing GPU is still reported by the reasoner
     reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
                                            max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams,
-                                           revision=args.revision)
+                                           revision=args.revision, answer_int8=args.answer_int8,
+                                           compile_image=args.compile)
     for job in jobs:  # refuse bad questions before writing anything; each is tokenised here, once
         job.checked = reasoner.processor.question(job.question)
         job.question = job.checked.text

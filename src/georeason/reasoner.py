@@ -301,8 +301,13 @@ class GeoReasoner:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32",
                         max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1,
-                        revision: str | None = None) -> GeoReasoner:
+                        revision: str | None = None, answer_int8: bool = False,
+                      compile_image: bool = False) -> GeoReasoner:
         """Load a model folder (config.json + weights + tokenizer) or a hub id for inference.
+
+        answer_int8: greedy answer steps run an int8-weight copy of the LLM (CPU, float32; masks
+        unchanged; model.enable_int8_answers). compile_image: torch.compile the encoder and pixel
+        decoder (model.compile_image_part; the first image pays the compilation).
 
         A hub id ("earth-insights/SegEarth-R1-EarthReason", at `revision`: branch, tag or commit) is
         downloaded through huggingface_hub and, in the authors' released layout, converted once into
@@ -324,6 +329,10 @@ class GeoReasoner:
         folder = resolve_model(folder, revision)
         source = f"{hub_id}@{folder.name}" if hub_id else None  # the folder of a hub id is named by its commit
         model = SegEarthModel.from_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
+        if answer_int8:
+            model.enable_int8_answers()
+        if compile_image:
+            model.compile_image_part()
         processor = SegEarthProcessor.from_pretrained(folder, config=model.config)
         reasoner = cls(model, processor, folder, device_name, dtype_name, max_pixels, num_beams)
         if source is not None:
@@ -394,13 +403,86 @@ class GeoReasoner:
                                           item.valid, self.name, list(item.notes)))
         return predictions
 
-    def predict(self, image: Any, question: str, answer: bool = True,
-                bands: Sequence[int] | None = None) -> Prediction:
+    def predict(self, image: Any, question: str | Question | Sequence[str | Question], answer: bool = True,
+                bands: Sequence[int] | None = None) -> Prediction | list[Prediction]:
         """Segment what answers `question` in `image` (path, PIL image, numpy array or rasterio dataset).
 
-        The question is checked before the image is read (GeoreasonError naming the token limit)."""
+        The question is checked before the image is read (GeoreasonError naming the token limit). A list
+        of questions gives a list of Predictions, in order: the image is read and encoded once
+        (predict_questions), and every mask equals the one a single-question call gives.
+        """
+        if not isinstance(question, (str, Question)) and isinstance(question, Sequence):
+            checked = self._questions(question)
+            return self.predict_questions(load_input(image, bands, self.max_pixels), checked, answer)
         question = self.processor.question(question)
         return self.predict_loaded([load_input(image, bands, self.max_pixels)], [question], answer)[0]
+
+    def _questions(self, questions: Any) -> list[Question]:
+        """Each question checked once (processor.question); a GeoreasonError for an empty list."""
+        if isinstance(questions, (str, Question)) or not questions:
+            raise GeoreasonError("questions: expected a non-empty list of questions")
+        return [self.processor.question(q) for q in questions]
+
+    def predict_questions(self, item: LoadedImage, questions: Sequence[str | Question], answer: bool = True,
+                          features: Any = None) -> list[Prediction]:
+        """Several questions about one loaded image, its features computed once (model.encode_image).
+
+        Questions run one at a time on the shared features, so each mask is bit-identical to a
+        single-question call. `features` (model.features.ImageFeatures of this image, e.g. from a cache)
+        skips the encoding. seconds["features"] is the encoding time split evenly over the questions.
+        Raises GeoreasonError for an empty list or a bad question, before any model work.
+        """
+        import torch
+
+        questions = self._questions(questions)
+        started = time.perf_counter()
+        pixels, (geometry,) = self.processor.pixel_values([item.rgb])
+        pixels = pixels.to(self.device, self._torch_dtype)
+        prepared = time.perf_counter()
+        if features is None:
+            with torch.inference_mode():
+                features = self.model.encode_image(pixels)
+        encoded = time.perf_counter()
+        share = 1.0 / len(questions)
+        predictions = []
+        for question in questions:
+            step = time.perf_counter()
+            prompt = self.processor.prompt([question]).to(self.device)
+            out, mask_done = self._segment_features(features, prompt, answer)
+            segmented = time.perf_counter()
+            restore_started = time.perf_counter()
+            (result,) = self.processor.post_process(out, [geometry], [item.valid])
+            seconds = {"load": item.seconds * share, "preprocess": (prepared - started) * share,
+                       "features": (encoded - prepared) * share, "mask": mask_done - step,
+                       "answer": segmented - mask_done, "restore": time.perf_counter() - restore_started}
+            seconds["total"] = sum(seconds.values())
+            predictions.append(Prediction(result.mask, result.probability, not result.mask.any(), result.answer,
+                                          question.text, seconds, item.rgb, item.raster, item.source,
+                                          item.valid, self.name, list(item.notes)))
+        return predictions
+
+    def encode(self, item: LoadedImage):
+        """The image's features (model.features.ImageFeatures), to share between questions about it."""
+        import torch
+
+        pixels, _ = self.processor.pixel_values([item.rgb])
+        with torch.inference_mode():
+            return self.model.encode_image(pixels.to(self.device, self._torch_dtype))
+
+    def _segment_features(self, features, prompt, answer: bool):
+        """model.segment_features, plus the time the mask was ready (see _segment)."""
+        import torch
+
+        marks: list[float] = []
+        hook = self.model.mask_decoder.register_forward_hook(lambda *_: marks.append(time.perf_counter()))
+        try:
+            with torch.inference_mode():
+                out = self.model.segment_features(features, prompt, answer=answer, num_beams=self.num_beams,
+                                                  stop_ids=self.processor.stop_ids)
+        finally:
+            hook.remove()
+        done = time.perf_counter()
+        return out, marks[-1] if marks else done
 
     def predict_batch(self, images: Sequence[Any], questions: str | Sequence[str | Question], answer: bool = True,
                       batch_size: int = 4, bands: Sequence[int] | None = None) -> list[Prediction]:

@@ -24,6 +24,7 @@ from georeason.model.connector import TokenCompressionConnector
 from georeason.model.card import Provenance, model_card
 from georeason.model.dprojector import DescriptionProjector
 from georeason.model.encoder import build_encoder
+from georeason.model.features import ImageFeatures, copy_cache, expand_rows, question_start
 from georeason.model.llm import LanguageModel
 from georeason.model.losses import mask_losses, match_queries
 from georeason.model.mask_decoder import MaskDecoder
@@ -252,20 +253,118 @@ class SegEarthModel(nn.Module):
 
         pixel_values: float [B,3,S,S], normalised with the config's pixel_mean/pixel_std (SegEarthProcessor).
         prompt: a PromptBatch of B generation prompts (SegEarthProcessor / PromptBuilder, for_generation=True).
-        The mask is computed from the prompt alone, before any answer token. Answers continue from the
-        mask forward's KV cache: greedily (num_beams=1), or by transformers' beam search; generation stops
-        at any of `stop_ids` or after `max_new_tokens` (default config.prompt.max_answer_tokens).
+        The image part (encode_image) and the question part (segment_features) in one call. The mask is
+        computed from the prompt alone, before any answer token. Answers continue from the mask forward's
+        KV cache: greedily (num_beams=1), or by transformers' beam search; generation stops at any of
+        `stop_ids` or after `max_new_tokens` (default config.prompt.max_answer_tokens).
         Raises GeoreasonError for num_beams < 1 or a prompt whose image positions do not fit the image.
         """
         if num_beams < 1:
             raise GeoreasonError(f"num_beams: expected at least 1, got {num_beams}")
-        output = self.forward(pixel_values, prompt, use_cache=answer)
+        return self.segment_features(self.encode_image(pixel_values), prompt, answer, max_new_tokens, stop_ids,
+                                     num_beams)
+
+    @torch.inference_mode()
+    def encode_image(self, pixel_values: torch.Tensor, visual_tokens: bool = True) -> ImageFeatures:
+        """The question-independent part for images [B,3,S,S] (normalised, model dtype): encoder maps,
+        connector tokens (unless visual_tokens=False) and pixel-decoder features, computed once and
+        shared by every question asked with segment_features or mask_from_description."""
+        features = self.encoder(pixel_values)
+        tokens = self.connector(features[3]) if visual_tokens else None
+        mask_features, multi_scale = self.pixel_decoder(features)
+        return ImageFeatures(list(features), tokens, mask_features, list(multi_scale))
+
+    @torch.inference_mode()
+    def segment_features(self, features: ImageFeatures, prompt: PromptBatch, answer: bool = False,
+                         max_new_tokens: int | None = None, stop_ids: tuple[int, ...] = (),
+                         num_beams: int = 1) -> SegmentOutput:
+        """segment() for images already encoded: the question part only (LLM, D-Projector, mask decoder).
+
+        `features` holds one image for every prompt row, or one image per row. Returns what segment()
+        returns, a SegmentOutput: logits [N,S,S] float32, description_embedding [N,H_llm], and answer_ids
+        (lists of token ids) when answer=True. Raises GeoreasonError for num_beams < 1, features without
+        visual tokens, a batch mismatch or a prompt without the model's number of image positions.
+        """
+        if num_beams < 1:
+            raise GeoreasonError(f"num_beams: expected at least 1, got {num_beams}")
+        output = self._question_forward(features, prompt, use_cache=answer)
         result = SegmentOutput(self._upsample(output.mask_logits), output.description_embedding)
         if answer:
             limit = max_new_tokens or self.config.prompt.max_answer_tokens
             result.answer_ids = (self._greedy_answers(output, prompt, limit, stop_ids) if num_beams == 1
                                  else self._beam_answers(output, prompt, limit, stop_ids, num_beams))
         return result
+
+    def _question_forward(self, features: ImageFeatures, prompt: PromptBatch, use_cache: bool) -> SegEarthOutput:
+        """The question part of forward() at inference, from features; the image prefix's KV cache is
+        computed on the first question and reused (model.features.ImageFeatures.prefixes)."""
+        if features.visual_tokens is None:
+            raise GeoreasonError("features: computed without visual tokens (encode_image(visual_tokens=False)); "
+                                 "a question needs them")
+        rows = prompt.input_ids.shape[0]
+        features.rows_for(rows)
+        if not use_cache:
+            prompt = cut_after_last_needed_position(prompt)
+        visual_tokens = expand_rows(features.visual_tokens, rows)
+        embeds = self.llm.embed(prompt.input_ids)
+        image_positions = prompt.token_kind == TokenKind.IMAGE
+        expected = visual_tokens.shape[1]
+        counts = image_positions.sum(1)
+        if not torch.all(counts == expected):
+            raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
+        embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+        start = question_start(prompt)
+        if start:
+            opening = int((prompt.token_kind[0] == TokenKind.IMAGE).int().argmax())
+            cache = copy_cache(self._image_prefix(features, prompt.input_ids[0, :start],
+                                                  embeds[:features.batch_size, :start], opening), rows)
+            hidden, cache = self.llm(embeds[:, start:], prompt.attention_mask, cache=cache, use_cache=use_cache)
+        else:
+            opening = shared_opening_length(prompt)
+            if opening:
+                cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
+                cache.batch_repeat_interleave(rows)
+                hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache,
+                                         use_cache=use_cache)
+                hidden = torch.cat([opening_hidden.expand(rows, -1, -1), hidden], 1)
+            else:
+                hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+        # `hidden` covers the positions from `start` on; the description lies after the prefix.
+        description = (prompt.token_kind[:, start:] == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
+        description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
+        stride32 = expand_rows(features.encoder[3], rows)
+        projected = self.d_projector(description_embedding, stride32)
+        decoded = self.mask_decoder(projected["query"], expand_rows(features.mask_features, rows),
+                                    [expand_rows(level, rows) for level in features.multi_scale])
+        all_logits = _answering_query_logits(decoded)
+        output = SegEarthOutput(mask_logits=all_logits[-1], all_mask_logits=all_logits,
+                                description_embedding=description_embedding, query=projected["query"])
+        if use_cache:
+            last = prompt.attention_mask.sum(1) - 1 - start
+            output.past_key_values = cache
+            output.prompt_embeds = embeds
+            output.next_token_logits = self.llm.logits(hidden[torch.arange(rows), last])
+        return output
+
+    def _image_prefix(self, features: ImageFeatures, prefix_ids: torch.Tensor, prefix_embeds: torch.Tensor,
+                      opening: int):
+        """KV cache [B rows] of the prompt before the question, computed once per image and prompt template.
+
+        The constant opening (the `opening` positions before the image) comes from the LLM's own cache.
+        """
+        key = (tuple(prefix_ids.tolist()), prefix_embeds.dtype, prefix_embeds.device)
+        stored = features.prefixes.get(key)
+        if stored is None:
+            rows = prefix_embeds.shape[0]
+            ones = torch.ones(prefix_embeds.shape[:2], dtype=torch.long, device=prefix_embeds.device)
+            if opening:
+                cache, _ = self.llm.prefix_state(prefix_ids[:opening])
+                cache.batch_repeat_interleave(rows)
+                _, cache = self.llm(prefix_embeds[:, opening:], ones, cache=cache, use_cache=True)
+            else:
+                _, cache = self.llm(prefix_embeds, ones, use_cache=True)
+            stored = features.prefixes[key] = cache
+        return stored
 
     @torch.inference_mode()
     def segment_with_description(self, pixel_values: torch.Tensor,
@@ -274,20 +373,56 @@ class SegEarthModel(nn.Module):
 
         Tiled inference computes p once per question on the whole scene and reuses it per tile.
         """
-        features = self.encoder(pixel_values)
-        if description_embedding.shape[0] != pixel_values.shape[0]:
-            description_embedding = description_embedding.expand(pixel_values.shape[0], -1)
-        projected = self.d_projector(description_embedding.to(features[3].dtype), features[3])
-        mask_features, multi_scale = self.pixel_decoder(features)
-        decoded = self.mask_decoder(projected["query"], mask_features, multi_scale)
+        features = self.encode_image(pixel_values, visual_tokens=False)
+        return self.mask_from_description(features, description_embedding)
+
+    @torch.inference_mode()
+    def mask_from_description(self, features: ImageFeatures, description_embedding: torch.Tensor) -> torch.Tensor:
+        """Mask logits [N,S,S] float32 for encoded images and description embeddings p [N,H_llm] (or [1,H_llm]
+        for all images): the D-Projector and mask decoder only."""
+        rows = max(features.batch_size, description_embedding.shape[0])
+        features.rows_for(rows)
+        description_embedding = expand_rows(description_embedding, rows)
+        projected = self.d_projector(description_embedding.to(features.encoder[3].dtype),
+                                     expand_rows(features.encoder[3], rows))
+        decoded = self.mask_decoder(projected["query"], expand_rows(features.mask_features, rows),
+                                    [expand_rows(level, rows) for level in features.multi_scale])
         return self._upsample(_answering_query_logits(decoded)[-1])
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
         return F.interpolate(logits[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
 
+    def compile_image_part(self, mode: str | None = None) -> None:
+        """torch.compile (inductor) the encoder and the pixel decoder, the image part of every mask.
+
+        Compilation happens on the first image of each input size (minutes on a CPU; it needs a C++
+        compiler there). Masks equal eager ones within float rounding (tests/test_compile.py documents
+        the tolerance); raises GeoreasonError when torch.compile is unavailable.
+        """
+        if not hasattr(torch, "compile"):
+            raise GeoreasonError("compile: this torch has no torch.compile")
+        self.encoder.forward = torch.compile(self.encoder.forward, mode=mode, dynamic=False)
+        self.pixel_decoder.forward = torch.compile(self.pixel_decoder.forward, mode=mode, dynamic=False)
+
+    def enable_int8_answers(self, enabled: bool = True) -> None:
+        """Greedy answer steps run an int8-weight copy of the LLM (model.answer_int8; CPU, float32).
+
+        The mask, p and the prompt's KV cache still come from this model's float LLM: masks are
+        unchanged, answers may differ in a few tokens (bench/RESULTS.md). Beam search stays float.
+        """
+        if not enabled:
+            self.__dict__.pop("_answer_llm", None)
+            return
+        from georeason.model.answer_int8 import int8_decoding_copy
+
+        # Kept outside the module tree: not saved, not moved by .to(), no parameters for training.
+        self.__dict__["_answer_llm"] = int8_decoding_copy(self.llm)
+
     def _greedy_answers(self, output: SegEarthOutput, prompt: PromptBatch, max_new_tokens: int,
                         stop_ids: tuple[int, ...]) -> list[list[int]]:
+        decoder = self.__dict__.get("_answer_llm")
+        decoder = self.llm if decoder is None else decoder
         cache, mask = output.past_key_values, prompt.attention_mask
         lengths = mask.sum(1)
         next_logits = output.next_token_logits
@@ -305,9 +440,9 @@ class SegEarthModel(nn.Module):
                 break
             mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
             positions = (lengths + step)[:, None]
-            hidden, cache = self.llm(self.llm.embed(token[:, None]), mask, cache=cache, use_cache=True,
-                                     position_ids=positions)
-            next_logits = self.llm.logits(hidden[:, -1])
+            hidden, cache = decoder(decoder.embed(token[:, None]), mask, cache=cache, use_cache=True,
+                                    position_ids=positions)
+            next_logits = decoder.logits(hidden[:, -1])
         return answers
 
     def _beam_answers(self, output: SegEarthOutput, prompt: PromptBatch, max_new_tokens: int,

@@ -111,6 +111,7 @@ def create_app(model: Any, settings: ServeSettings | None = None, revision: str 
     loaded GeoReasoner."""
     from fastapi import FastAPI
 
+    from georeason.serve.features import FeatureCache
     from georeason.serve.job_routes import add_job_routes
     from georeason.serve.routes import add_routes
     from georeason.serve.store import ResultStore
@@ -150,6 +151,7 @@ def create_app(model: Any, settings: ServeSettings | None = None, revision: str 
     app.state.settings = settings
     app.state.worker = worker
     app.state.store = store
+    app.state.features = FeatureCache()  # recent uploads' image features: follow-up questions skip the encoder
     app.state.started = time.monotonic()
     add_routes(app)
     add_job_routes(app)

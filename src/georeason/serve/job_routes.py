@@ -108,10 +108,11 @@ def _source(fields: dict[str, str]) -> str | None:
     return value
 
 
-def _run_tracked(reasoner: Any, job: JobRequest, checkpoint: Checkpoint) -> JobResult:
+def _run_tracked(reasoner: Any, job: JobRequest, checkpoint: Checkpoint, features: Any = None) -> JobResult:
+    """A tiled job, or a whole-image one reusing a recent upload's features (`features`: FeatureCache)."""
     if job.tile_size is not None:
         return run_tiled_job(reasoner, job, checkpoint)
-    return run_job(reasoner, job, checkpoint)
+    return run_job(reasoner, job, checkpoint, features)
 
 
 def job_response(tracked: TrackedJob) -> JobResponse:
@@ -175,7 +176,8 @@ def add_job_routes(app: FastAPI) -> None:
             job = JobRequest(image_path, question, answer, vectors, folder, settings.preview_max_side, bands,
                              source=source, tile_size=tile_size, overlap=overlap)
             tracked = TrackedJob(result_id, question, tiled=tile_size is not None)
-            run = functools.partial(_run_tracked, checkpoint=functools.partial(tracker.checkpoint, tracked))
+            run = functools.partial(_run_tracked, checkpoint=functools.partial(tracker.checkpoint, tracked),
+                                    features=getattr(app.state, "features", None))
             try:
                 future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store, run)
             except QueueFull as full:

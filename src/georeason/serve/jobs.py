@@ -114,18 +114,26 @@ def source_label(job: JobRequest) -> str:
     return job.source or f"upload{job.image_path.suffix}"
 
 
-def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None) -> JobResult:
+def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None,
+            features: Any = None) -> JobResult:
     """Predict and write mask.png, overlay.png, mask.tif (raster inputs), vectors (optionally) and image.png.
 
     The prediction's files go through the writer `georeason predict` uses (geo.prediction_files: all or
     none, a GeoTIFF only for rasters); then the GeoJSON copy and the preview the page shows.
     `checkpoint(stage, progress)` is called before the model and before the outputs; it may raise
     (a cancelled job), which leaves the result folder for the caller to discard.
+    `features` (serve.features.FeatureCache): reuse a recent upload's image features (same mask), for
+    a GeoReasoner; any other predictor (a wrapper with predict() only) is called as it is.
     """
     started = time.perf_counter()
     if checkpoint is not None:
         checkpoint("running the model", 0.05)
-    prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
+    if features is None or not all(hasattr(reasoner, name) for name in ("encode", "predict_questions")):
+        prediction = reasoner.predict(str(job.image_path), job.question, answer=job.answer, bands=job.bands)
+    else:
+        from georeason.serve.features import predict_cached
+
+        prediction = predict_cached(reasoner, job.image_path, job.question, job.answer, job.bands, features)
     predicted = time.perf_counter()
     if checkpoint is not None:
         checkpoint("writing the outputs", 0.9)

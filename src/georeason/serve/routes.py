@@ -7,6 +7,7 @@ with the status docs/serve.md documents (400/404/413/415/422/503); tracebacks go
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -305,7 +306,8 @@ def add_routes(app: FastAPI) -> None:
             result_id, folder = store.new_folder()
             job = JobRequest(image_path, question, answer, vectors, folder, settings.preview_max_side, bands)
             try:
-                future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store)
+                run = functools.partial(run_job, features=getattr(app.state, "features", None))
+                future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store, run)
             except QueueFull as full:
                 store.discard(folder)
                 raise _busy(full) from None
