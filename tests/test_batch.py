@@ -200,6 +200,11 @@ def test_a_killed_worker_is_restarted_and_the_outputs_are_the_same(ray_cluster, 
     assert restarted != workers[0]["pid"]  # the actor really died and came back
 
 
+def _records(run: Path) -> list[Path]:
+    """The finished pairs' records; a record being written is a hidden temporary (.NAME.tmp-...json), not one."""
+    return [path for path in (run / "records").glob("*.json") if not path.name.startswith(".")]
+
+
 @pytest.mark.input_kind("runs", "batch driver interrupted (Ctrl-C), rerun; a record deleted, an output cut short, "
                                 "a temporary file of a killed write",
                         "the rerun computes only the unfinished pairs (finished files untouched), redoes pairs whose "
@@ -216,14 +221,14 @@ def test_an_interrupted_run_resumes_with_only_unfinished_pairs(ray_cluster, tiny
     # Interrupt once the first pair is finished. The wait is long because on a loaded 2-core machine
     # starting Ray and loading the model can take minutes; the driver ending first is a failure of its own.
     deadline = time.monotonic() + 1500
-    while not list((run / "records").glob("*.json")) and time.monotonic() < deadline and driver.poll() is None:
+    while not _records(run) and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.02)
     assert driver.poll() is None, "the driver ended before it could be interrupted: " + driver.communicate()[1][-2000:]
-    assert list((run / "records").glob("*.json")), "no pair finished within 1500 s"
+    assert _records(run), "no pair finished within 1500 s"
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=180)
     assert driver.returncode == 130 and "georeason batch: interrupted" in stderr, stderr[-2000:]
-    done = sorted(p.stem for p in (run / "records").glob("*.json"))
+    done = sorted(p.stem for p in _records(run))
     assert 1 <= len(done) < 4 and not (run / "summary.json").exists()
     stamps = {name: (run / "scenes" / f"{name}.mask.tif").stat().st_mtime_ns for name in done}
     (run / "scenes" / ".b3.mask.tmp-999999-deadbeef.tif").write_bytes(b"half a mask")
