@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
