@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from georeason.errors import GeoreasonError
+from georeason.model.answer_int8 import Int8WeightLinear, int8_decoding_copy
 from georeason.model import prompt_builder_for
 from georeason.model.factory import build_model
 
@@ -23,8 +24,9 @@ def test_int8_answers_keep_the_mask_and_quantise_only_the_decoding_copy():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model.enable_int8_answers()
     decoder = model.__dict__["_answer_llm"]
-    quantised = [m for m in decoder.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    quantised = [m for m in decoder.modules() if isinstance(m, Int8WeightLinear)]
     assert quantised and not any(isinstance(m, torch.nn.Linear) for m in decoder.modules())
+    assert all(m.weight_int8.dtype == torch.int8 for m in quantised)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # the float model is untouched
     assert set(model.state_dict()) == set(state)  # the copy is not saved with the model
     calls = []
@@ -48,3 +50,31 @@ def test_int8_answers_keep_the_mask_and_quantise_only_the_decoding_copy():
     model.to(torch.bfloat16)
     with pytest.raises(GeoreasonError, match="int8 answers: need a float32 model on the CPU"):
         model.enable_int8_answers()
+
+
+def test_int8_weight_linear_computes_with_the_rounded_weight_and_its_error_is_bounded():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 20)
+    layer = Int8WeightLinear(linear)
+    weight = linear.weight.detach()
+    # Each weight is within half a step of its row's scale, and the row's largest weight is exact.
+    step = weight.abs().amax(1, keepdim=True) / 127
+    assert torch.all((layer.dequantized_weight() - weight).abs() <= step / 2 + 1e-7)
+    x = torch.randn(3, 5, 48)
+    expected = x @ layer.dequantized_weight().T + linear.bias.detach()
+    assert torch.allclose(layer(x), expected, atol=1e-5, rtol=1e-5)
+    assert layer(x).shape == (3, 5, 20)
+    assert not torch.allclose(layer(x), linear(x), atol=1e-6)  # it really is rounded
+    assert torch.allclose(layer(x), linear(x), atol=0.05)
+
+
+def test_the_int8_copy_of_a_tied_llm_keeps_its_embedding_table():
+    model, _ = build_model("tiny", seed=1)
+    llm = model.llm
+    head = llm.causal_lm.get_output_embeddings()
+    head.weight = llm.causal_lm.get_input_embeddings().weight  # tie, as SmolLM2 and Qwen2 do
+    copy = int8_decoding_copy(llm)
+    table = copy.causal_lm.get_input_embeddings().weight
+    assert torch.equal(table, llm.causal_lm.get_input_embeddings().weight)
+    assert isinstance(copy.causal_lm.get_output_embeddings(), Int8WeightLinear)
+    assert isinstance(llm.causal_lm.get_output_embeddings(), torch.nn.Linear)  # the float LLM is untouched

@@ -1,15 +1,15 @@
-"""Weight-int8 answers on the CPU: the LLM's decoding steps run a dynamically quantised copy of the LLM.
+"""Weight-only int8 answers on the CPU: the LLM's decoding steps run a copy of the LLM with int8 weights.
 
 Each greedy answer step reads every LLM weight once, so on a CPU it is bound by memory bandwidth; int8
-weights (per output channel, torch.ao dynamic quantisation of nn.Linear, activations quantised per step)
-read a quarter of float32's bytes. The mask and the prompt's KV cache still come from the float model,
-so masks are unchanged; only the answer tokens may differ (bench/RESULTS.md, "Answer tokens, int8").
+weights (symmetric, one scale per output channel) read a quarter of float32's bytes. Activations stay
+float32 (weight-only: no per-step activation quantisation, whose rounding flips greedy tokens of LLMs with
+large activation outliers). The mask and the prompt's KV cache still come from the float model, so masks
+are unchanged; only answer tokens may differ (bench/RESULTS.md, "Answer tokens, int8").
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
 
 import torch
 from torch import nn
@@ -17,23 +17,58 @@ from torch import nn
 from georeason.errors import GeoreasonError
 
 
-def int8_decoding_copy(llm: nn.Module) -> nn.Module:
-    """A copy of the LanguageModel `llm` whose nn.Linear layers hold int8 weights (per output channel).
+class Int8WeightLinear(nn.Module):
+    """nn.Linear with its weight held as int8: y = x (q * scale)^T + bias.
 
-    CPU and float32 only (the quantised kernels are fbgemm/oneDNN CPU kernels); raises GeoreasonError
-    otherwise. The copy costs about a quarter of the float LLM's memory in addition to it.
+    q int8 [out, in] = round(W / scale) with scale float32 [out] = max |W[row]| / 127 (per output channel,
+    symmetric, no zero point): each weight is within scale/2 of W. x float32 [..., in] -> y float32 [..., out].
+    The product runs torch's weight-int8 CPU kernel (aten._weight_int8pack_mm), which reads q directly.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127.0
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).contiguous()
+        out = torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, self.scale)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], self.out_features)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The weight the layer computes with, float32 [out, in] (for tests and error bounds)."""
+        return self.weight_int8.float() * self.scale[:, None]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def int8_decoding_copy(llm: nn.Module) -> nn.Module:
+    """A copy of the LanguageModel `llm` whose nn.Linear layers (LM head included) are Int8WeightLinear.
+
+    CPU and float32 only (the kernel is a CPU kernel for float activations); raises GeoreasonError
+    otherwise. The copy costs about a quarter of the float LLM's linear weights in addition to it (its
+    embedding table and norms stay float32).
     """
     parameter = next(llm.parameters())
     if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
         raise GeoreasonError(f"int8 answers: need a float32 model on the CPU, got {parameter.dtype} on "
                              f"{parameter.device.type}")
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    duplicate = copy.deepcopy(llm)
-    with warnings.catch_warnings():
-        # torch.ao's eager quantisation warns that it will move to torchao; it is what this torch ships.
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        quantize_dynamic(duplicate, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    # Copy everything but the linear weights (replaced right after), so the float weights are not duplicated.
+    linears = {name: module for name, module in llm.named_modules() if isinstance(module, nn.Linear)}
+    # A weight tied to a non-linear module (the embedding table of a tied LM head) is copied as usual.
+    elsewhere = {id(p) for m in llm.modules() if not isinstance(m, nn.Linear) for p in m.parameters(recurse=False)}
+    memo = {id(m.weight): None for m in linears.values() if id(m.weight) not in elsewhere}
+    duplicate = copy.deepcopy(llm, memo)
+    for name, module in linears.items():
+        parent_name, _, attribute = name.rpartition(".")
+        parent = duplicate.get_submodule(parent_name) if parent_name else duplicate
+        setattr(parent, attribute, Int8WeightLinear(module))
     duplicate.eval()
     return duplicate
