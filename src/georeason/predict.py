@@ -66,23 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="tiled inference: any scene size, GeoTIFF written window by window")
     mode.add_argument("--whole", dest="mode", action="store_const", const="whole",
                       help="resize the whole image to the model size (the paper's way; the default)")
-    parser.add_argument("--tile-size", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
-    parser.add_argument("--overlap", type=int, default=128, metavar="PX",
-                        help="overlap of neighbouring tiles, blended linearly (default 128, at most tile/2)")
-    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help="largest image decoded at once (default 64000000): any scene in whole-image mode, "
-                             "and with --tile a PNG/JPEG or other file that cannot be read by windows; larger "
-                             "scenes need --tile (tiled GeoTIFFs have no limit)")
-    parser.add_argument("--vector-format", choices=("gpkg", "geojson"), default="gpkg",
-                        help="gpkg keeps the source CRS; geojson is RFC 7946 lon/lat (EPSG:4326)")
-    parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
-                        help="simplify polygons with this tolerance in map units (0 = exact pixel edges)")
-    parser.add_argument("--min-area", type=float, default=0.0, metavar="A",
-                        help="drop polygons smaller than this area in map units squared")
-    parser.add_argument("--no-answer", action="store_true", help="mask only; do not generate the answer text")
-    parser.add_argument("--num-beams", type=int, default=1, metavar="N",
-                        help="beam search over N beams for the answer (default 1: greedy, continuing from the "
-                             "mask's KV cache); the mask is the same either way")
+    add_inference_arguments(parser, max_pixels_help=(
+        "largest image decoded at once (default 64000000): any scene in whole-image mode, and with --tile a "
+        "PNG/JPEG or other file that cannot be read by windows; larger scenes need --tile (tiled GeoTIFFs have "
+        "no limit)"))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist before the run (never a file this run wrote)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
@@ -97,6 +84,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per model call in whole-image mode (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, *, max_pixels_help: str, per_scene: bool = False) -> None:
+    """--tile-size, --overlap, --max-pixels, --vector-format, --simplify, --min-area, --no-answer, --num-beams:
+    the options `georeason predict` and `georeason batch` (which writes each pair as `predict --tile` does)
+    share, in this order. `max_pixels_help`: what --max-pixels limits in that command; `per_scene`: the
+    command writes polygons per scene (batch), which the help of --vector-format and --min-area says.
+    """
+    vectors = "per-scene polygons: " if per_scene else ""
+    parser.add_argument("--tile-size", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
+    parser.add_argument("--overlap", type=int, default=128, metavar="PX",
+                        help="overlap of neighbouring tiles, blended linearly (default 128, at most tile/2)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N", help=max_pixels_help)
+    parser.add_argument("--vector-format", choices=("gpkg", "geojson"), default="gpkg",
+                        help=f"{vectors}gpkg keeps the source CRS; geojson is RFC 7946 lon/lat (EPSG:4326)")
+    parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
+                        help="simplify polygons with this tolerance in map units (0 = exact pixel edges)")
+    parser.add_argument("--min-area", type=float, default=0.0, metavar="A",
+                        help="drop polygons smaller than this area in map units squared"
+                             + (" (per scene)" if per_scene else ""))
+    parser.add_argument("--no-answer", action="store_true", help="masks only; do not generate the answer text")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N",
+                        help="beam search over N beams for the answer (default 1: greedy, continuing from the "
+                             "mask's KV cache); the mask is the same either way")
 
 
 @dataclass
