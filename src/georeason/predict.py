@@ -292,6 +292,15 @@ def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, til
     return files
 
 
+def write_and_record(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool, replaceable: set[Path],
+                     rank: int | None, staged: dict[str, Path] | None = None) -> None:
+    """write_outputs, timed as prediction.seconds["outputs"] (seconds), then the pair's "ok" job.result
+    (`rank`: this process's, None in georeason batch). Raises what write_outputs raises."""
+    started = time.perf_counter()
+    files = write_outputs(prediction, job, out, args, tiled, replaceable, staged)
+    prediction.seconds["outputs"] = time.perf_counter() - started
+    _record(job, prediction, tiled, files, rank)
+
 def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int) -> None:
     raster = prediction.raster
     job.result = {
@@ -342,10 +351,7 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                 prediction = reasoner.predict_tiled(job.image, job.checked or job.question, staged["mask_geotiff"],
                                                     args.tile_size, args.overlap, answer=not args.no_answer,
                                                     bands=bands, progress=tiles)
-                started = time.perf_counter()
-                files = write_outputs(prediction, job, out, args, True, replaceable, staged)
-                prediction.seconds["outputs"] = time.perf_counter() - started
-                _record(job, prediction, True, files, rank)
+                write_and_record(prediction, job, out, args, True, replaceable, rank, staged)
             except Exception as error:  # noqa: BLE001 - one pair fails alone, the summary says why
                 _fail(job, error, rank, debug)
             bar.update(1)
@@ -375,15 +381,7 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                 _fail(job, error, rank, debug)
                 bar.update(1)
             continue
-        for (job, _), prediction in zip(loaded, predictions):
-            try:
-                started = time.perf_counter()
-                files = write_outputs(prediction, job, out, args, False, replaceable)
-                prediction.seconds["outputs"] = time.perf_counter() - started
-                _record(job, prediction, False, files, rank)
-            except Exception as error:  # noqa: BLE001
-                _fail(job, error, rank, debug)
-            bar.update(1)
+        _write_each([job for job, _ in loaded], predictions, out, args, rank, bar, replaceable, debug)
 
 
 def group_by_image(jobs: list[Job]) -> tuple[list[Job], list[list[Job]]]:
@@ -410,16 +408,18 @@ def _process_questions(reasoner, group: list[Job], out: Path, args: argparse.Nam
             _fail(job, error, rank, debug)
             bar.update(1)
         return
-    for job, prediction in zip(group, predictions):
+    _write_each(group, predictions, out, args, rank, bar, replaceable, debug)
+
+
+def _write_each(jobs: list[Job], predictions: list[Any], out: Path, args: argparse.Namespace, rank: int, bar,
+                replaceable: set[Path], debug: bool) -> None:
+    """Write and record the whole-image outputs of each (job, prediction); a pair whose files fail fails alone."""
+    for job, prediction in zip(jobs, predictions):
         try:
-            started = time.perf_counter()
-            files = write_outputs(prediction, job, out, args, False, replaceable)
-            prediction.seconds["outputs"] = time.perf_counter() - started
-            _record(job, prediction, False, files, rank)
+            write_and_record(prediction, job, out, args, False, replaceable, rank)
         except Exception as error:  # noqa: BLE001
             _fail(job, error, rank, debug)
         bar.update(1)
-
 
 def _tile_progress(bar, job: Job):
     """A progress callback showing tiles done of the current scene in the bar's postfix."""
