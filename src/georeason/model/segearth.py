@@ -149,13 +149,7 @@ class SegEarthModel(nn.Module):
             prompt = cut_after_last_needed_position(prompt)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.llm.frozen):
             visual_tokens = self.connector(stride32)
-            embeds = self.llm.embed(prompt.input_ids)
-            image_positions = prompt.token_kind == TokenKind.IMAGE
-            expected = visual_tokens.shape[1]
-            counts = image_positions.sum(1)
-            if not torch.all(counts == expected):
-                raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
-            embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+            embeds = self._prompt_embeddings(prompt, visual_tokens)
             # Without gradients (inference, or a frozen LLM in training) the constant opening's KV cache
             # is computed once and reused: exact, and it skips a third of the LLM's positions.
             opening = shared_opening_length(prompt) if not torch.is_grad_enabled() and not self.llm.training \
@@ -195,6 +189,18 @@ class SegEarthModel(nn.Module):
         if target_masks is not None:
             self._add_losses(output, decoded, hidden, prompt, target_masks, point_coords, generator)
         return output
+
+    def _prompt_embeddings(self, prompt: PromptBatch, visual_tokens: torch.Tensor) -> torch.Tensor:
+        """The LLM input embeddings [B,L,H] of `prompt`, with visual_tokens [B,N,H] (the connector's output,
+        cast to the embeddings' dtype) in each row's N image positions, in order.
+        Raises GeoreasonError when a prompt row does not have exactly N image positions."""
+        embeds = self.llm.embed(prompt.input_ids)
+        image_positions = prompt.token_kind == TokenKind.IMAGE
+        expected = visual_tokens.shape[1]
+        counts = image_positions.sum(1)
+        if not torch.all(counts == expected):
+            raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
+        return embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
 
     def _add_losses(self, output: SegEarthOutput, decoded, hidden: torch.Tensor, prompt: PromptBatch,
                     target_masks: torch.Tensor, point_coords: torch.Tensor | None,
@@ -305,14 +311,7 @@ class SegEarthModel(nn.Module):
         features.rows_for(rows)
         if not use_cache:
             prompt = cut_after_last_needed_position(prompt)
-        visual_tokens = expand_rows(features.visual_tokens, rows)
-        embeds = self.llm.embed(prompt.input_ids)
-        image_positions = prompt.token_kind == TokenKind.IMAGE
-        expected = visual_tokens.shape[1]
-        counts = image_positions.sum(1)
-        if not torch.all(counts == expected):
-            raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
-        embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+        embeds = self._prompt_embeddings(prompt, expand_rows(features.visual_tokens, rows))
         start = question_start(prompt)
         if start:
             opening = int((prompt.token_kind[0] == TokenKind.IMAGE).int().argmax())
