@@ -154,14 +154,7 @@ class SegEarthModel(nn.Module):
             # is computed once and reused: exact, and it skips a third of the LLM's positions.
             opening = shared_opening_length(prompt) if not torch.is_grad_enabled() and not self.llm.training \
                 and not return_intermediates else 0
-            if opening:
-                cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
-                batch = embeds.shape[0]
-                cache.batch_repeat_interleave(batch)
-                hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache, use_cache=use_cache)
-                hidden = torch.cat([opening_hidden.expand(batch, -1, -1), hidden], 1)
-            else:
-                hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+            hidden, cache = self._llm_after_opening(embeds, prompt, opening, use_cache)
 
         description = (prompt.token_kind == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
         description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
@@ -201,6 +194,21 @@ class SegEarthModel(nn.Module):
         if not torch.all(counts == expected):
             raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
         return embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+
+    def _llm_after_opening(self, embeds: torch.Tensor, prompt: PromptBatch, opening: int,
+                           use_cache: bool) -> tuple[torch.Tensor, Any]:
+        """The LLM over the prompt embeddings [B,L,H]: (last hidden state [B,L,H], KV cache or None).
+
+        With `opening` > 0 (the prompts share their first `opening` text positions) those positions'
+        KV cache and hidden states come from llm.prefix_state, computed once, and only the rest is run.
+        """
+        if not opening:
+            return self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+        cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
+        batch = embeds.shape[0]
+        cache.batch_repeat_interleave(batch)
+        hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache, use_cache=use_cache)
+        return torch.cat([opening_hidden.expand(batch, -1, -1), hidden], 1), cache
 
     def _add_losses(self, output: SegEarthOutput, decoded, hidden: torch.Tensor, prompt: PromptBatch,
                     target_masks: torch.Tensor, point_coords: torch.Tensor | None,
@@ -319,15 +327,7 @@ class SegEarthModel(nn.Module):
                                                   embeds[:features.batch_size, :start], opening), rows)
             hidden, cache = self.llm(embeds[:, start:], prompt.attention_mask, cache=cache, use_cache=use_cache)
         else:
-            opening = shared_opening_length(prompt)
-            if opening:
-                cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
-                cache.batch_repeat_interleave(rows)
-                hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache,
-                                         use_cache=use_cache)
-                hidden = torch.cat([opening_hidden.expand(rows, -1, -1), hidden], 1)
-            else:
-                hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+            hidden, cache = self._llm_after_opening(embeds, prompt, shared_opening_length(prompt), use_cache)
         # `hidden` covers the positions from `start` on; the description lies after the prefix.
         description = (prompt.token_kind[:, start:] == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
         description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
