@@ -20,6 +20,7 @@ from georeason.model.connector import TokenCompressionConnector
 from georeason.model.convert import convert_released_state_dict, released_config
 from georeason.model.factory import build_model
 from georeason.model.mask2former_init import initialise_from_mask2former
+from georeason.model.prompt import TokenKind
 from georeason.model.segearth import _row_cache
 from tests.conftest import fixture_sets
 
@@ -366,6 +367,21 @@ def test_prompt_errors_name_the_problem():
     with pytest.raises(GeoreasonError, match="task must be 'reasoning' or 'referring'"):
         builder.encode("where?", task="detection")
 
+
+def test_a_prompt_short_of_image_positions_is_refused_by_forward_and_by_cached_features():
+    model, tokenizer = build_model("tiny")
+    model.eval()
+    pixels, prompt, _ = fixed_batch(model, tokenizer)
+    expected = int((prompt.token_kind[0] == TokenKind.IMAGE).sum())
+    token_kind = prompt.token_kind.clone()
+    token_kind[1, int((token_kind[1] == TokenKind.IMAGE).nonzero()[0])] = TokenKind.TEXT
+    short = dataclasses.replace(prompt, token_kind=token_kind)
+    message = re.escape(f"each prompt needs {expected} image positions, got [{expected}, {expected - 1}]")
+    with torch.no_grad():
+        with pytest.raises(GeoreasonError, match=message):
+            model(pixels, short)
+        with pytest.raises(GeoreasonError, match=message):
+            model.segment_features(model.encode_image(pixels), short)
 
 def test_mask2former_pkl_initialises_encoder_and_decoders(tmp_path):
     from georeason.model.convert import load_released

@@ -4,6 +4,7 @@ and a run killed with SIGKILL then resumed == an uninterrupted run. Also the con
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -17,27 +18,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-MAX_STEPS = 4
+from tests._train_helpers import MAX_STEPS, synth_benchmark, write_recipe
 
 
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory) -> Path:
-    from georeason.data.synth import generate_benchmark
-
-    root = tmp_path_factory.mktemp("synth")
-    generate_benchmark(root, 8, 0, 2, seed=1, min_size=192, max_size=256, workers=1)
-    return root
+    return synth_benchmark(tmp_path_factory, num_train=8, num_test=2, max_size=256)
 
 
-def recipe_file(folder: Path, data: Path, output: Path, **changes) -> Path:
-    values = {"model": "tiny", "model_config": {"image_size": 128}, "data": str(data), "output_dir": str(output),
-              "max_steps": MAX_STEPS, "global_batch_size": 2, "per_device_batch_size": 1, "save_every": 1,
-              "keep_last": 2, "log_every": 1, "gradient_checkpointing": False, "mixed_precision": "no",
-              "warmup_ratio": 0.2, "lr": 1e-3}
-    values.update(changes)
-    path = folder / f"recipe-{output.name}.json"
-    path.write_text(json.dumps(values))
-    return path
+recipe_file = functools.partial(write_recipe, per_device_batch_size=1, warmup_ratio=0.2)
 
 
 def environment() -> dict[str, str]:

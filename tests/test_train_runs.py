@@ -6,6 +6,7 @@ Each test makes its own tiny-preset run; the SIGKILL test kills real subprocesse
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import shutil
@@ -20,28 +21,15 @@ from safetensors.torch import load_file
 
 from georeason.cli import main
 from georeason.training.outputs import TEMPORARY, commit_folder, interrupted_writes, temporary_folder
-
-MAX_STEPS = 4
+from tests._train_helpers import MAX_STEPS, synth_benchmark, write_recipe
 
 
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory) -> Path:
-    from georeason.data.synth import generate_benchmark
-
-    root = tmp_path_factory.mktemp("synth")
-    generate_benchmark(root, 4, 0, 1, seed=1, min_size=192, max_size=192, workers=1)
-    return root
+    return synth_benchmark(tmp_path_factory, num_train=4, num_test=1, max_size=192)
 
 
-def recipe_file(folder: Path, data: Path, output: Path, **changes) -> Path:
-    values = {"model": "tiny", "model_config": {"image_size": 128}, "data": str(data), "output_dir": str(output),
-              "max_steps": MAX_STEPS, "global_batch_size": 2, "per_device_batch_size": 2, "save_every": 1,
-              "keep_last": 2, "log_every": 1, "gradient_checkpointing": False, "mixed_precision": "no",
-              "warmup_ratio": 0.25, "lr": 1e-3}
-    values.update(changes)
-    path = folder / f"recipe-{output.name}.json"
-    path.write_text(json.dumps(values))
-    return path
+recipe_file = functools.partial(write_recipe, per_device_batch_size=2, warmup_ratio=0.25)
 
 
 def train_in_process(*args: str) -> int:

@@ -66,23 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="tiled inference: any scene size, GeoTIFF written window by window")
     mode.add_argument("--whole", dest="mode", action="store_const", const="whole",
                       help="resize the whole image to the model size (the paper's way; the default)")
-    parser.add_argument("--tile-size", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
-    parser.add_argument("--overlap", type=int, default=128, metavar="PX",
-                        help="overlap of neighbouring tiles, blended linearly (default 128, at most tile/2)")
-    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help="largest image decoded at once (default 64000000): any scene in whole-image mode, "
-                             "and with --tile a PNG/JPEG or other file that cannot be read by windows; larger "
-                             "scenes need --tile (tiled GeoTIFFs have no limit)")
-    parser.add_argument("--vector-format", choices=("gpkg", "geojson"), default="gpkg",
-                        help="gpkg keeps the source CRS; geojson is RFC 7946 lon/lat (EPSG:4326)")
-    parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
-                        help="simplify polygons with this tolerance in map units (0 = exact pixel edges)")
-    parser.add_argument("--min-area", type=float, default=0.0, metavar="A",
-                        help="drop polygons smaller than this area in map units squared")
-    parser.add_argument("--no-answer", action="store_true", help="mask only; do not generate the answer text")
-    parser.add_argument("--num-beams", type=int, default=1, metavar="N",
-                        help="beam search over N beams for the answer (default 1: greedy, continuing from the "
-                             "mask's KV cache); the mask is the same either way")
+    add_inference_arguments(parser, max_pixels_help=(
+        "largest image decoded at once (default 64000000): any scene in whole-image mode, and with --tile a "
+        "PNG/JPEG or other file that cannot be read by windows; larger scenes need --tile (tiled GeoTIFFs have "
+        "no limit)"))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that exist before the run (never a file this run wrote)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
@@ -97,6 +84,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1, metavar="N",
                         help="images per model call in whole-image mode (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, *, max_pixels_help: str, per_scene: bool = False) -> None:
+    """--tile-size, --overlap, --max-pixels, --vector-format, --simplify, --min-area, --no-answer, --num-beams:
+    the options `georeason predict` and `georeason batch` (which writes each pair as `predict --tile` does)
+    share, in this order. `max_pixels_help`: what --max-pixels limits in that command; `per_scene`: the
+    command writes polygons per scene (batch), which the help of --vector-format and --min-area says.
+    """
+    vectors = "per-scene polygons: " if per_scene else ""
+    parser.add_argument("--tile-size", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
+    parser.add_argument("--overlap", type=int, default=128, metavar="PX",
+                        help="overlap of neighbouring tiles, blended linearly (default 128, at most tile/2)")
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N", help=max_pixels_help)
+    parser.add_argument("--vector-format", choices=("gpkg", "geojson"), default="gpkg",
+                        help=f"{vectors}gpkg keeps the source CRS; geojson is RFC 7946 lon/lat (EPSG:4326)")
+    parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
+                        help="simplify polygons with this tolerance in map units (0 = exact pixel edges)")
+    parser.add_argument("--min-area", type=float, default=0.0, metavar="A",
+                        help="drop polygons smaller than this area in map units squared"
+                             + (" (per scene)" if per_scene else ""))
+    parser.add_argument("--no-answer", action="store_true", help="masks only; do not generate the answer text")
+    parser.add_argument("--num-beams", type=int, default=1, metavar="N",
+                        help="beam search over N beams for the answer (default 1: greedy, continuing from the "
+                             "mask's KV cache); the mask is the same either way")
 
 
 @dataclass
@@ -281,6 +292,15 @@ def write_outputs(prediction, job: Job, out: Path, args: argparse.Namespace, til
     return files
 
 
+def write_and_record(prediction, job: Job, out: Path, args: argparse.Namespace, tiled: bool, replaceable: set[Path],
+                     rank: int | None, staged: dict[str, Path] | None = None) -> None:
+    """write_outputs, timed as prediction.seconds["outputs"] (seconds), then the pair's "ok" job.result
+    (`rank`: this process's, None in georeason batch). Raises what write_outputs raises."""
+    started = time.perf_counter()
+    files = write_outputs(prediction, job, out, args, tiled, replaceable, staged)
+    prediction.seconds["outputs"] = time.perf_counter() - started
+    _record(job, prediction, tiled, files, rank)
+
 def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int) -> None:
     raster = prediction.raster
     job.result = {
@@ -331,10 +351,7 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                 prediction = reasoner.predict_tiled(job.image, job.checked or job.question, staged["mask_geotiff"],
                                                     args.tile_size, args.overlap, answer=not args.no_answer,
                                                     bands=bands, progress=tiles)
-                started = time.perf_counter()
-                files = write_outputs(prediction, job, out, args, True, replaceable, staged)
-                prediction.seconds["outputs"] = time.perf_counter() - started
-                _record(job, prediction, True, files, rank)
+                write_and_record(prediction, job, out, args, True, replaceable, rank, staged)
             except Exception as error:  # noqa: BLE001 - one pair fails alone, the summary says why
                 _fail(job, error, rank, debug)
             bar.update(1)
@@ -364,15 +381,7 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
                 _fail(job, error, rank, debug)
                 bar.update(1)
             continue
-        for (job, _), prediction in zip(loaded, predictions):
-            try:
-                started = time.perf_counter()
-                files = write_outputs(prediction, job, out, args, False, replaceable)
-                prediction.seconds["outputs"] = time.perf_counter() - started
-                _record(job, prediction, False, files, rank)
-            except Exception as error:  # noqa: BLE001
-                _fail(job, error, rank, debug)
-            bar.update(1)
+        _write_each([job for job, _ in loaded], predictions, out, args, rank, bar, replaceable, debug)
 
 
 def group_by_image(jobs: list[Job]) -> tuple[list[Job], list[list[Job]]]:
@@ -399,16 +408,18 @@ def _process_questions(reasoner, group: list[Job], out: Path, args: argparse.Nam
             _fail(job, error, rank, debug)
             bar.update(1)
         return
-    for job, prediction in zip(group, predictions):
+    _write_each(group, predictions, out, args, rank, bar, replaceable, debug)
+
+
+def _write_each(jobs: list[Job], predictions: list[Any], out: Path, args: argparse.Namespace, rank: int, bar,
+                replaceable: set[Path], debug: bool) -> None:
+    """Write and record the whole-image outputs of each (job, prediction); a pair whose files fail fails alone."""
+    for job, prediction in zip(jobs, predictions):
         try:
-            started = time.perf_counter()
-            files = write_outputs(prediction, job, out, args, False, replaceable)
-            prediction.seconds["outputs"] = time.perf_counter() - started
-            _record(job, prediction, False, files, rank)
+            write_and_record(prediction, job, out, args, False, replaceable, rank)
         except Exception as error:  # noqa: BLE001
             _fail(job, error, rank, debug)
         bar.update(1)
-
 
 def _tile_progress(bar, job: Job):
     """A progress callback showing tiles done of the current scene in the bar's postfix."""

@@ -20,6 +20,7 @@ from georeason.batch.inputs import Pair, plan_pairs, read_question_pairs, read_s
 from georeason.batch.manifest import RunFolder, check_run_folder
 from georeason.errors import GeoreasonError
 from georeason.filenames import printable
+from georeason.predict import add_inference_arguments
 
 CLI_DESCRIPTION = """Segment what answers one or more questions in every scene of a catalogue, on Ray.
 
@@ -61,20 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asset", metavar="KEY", help="STAC input: the asset to read, e.g. visual (needed when "
                                                        "an item has more than one asset)")
     parser.add_argument("--bands", metavar="B,B,B", help="1-based bands to use as R,G,B, e.g. 3,2,1 (default 1,2,3)")
-    parser.add_argument("--tile-size", type=int, default=1024, metavar="PX", help="tile side in pixels (default 1024)")
-    parser.add_argument("--overlap", type=int, default=128, metavar="PX",
-                        help="overlap of neighbouring tiles, blended linearly (default 128, at most tile/2)")
-    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                        help="largest image decoded at once (default 64000000): a PNG/JPEG or other file that "
-                             "cannot be read by windows (tiled GeoTIFFs have no limit)")
-    parser.add_argument("--vector-format", choices=("gpkg", "geojson"), default="gpkg",
-                        help="per-scene polygons: gpkg keeps the source CRS; geojson is EPSG:4326")
-    parser.add_argument("--simplify", type=float, default=0.0, metavar="T",
-                        help="simplify polygons with this tolerance in map units (0 = exact pixel edges)")
-    parser.add_argument("--min-area", type=float, default=0.0, metavar="A",
-                        help="drop polygons smaller than this area in map units squared (per scene)")
-    parser.add_argument("--no-answer", action="store_true", help="masks only; do not generate the answer text")
-    parser.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search for the answer")
+    add_inference_arguments(parser, per_scene=True, max_pixels_help=(
+        "largest image decoded at once (default 64000000): a PNG/JPEG or other file that cannot be read by "
+        "windows (tiled GeoTIFFs have no limit)"))
     parser.add_argument("--device", default=None,
                         help="device of each worker: cpu or cuda (default cpu; cuda with --gpus-per-worker)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),

@@ -41,7 +41,7 @@ def compute(args: argparse.Namespace, folder: RunFolder, todo: list[Pair], actor
     from tqdm import tqdm
 
     from georeason.batch.workers import TileScheduler
-    from georeason.predict import Job, _record, output_paths, staging_paths, write_outputs
+    from georeason.predict import Job, output_paths, staging_paths, write_and_record
     from georeason.predict import parse_bands
     from georeason.reasoner import write_tiled_scene
 
@@ -75,10 +75,7 @@ def compute(args: argparse.Namespace, folder: RunFolder, todo: list[Pair], actor
                 prediction = write_tiled_scene(pair.scene.source, overview, _tile_source(scheduler, index, pair),
                                                staged["mask_geotiff"], args.tile_size, args.overlap, bands,
                                                progress=progress, model_name=model_name, max_pixels=max_pixels)
-                written = time.perf_counter()
-                files = write_outputs(prediction, job, folder.scenes, args, True, replaceable, staged)
-                prediction.seconds["outputs"] = time.perf_counter() - written
-                _record(job, prediction, True, files, None)
+                write_and_record(prediction, job, folder.scenes, args, True, replaceable, None, staged)
                 results[pair.name] = folder.record(pair, job.result)
                 results[pair.name].pop("file_sizes", None)
             except Exception as error:  # noqa: BLE001 - one pair fails alone, the summary says why

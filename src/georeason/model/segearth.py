@@ -149,25 +149,12 @@ class SegEarthModel(nn.Module):
             prompt = cut_after_last_needed_position(prompt)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.llm.frozen):
             visual_tokens = self.connector(stride32)
-            embeds = self.llm.embed(prompt.input_ids)
-            image_positions = prompt.token_kind == TokenKind.IMAGE
-            expected = visual_tokens.shape[1]
-            counts = image_positions.sum(1)
-            if not torch.all(counts == expected):
-                raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
-            embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+            embeds = self._prompt_embeddings(prompt, visual_tokens)
             # Without gradients (inference, or a frozen LLM in training) the constant opening's KV cache
             # is computed once and reused: exact, and it skips a third of the LLM's positions.
             opening = shared_opening_length(prompt) if not torch.is_grad_enabled() and not self.llm.training \
                 and not return_intermediates else 0
-            if opening:
-                cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
-                batch = embeds.shape[0]
-                cache.batch_repeat_interleave(batch)
-                hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache, use_cache=use_cache)
-                hidden = torch.cat([opening_hidden.expand(batch, -1, -1), hidden], 1)
-            else:
-                hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+            hidden, cache = self._llm_after_opening(embeds, prompt, opening, use_cache)
 
         description = (prompt.token_kind == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
         description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
@@ -195,6 +182,33 @@ class SegEarthModel(nn.Module):
         if target_masks is not None:
             self._add_losses(output, decoded, hidden, prompt, target_masks, point_coords, generator)
         return output
+
+    def _prompt_embeddings(self, prompt: PromptBatch, visual_tokens: torch.Tensor) -> torch.Tensor:
+        """The LLM input embeddings [B,L,H] of `prompt`, with visual_tokens [B,N,H] (the connector's output,
+        cast to the embeddings' dtype) in each row's N image positions, in order.
+        Raises GeoreasonError when a prompt row does not have exactly N image positions."""
+        embeds = self.llm.embed(prompt.input_ids)
+        image_positions = prompt.token_kind == TokenKind.IMAGE
+        expected = visual_tokens.shape[1]
+        counts = image_positions.sum(1)
+        if not torch.all(counts == expected):
+            raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
+        return embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+
+    def _llm_after_opening(self, embeds: torch.Tensor, prompt: PromptBatch, opening: int,
+                           use_cache: bool) -> tuple[torch.Tensor, Any]:
+        """The LLM over the prompt embeddings [B,L,H]: (last hidden state [B,L,H], KV cache or None).
+
+        With `opening` > 0 (the prompts share their first `opening` text positions) those positions'
+        KV cache and hidden states come from llm.prefix_state, computed once, and only the rest is run.
+        """
+        if not opening:
+            return self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+        cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
+        batch = embeds.shape[0]
+        cache.batch_repeat_interleave(batch)
+        hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache, use_cache=use_cache)
+        return torch.cat([opening_hidden.expand(batch, -1, -1), hidden], 1), cache
 
     def _add_losses(self, output: SegEarthOutput, decoded, hidden: torch.Tensor, prompt: PromptBatch,
                     target_masks: torch.Tensor, point_coords: torch.Tensor | None,
@@ -305,14 +319,7 @@ class SegEarthModel(nn.Module):
         features.rows_for(rows)
         if not use_cache:
             prompt = cut_after_last_needed_position(prompt)
-        visual_tokens = expand_rows(features.visual_tokens, rows)
-        embeds = self.llm.embed(prompt.input_ids)
-        image_positions = prompt.token_kind == TokenKind.IMAGE
-        expected = visual_tokens.shape[1]
-        counts = image_positions.sum(1)
-        if not torch.all(counts == expected):
-            raise GeoreasonError(f"each prompt needs {expected} image positions, got {counts.tolist()}")
-        embeds = embeds.masked_scatter(image_positions[..., None], visual_tokens.to(embeds.dtype))
+        embeds = self._prompt_embeddings(prompt, expand_rows(features.visual_tokens, rows))
         start = question_start(prompt)
         if start:
             opening = int((prompt.token_kind[0] == TokenKind.IMAGE).int().argmax())
@@ -320,15 +327,7 @@ class SegEarthModel(nn.Module):
                                                   embeds[:features.batch_size, :start], opening), rows)
             hidden, cache = self.llm(embeds[:, start:], prompt.attention_mask, cache=cache, use_cache=use_cache)
         else:
-            opening = shared_opening_length(prompt)
-            if opening:
-                cache, opening_hidden = self.llm.prefix_state(prompt.input_ids[0, :opening])
-                cache.batch_repeat_interleave(rows)
-                hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache,
-                                         use_cache=use_cache)
-                hidden = torch.cat([opening_hidden.expand(rows, -1, -1), hidden], 1)
-            else:
-                hidden, cache = self.llm(embeds, prompt.attention_mask, use_cache=use_cache)
+            hidden, cache = self._llm_after_opening(embeds, prompt, shared_opening_length(prompt), use_cache)
         # `hidden` covers the positions from `start` on; the description lies after the prefix.
         description = (prompt.token_kind[:, start:] == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
         description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)

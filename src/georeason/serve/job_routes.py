@@ -20,14 +20,13 @@ from georeason.geo import plan_tiles
 from georeason.serve.settings import ServeSettings
 from georeason.serve.jobs import Checkpoint, JobRequest, JobResult, run_job
 from georeason.serve.routes import (
-    _ERRORS, _busy, _check_form, _client_message, _error, _job_in_worker, result_response,
+    _ERRORS, _check_form, _client_message, _error, queued_upload, result_response,
 )
 from georeason.serve.schemas import ErrorResponse, JobError, JobLinks, JobResponse
 from georeason.serve.store import ResultStore
 from georeason.serve.tiled_job import run_tiled_job
 from georeason.serve.tracker import CANCELLED, DONE, FAILED, JobCancelled, JobTracker, TrackedJob
-from georeason.serve.upload import Upload, UploadError, read_form
-from georeason.serve.worker import InferenceWorker, QueueFull
+from georeason.serve.upload import Upload, UploadError
 
 log = logging.getLogger("georeason.serve")
 
@@ -129,7 +128,6 @@ def job_response(tracked: TrackedJob) -> JobResponse:
 
 def add_job_routes(app: FastAPI) -> None:
     settings: ServeSettings = app.state.settings
-    worker: InferenceWorker = app.state.worker
     store: ResultStore = app.state.store
     tracker = app.state.jobs = JobTracker(max_finished=settings.max_results, ttl_seconds=settings.result_ttl)
 
@@ -161,14 +159,7 @@ def add_job_routes(app: FastAPI) -> None:
     async def start_job(request: Request) -> Any:
         """The /v1/predict form plus `source`, `tile_size` and `overlap`; answers 202 with the job's id at once."""
         started = time.perf_counter()
-        try:
-            worker.refuse_if_full()
-        except QueueFull as full:
-            raise _busy(full) from None
-        upload = await read_form(request, settings.max_upload_bytes, text_fields=JOB_FIELDS,
-                                 timeout=settings.upload_timeout)
-        owned_by_worker = False
-        try:
+        async with queued_upload(request, app, text_fields=JOB_FIELDS) as (upload, submit):
             question, answer, vectors, bands, image_path = _check_form(upload, settings)
             tile_size, overlap = _tiling(upload.fields, image_path.suffix)
             source = _source(upload.fields)
@@ -178,15 +169,7 @@ def add_job_routes(app: FastAPI) -> None:
             tracked = TrackedJob(result_id, question, tiled=tile_size is not None)
             run = functools.partial(_run_tracked, checkpoint=functools.partial(tracker.checkpoint, tracked),
                                     features=getattr(app.state, "features", None))
-            try:
-                future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store, run)
-            except QueueFull as full:
-                store.discard(folder)
-                raise _busy(full) from None
-            owned_by_worker = True
-        finally:
-            if not owned_by_worker:
-                upload.discard()
+            future = submit(job, run)
         received = job.submitted - started
 
         def drop_queued() -> None:  # the worker never runs a cancelled job, so its files are removed here

@@ -145,13 +145,27 @@ def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None
     georef = _georeferencing(prediction)
     geojson, warnings = result_warnings(prediction, job, georef, written)
     mask = np.asarray(prediction.mask, dtype=bool)
+    return job_result(prediction, job, georef, geojson, warnings, target_pixels=int(mask.sum()),
+                      width=int(mask.shape[1]), height=int(mask.shape[0]), started=started, predicted=predicted)
+
+
+def job_result(prediction: Any, job: JobRequest, georef: Georeferencing, geojson: dict[str, Any] | None,
+               warnings: list[str], *, target_pixels: int, width: int, height: int, started: float,
+               predicted: float) -> JobResult:
+    """The JobResult of a finished job, plain or tiled, once its files are in job.result_folder.
+
+    `target_pixels`, `width`, `height`: the mask's positive pixel count and size (pixels); `started`,
+    `predicted`: time.perf_counter() before and after the model (seconds); the outputs' time ends now.
+    Reads mask.png (base64 in the response) and lists the folder's files, so call it last.
+    """
     finished = time.perf_counter()
+    folder = job.result_folder
     return JobResult(
         answer=prediction.answer,
         empty=bool(prediction.empty),
-        target_pixels=int(mask.sum()),
-        width=int(mask.shape[1]),
-        height=int(mask.shape[0]),
+        target_pixels=target_pixels,
+        width=width,
+        height=height,
         mask_png_base64=base64.b64encode((folder / "mask.png").read_bytes()).decode("ascii"),
         georeferenced=georef.georeferenced,
         crs=None if georef.map_crs is None else georef.map_crs.to_string(),
@@ -164,7 +178,6 @@ def run_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None = None
         outputs_seconds=finished - predicted,
         model_seconds={str(k): round(float(v), 4) for k, v in dict(getattr(prediction, "seconds", {}) or {}).items()},
     )
-
 
 def result_warnings(prediction: Any, job: JobRequest, georef: Georeferencing,
                     written: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[str]]:

@@ -7,10 +7,12 @@ with the status docs/serve.md documents (400/404/413/415/422/503); tracebacks go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,45 @@ def _job_in_worker(reasoner: Any, job: JobRequest, upload: Upload, store: Result
         upload.discard()
 
 
+@contextlib.asynccontextmanager
+async def queued_upload(request: Request, app: FastAPI, text_fields: tuple[str, ...] | None = None,
+                        ) -> AsyncIterator[tuple[Upload, Callable[[JobRequest, Callable[..., JobResult]], Future]]]:
+    """Receive a job's upload and queue the job: `async with queued_upload(...) as (upload, submit)`.
+
+    Refuses a full queue (503) before reading the body, then reads the multipart form (`text_fields`:
+    read_form's, default /v1/predict's). `submit(job, run)` queues run(reasoner, job) on the inference
+    worker, which from then on owns the upload and job.result_folder (see _job_in_worker); a full queue
+    deletes the folder and raises the 503. Until submit succeeds, any error in the block (a bad form field,
+    a full queue) deletes the upload here.
+    """
+    worker: InferenceWorker = app.state.worker
+    store: ResultStore = app.state.store
+    settings: ServeSettings = app.state.settings
+    try:
+        worker.refuse_if_full()  # before reading the body: no bandwidth or disk spent on it
+    except QueueFull as full:
+        raise _busy(full) from None
+    options = {} if text_fields is None else {"text_fields": text_fields}
+    upload = await read_form(request, settings.max_upload_bytes, timeout=settings.upload_timeout, **options)
+    owned_by_worker = False
+
+    def submit(job: JobRequest, run: Callable[..., JobResult]) -> Future:
+        nonlocal owned_by_worker
+        try:
+            future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store, run)
+        except QueueFull as full:
+            store.discard(job.result_folder)
+            raise _busy(full) from None
+        owned_by_worker = True
+        return future
+
+    try:
+        yield upload, submit
+    finally:
+        if not owned_by_worker:
+            upload.discard()
+
+
 def _client_message(error: Exception, job: JobRequest, upload: Upload) -> str:
     """The error text without server paths: the upload's location becomes 'the uploaded image'."""
     text = str(error)
@@ -295,26 +336,11 @@ def add_routes(app: FastAPI) -> None:
     async def predict(request: Request) -> Any:
         """Multipart form: `image` (file), `question`, optional `answer`, `vectors` (true/false) and `bands`."""
         started = time.perf_counter()
-        try:
-            worker.refuse_if_full()  # before reading the body: no bandwidth or disk spent on it
-        except QueueFull as full:
-            raise _busy(full) from None
-        upload = await read_form(request, settings.max_upload_bytes, timeout=settings.upload_timeout)
-        owned_by_worker = False
-        try:
+        async with queued_upload(request, app) as (upload, submit):
             question, answer, vectors, bands, image_path = _check_form(upload, settings)
             result_id, folder = store.new_folder()
             job = JobRequest(image_path, question, answer, vectors, folder, settings.preview_max_side, bands)
-            try:
-                run = functools.partial(run_job, features=getattr(app.state, "features", None))
-                future = worker.submit(_job_in_worker, app.state.reasoner, job, upload, store, run)
-            except QueueFull as full:
-                store.discard(folder)
-                raise _busy(full) from None
-            owned_by_worker = True
-        finally:
-            if not owned_by_worker:
-                upload.discard()
+            future = submit(job, functools.partial(run_job, features=getattr(app.state, "features", None)))
         received = job.submitted - started
         try:
             # shield: a client that disconnects must not cancel the job, which also deletes the upload.

@@ -6,7 +6,6 @@ Web demo and REST service (docs/serve.md, "Jobs"); tiled inference reuses one de
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from georeason.serve.jobs import (
     JobResult,
     _georeferencing,
     _save_preview,
+    job_result,
     source_label,
     result_warnings,
 )
@@ -51,26 +51,9 @@ def run_tiled_job(reasoner: Any, job: JobRequest, checkpoint: Checkpoint | None 
     georef = _georeferencing(prediction)
     written = prediction.save_vectors(folder / "vectors.gpkg", driver="GPKG") if job.vectors else None
     geojson, warnings = result_warnings(prediction, job, georef, written)
-    finished = time.perf_counter()
-    return JobResult(
-        answer=prediction.answer,
-        empty=bool(prediction.empty),
-        target_pixels=int(prediction.positive_pixels),
-        width=int(prediction.raster.width),
-        height=int(prediction.raster.height),
-        mask_png_base64=base64.b64encode((folder / "mask.png").read_bytes()).decode("ascii"),
-        georeferenced=georef.georeferenced,
-        crs=None if georef.map_crs is None else georef.map_crs.to_string(),
-        georeferencing=georef.kind,
-        geojson=geojson,
-        files=sorted(p.name for p in folder.iterdir()),
-        warnings=warnings,
-        queue_seconds=started - job.submitted,
-        inference_seconds=predicted - started,
-        outputs_seconds=finished - predicted,
-        model_seconds={str(k): round(float(v), 4) for k, v in prediction.seconds.items()},
-    )
-
+    return job_result(prediction, job, georef, geojson, warnings, target_pixels=int(prediction.positive_pixels),
+                      width=int(prediction.raster.width), height=int(prediction.raster.height), started=started,
+                      predicted=predicted)
 
 def _replace_source_tag(path: Any, source: str) -> None:
     """predict_tiled tags the mask with the path it read, here the server's temporary upload: replace it."""
