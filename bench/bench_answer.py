@@ -137,7 +137,7 @@ def int8_rows(args: argparse.Namespace) -> list[str]:
         f"`python bench/bench_answer.py --int8`, {os.cpu_count()} cores (AVX2, no AVX-512 VNNI), torch "
         f"{torch.__version__}, {date.today()}, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared "
         f"machine). Decoding steps alone (from one mask forward's KV cache), {args.tokens} tokens, median of "
-        f"{args.repeats} after a warm-up; int8 = weight-only int8 (one scale per output channel, float32 activations, "
+        f"{args.repeats} after a warm-up; int8 = weight-only int8 (one scale per output channel, bfloat16 activations, "
         "aten._weight_int8pack_mm) in every nn.Linear of a copy of the LLM (the mask keeps the float LLM).",
         "",
         "| what | float32 | int8 | target |",
