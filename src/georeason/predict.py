@@ -56,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--question", metavar="TEXT", action="append",
-                        help="the question asked about every IMAGE; repeat it to ask several (each image is "
-                             "then encoded once for all its questions)")
+                        help="the question asked about every IMAGE; repeat it to ask several (each image, or with "
+                             "--tile each tile, is then encoded once for all its questions)")
     source.add_argument("--questions", metavar="FILE.jsonl",
                         help='one {"image": path, "question": text} per line (paths relative to the file)')
     parser.add_argument("--bands", metavar="B,B,B", help="1-based bands to use as R,G,B, e.g. 3,2,1 (default 1,2,3)")
@@ -310,7 +310,8 @@ def _fail(job: Job, error: Exception, rank: int, debug: bool = False) -> None:
 
 def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank: int, bar,
             replaceable: set[Path] | None = None) -> None:
-    """Predict this process's jobs: whole-mode ones in batches, tiled ones one scene at a time.
+    """Predict this process's jobs: whole-mode ones in batches, tiled ones one scene at a time (each scene's
+    questions together, every tile encoded once for all of them).
 
     Each pair fails alone (recorded in job.result); `replaceable` lists the files --overwrite may replace.
     """
@@ -320,24 +321,8 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
     replaceable = replaceable or set()
     bands = parse_bands(args.bands)
     if args.mode == "tile":
-        for job in jobs:
-            try:
-                from georeason.geo import open_raster, raster_info
-
-                with open_raster(job.image) as src:
-                    _check_vector_format(raster_info(src), job, out, args.vector_format)
-                staged = staging_paths(output_paths(out, job, args.vector_format))
-                tiles = _tile_progress(bar, job)
-                prediction = reasoner.predict_tiled(job.image, job.checked or job.question, staged["mask_geotiff"],
-                                                    args.tile_size, args.overlap, answer=not args.no_answer,
-                                                    bands=bands, progress=tiles)
-                started = time.perf_counter()
-                files = write_outputs(prediction, job, out, args, True, replaceable, staged)
-                prediction.seconds["outputs"] = time.perf_counter() - started
-                _record(job, prediction, True, files, rank)
-            except Exception as error:  # noqa: BLE001 - one pair fails alone, the summary says why
-                _fail(job, error, rank, debug)
-            bar.update(1)
+        for group in scenes(jobs):
+            _process_scene(reasoner, group, out, args, rank, bar, replaceable, bands, debug)
         return
     single, shared = group_by_image(jobs)
     for group in shared:
@@ -375,12 +360,66 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
             bar.update(1)
 
 
-def group_by_image(jobs: list[Job]) -> tuple[list[Job], list[list[Job]]]:
-    """(jobs whose image is asked one question, groups of jobs asking several questions of one image)."""
+def scenes(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs grouped by image (the same file by absolute path), in order of each image's first job."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         groups.setdefault(os.path.abspath(job.image), []).append(job)
-    return ([g[0] for g in groups.values() if len(g) == 1], [g for g in groups.values() if len(g) > 1])
+    return list(groups.values())
+
+
+def group_by_image(jobs: list[Job]) -> tuple[list[Job], list[list[Job]]]:
+    """(jobs whose image is asked one question, groups of jobs asking several questions of one image)."""
+    groups = scenes(jobs)
+    return ([g[0] for g in groups if len(g) == 1], [g for g in groups if len(g) > 1])
+
+
+def _process_scene(reasoner, group: list[Job], out: Path, args: argparse.Namespace, rank: int, bar,
+                   replaceable: set[Path], bands, debug: bool) -> None:
+    """Tiled mode: every question about one scene in one pass over its tiles
+    (GeoReasoner.predict_tiled_questions); each job keeps its own outputs, record and error."""
+    from georeason.geo import open_raster, raster_info
+
+    def fail(job: Job, error: Exception) -> None:
+        _fail(job, error, rank, debug)
+        bar.update(1)
+
+    try:
+        with open_raster(group[0].image) as src:
+            info = raster_info(src)
+    except Exception as error:  # noqa: BLE001 - this scene's pairs fail, the other scenes go on
+        for job in group:
+            fail(job, error)
+        return
+    ready = []
+    for job in group:
+        try:
+            _check_vector_format(info, job, out, args.vector_format)
+            ready.append((job, staging_paths(output_paths(out, job, args.vector_format))))
+        except Exception as error:  # noqa: BLE001 - this pair fails alone
+            fail(job, error)
+    if not ready:
+        return
+    try:
+        predictions = reasoner.predict_tiled_questions(
+            group[0].image, [job.checked or job.question for job, _ in ready],
+            [staged["mask_geotiff"] for _, staged in ready], args.tile_size, args.overlap,
+            answer=not args.no_answer, bands=bands, progress=_tile_progress(bar, _scene_label([job for job, _ in ready])), return_errors=True)
+    except Exception as error:  # noqa: BLE001 - this scene's pairs fail, the other scenes go on
+        for job, _ in ready:
+            fail(job, error)
+        return
+    for (job, staged), prediction in zip(ready, predictions):
+        try:
+            if isinstance(prediction, Exception):
+                raise prediction
+            started = time.perf_counter()
+            files = write_outputs(prediction, job, out, args, True, replaceable, staged)
+            prediction.seconds["outputs"] = time.perf_counter() - started
+            _record(job, prediction, True, files, rank)
+        except Exception as error:  # noqa: BLE001
+            _fail(job, error, rank, debug)
+        bar.update(1)
 
 
 def _process_questions(reasoner, group: list[Job], out: Path, args: argparse.Namespace, rank: int, bar,
@@ -410,10 +449,16 @@ def _process_questions(reasoner, group: list[Job], out: Path, args: argparse.Nam
         bar.update(1)
 
 
-def _tile_progress(bar, job: Job):
+def _scene_label(group: list[Job]) -> str:
+    """The progress label of a scene: its first output name, and how many questions ride along."""
+    more = len(group) - 1
+    return group[0].name + (f" (+{more} question{'s' if more > 1 else ''})" if more else "")
+
+
+def _tile_progress(bar, label: str):
     """A progress callback showing tiles done of the current scene in the bar's postfix."""
     def update(done: int, total: int) -> None:
-        bar.set_postfix_str(f"{job.name}: tile {done}/{total}", refresh=done == total or done % 8 == 0)
+        bar.set_postfix_str(f"{label}: tile {done}/{total}", refresh=done == total or done % 8 == 0)
     return update
 
 
