@@ -127,7 +127,8 @@ def _tiled_run(model, out, *args) -> int:
 def _same_files(one_folder, one_name, other_folder, other_name) -> None:
     """The files of one prediction equal those of another: PNGs byte for byte, GeoTIFF pixels and tags, polygons."""
     for suffix in (".mask.png", ".overlay.png"):
-        assert (one_folder / f"{one_name}{suffix}").read_bytes() == (other_folder / f"{other_name}{suffix}").read_bytes()
+        one, other = one_folder / f"{one_name}{suffix}", other_folder / f"{other_name}{suffix}"
+        assert one.read_bytes() == other.read_bytes()
     one_pixels, one_tags = _pixels(one_folder / f"{one_name}.mask.tif")
     other_pixels, other_tags = _pixels(other_folder / f"{other_name}.mask.tif")
     assert np.array_equal(one_pixels, other_pixels) and one_tags == other_tags

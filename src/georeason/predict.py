@@ -56,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="OUTDIR", help="output folder (created if missing)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--question", metavar="TEXT", action="append",
-                        help="the question asked about every IMAGE; repeat it to ask several (each image, or with "
-                             "--tile each tile, is then encoded once for all its questions)")
+                        help="the question asked about every IMAGE; repeat it to ask several (each image is "
+                             "then encoded once for all its questions)")
     source.add_argument("--questions", metavar="FILE.jsonl",
                         help='one {"image": path, "question": text} per line (paths relative to the file)')
     parser.add_argument("--bands", metavar="B,B,B", help="1-based bands to use as R,G,B, e.g. 3,2,1 (default 1,2,3)")
@@ -400,19 +400,22 @@ def _process_scene(reasoner, group: list[Job], out: Path, args: argparse.Namespa
             fail(job, error)
     if not ready:
         return
+    jobs = [job for job, _ in ready]
     try:
         predictions = reasoner.predict_tiled_questions(
-            group[0].image, [job.checked or job.question for job, _ in ready],
+            group[0].image, [job.checked or job.question for job in jobs],
             [staged["mask_geotiff"] for _, staged in ready], args.tile_size, args.overlap,
-            answer=not args.no_answer, bands=bands, progress=_tile_progress(bar, _scene_label([job for job, _ in ready])), return_errors=True)
+            answer=not args.no_answer, bands=bands, progress=_tile_progress(bar, _scene_label(jobs)),
+            return_errors=True)
     except Exception as error:  # noqa: BLE001 - this scene's pairs fail, the other scenes go on
-        for job, _ in ready:
+        for job in jobs:
             fail(job, error)
         return
-    for (job, staged), prediction in zip(ready, predictions):
+    for (job, staged), prediction in zip(ready, predictions, strict=True):
+        if isinstance(prediction, Exception):  # this question's mask GeoTIFF failed; the others are written
+            fail(job, prediction)
+            continue
         try:
-            if isinstance(prediction, Exception):
-                raise prediction
             started = time.perf_counter()
             files = write_outputs(prediction, job, out, args, True, replaceable, staged)
             prediction.seconds["outputs"] = time.perf_counter() - started
