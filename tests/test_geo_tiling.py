@@ -216,3 +216,114 @@ def _peak_memory(tmp_path, height: int) -> int:
 def test_memory_does_not_grow_with_scene_height(tmp_path):
     short, tall = _peak_memory(tmp_path, 512), _peak_memory(tmp_path, 4096)
     assert tall < 1.25 * short, (short, tall)  # 8x the pixels, about the same peak
+
+
+# -- several outputs in one pass (run_tiled_outputs) ---------------------------------------------------------------
+MAPS = [lambda rgb: rgb[..., 0] / np.float32(255), lambda rgb: rgb[..., 1] / np.float32(255),
+        lambda rgb: np.where(rgb[..., 2] > 128, np.float32(0.9), np.float32(0.2))]
+
+
+def _pixels(path) -> tuple[np.ndarray, dict[str, str]]:
+    with rasterio.open(path) as out:
+        return out.read(1), out.tags()
+
+
+def _nan_after(calls: int):
+    """A probability map that turns NaN from the `calls`-th tile on (a model going wrong mid-scene)."""
+    seen = []
+
+    def predict(rgb):
+        seen.append(1)
+        return np.full(rgb.shape[:2], np.nan if len(seen) >= calls else 0.7, np.float32)
+    return predict
+
+
+def test_several_outputs_in_one_pass_equal_one_output_at_a_time(tmp_path):
+    data = position_image(450, 600)
+    data[:, 200:260, 300:420] = 0  # a nodata hole across tile borders
+    source = write_geotiff(tmp_path / "scene.tif", data, nodata=0)
+    outputs = [tiling.TiledOutput(tmp_path / f"m{i}.tif", tmp_path / f"p{i}.tif", {"georeason_question": f"q{i}"})
+               for i in range(3)]
+    reads = []
+    with open_raster(source) as src:
+        results = tiling.run_tiled_outputs(src, lambda rgb, valid: reads.append(1) or [f(rgb) for f in MAPS],
+                                           outputs, tile=128, overlap=32)
+        alone = [run_tiled(src, lambda rgb, valid, f=f: f(rgb), tmp_path / f"alone_m{i}.tif", tile=128, overlap=32,
+                           prob_path=tmp_path / f"alone_p{i}.tif", tags={"georeason_question": f"q{i}"})
+                 for i, f in enumerate(MAPS)]
+    tiles = len(plan_tiles(450, 600, 128, 32))
+    assert len(reads) == tiles == 30  # every tile read and predicted once for the three outputs
+    for i, (result, single) in enumerate(zip(results, alone, strict=True)):
+        assert isinstance(result, tiling.TiledResult) and result.mask_path == tmp_path / f"m{i}.tif"
+        for kind in ("m", "p"):
+            shared, shared_tags = _pixels(tmp_path / f"{kind}{i}.tif")
+            one, one_tags = _pixels(tmp_path / f"alone_{kind}{i}.tif")
+            assert np.array_equal(shared, one, equal_nan=kind == "p") and shared_tags == one_tags
+        assert (result.valid_pixels, result.positive_pixels, result.tiles) == \
+            (single.valid_pixels, single.positive_pixels, single.tiles)
+    masks = [_pixels(tmp_path / f"m{i}.tif")[0] for i in range(3)]
+    assert not np.array_equal(masks[0], masks[1]) and not np.array_equal(masks[1], masks[2])
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failing_output_fails_alone_and_leaves_no_file(tmp_path):
+    source = write_geotiff(tmp_path / "scene.tif", position_image(300, 300))
+    (tmp_path / "taken.tif").write_bytes(b"keep me")
+    outputs = [tiling.TiledOutput(tmp_path / "a.tif"), tiling.TiledOutput(tmp_path / "taken.tif"),
+               tiling.TiledOutput(tmp_path / "nan.tif", tmp_path / "nan_p.tif"), tiling.TiledOutput(tmp_path / "c.tif")]
+    maps = [MAPS[0], MAPS[1], _nan_after(3), MAPS[2]]
+    with open_raster(source) as src:
+        results = tiling.run_tiled_outputs(src, lambda rgb, valid: [f(rgb) for f in maps], outputs, tile=128,
+                                           overlap=16)
+        alone = [run_tiled(src, lambda rgb, valid, f=f: f(rgb), tmp_path / f"alone{i}.tif", tile=128, overlap=16)
+                 for i, f in ((0, MAPS[0]), (3, MAPS[2]))]
+    assert str(results[1]) == f"{tmp_path / 'taken.tif'}: output file already exists; pass --overwrite to replace it"
+    assert isinstance(results[2], GeoreasonError) and "predict_fn returned NaN or infinite" in str(results[2])
+    assert (tmp_path / "taken.tif").read_bytes() == b"keep me"
+    assert not (tmp_path / "nan.tif").exists() and not (tmp_path / "nan_p.tif").exists()
+    for result, single, name in zip((results[0], results[3]), alone, ("a", "c")):
+        assert result.positive_pixels == single.positive_pixels
+        assert np.array_equal(_pixels(tmp_path / f"{name}.tif")[0], _pixels(single.mask_path)[0])
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failing_predict_fn_fails_every_output_and_leaves_nothing(tmp_path):
+    source = write_geotiff(tmp_path / "scene.tif", position_image(300, 300))
+    outputs = [tiling.TiledOutput(tmp_path / "a.tif", tmp_path / "a_p.tif"), tiling.TiledOutput(tmp_path / "b.tif")]
+    calls = []
+
+    def breaks_on_the_fourth_tile(rgb, valid):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("the model broke")
+        return [MAPS[0](rgb), MAPS[1](rgb)]
+
+    with open_raster(source) as src:
+        with pytest.raises(RuntimeError, match="the model broke"):
+            tiling.run_tiled_outputs(src, breaks_on_the_fourth_tile, outputs, tile=128, overlap=16)
+        with pytest.raises(GeoreasonError, match="predict_fn returned 1 probability maps for 2 outputs"):
+            tiling.run_tiled_outputs(src, lambda rgb, valid: [MAPS[0](rgb)], outputs, tile=128, overlap=16)
+        with pytest.raises(GeoreasonError, match="b.tif: the same file is given for two tiled outputs"):
+            tiling.run_tiled_outputs(src, lambda rgb, valid: [MAPS[0](rgb)] * 2,
+                                     [tiling.TiledOutput(tmp_path / "b.tif"), tiling.TiledOutput(tmp_path / "b.tif")])
+        every_output_failed = tiling.run_tiled_outputs(
+            src, lambda rgb, valid: calls.append(1) or [np.full(rgb.shape[:2], np.nan, np.float32)] * 2,
+            outputs, tile=128, overlap=16)
+    assert all(isinstance(result, GeoreasonError) for result in every_output_failed)
+    assert len(calls) == 5  # stopped at the first tile: nothing was left to compute
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif"]
+
+
+def test_memory_per_output_is_one_band(tmp_path):
+    source = write_geotiff(tmp_path / "wide.tif", position_image(256, 4096), tiled=True)
+    peaks = []
+    with open_raster(source) as src:
+        for count in (1, 3):
+            outputs = [tiling.TiledOutput(tmp_path / f"n{count}_{i}.tif") for i in range(count)]
+            tracemalloc.start()
+            tiling.run_tiled_outputs(src, lambda rgb, valid, n=count: [MAPS[0](rgb)] * n, outputs, tile=128,
+                                     overlap=16)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+    band = min(256, 128 + 256) * 4096 * 4  # one float32 accumulator of min(scene, tile + block) rows x width
+    assert peaks[1] - peaks[0] < 2.5 * band, (peaks, band)  # two more outputs: about two more bands

@@ -187,20 +187,26 @@ def test_tiled_scene_writes_every_pixel_and_computes_the_description_once(reason
             return writer
 
     monkeypatch.setattr(tiling, "GeoTiffWindowWriter", PoisonedWriter)
-    calls = {"segment": 0, "tiles": 0}
-    segment, per_tile = reasoner.model.segment, reasoner.model.segment_with_description
+    calls = {"question": 0, "overview": 0, "tiles": 0, "masks": 0}
+    question_part, encode, per_tile = (reasoner.model.segment_features, reasoner.model.encode_image,
+                                       reasoner.model.mask_from_description)
 
-    def counted_segment(*args, **kwargs):
-        calls["segment"] += 1
-        return segment(*args, **kwargs)
+    def counted_question(*args, **kwargs):
+        calls["question"] += 1
+        return question_part(*args, **kwargs)
 
-    def counted_tiles(pixels, description):
-        calls["tiles"] += 1
+    def counted_encode(pixels, visual_tokens=True):
+        calls["overview" if visual_tokens else "tiles"] += 1
+        return encode(pixels, visual_tokens)
+
+    def counted_masks(features, description):
+        calls["masks"] += 1
         assert description.shape == (1, reasoner.model.config.llm_hidden_size)
-        return per_tile(pixels, description)
+        return per_tile(features, description)
 
-    monkeypatch.setattr(reasoner.model, "segment", counted_segment)
-    monkeypatch.setattr(reasoner.model, "segment_with_description", counted_tiles)
+    monkeypatch.setattr(reasoner.model, "segment_features", counted_question)
+    monkeypatch.setattr(reasoner.model, "encode_image", counted_encode)
+    monkeypatch.setattr(reasoner.model, "mask_from_description", counted_masks)
     result = reasoner.predict_tiled(path, QUESTION, tmp_path / "big.mask.tif", tile_size=tile, overlap=overlap)
     with rasterio.open(tmp_path / "big.mask.tif") as out:
         written = out.read(1)
@@ -209,7 +215,8 @@ def test_tiled_scene_writes_every_pixel_and_computes_the_description_once(reason
     assert np.all(written[180:, :40] == 255) and set(np.unique(written[:180])) <= {0, 1}
     assert 0 < (written == 1).mean() < 1 and result.positive_pixels == int((written == 1).sum())
     expected_tiles = len(tiling.plan_tiles(height, width, tile, overlap))
-    assert calls == {"segment": 1, "tiles": expected_tiles} and result.tiles == expected_tiles
+    assert calls == {"question": 1, "overview": 1, "tiles": expected_tiles, "masks": expected_tiles}
+    assert result.tiles == expected_tiles
     assert result.preview.shape == (height, width, 3) and result.preview_mask.shape == (height, width)
     result.save_mask_png(tmp_path / "big.png")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "big.png")), np.where(written == 1, 255, 0))

@@ -301,6 +301,7 @@ def write_and_record(prediction, job: Job, out: Path, args: argparse.Namespace, 
     prediction.seconds["outputs"] = time.perf_counter() - started
     _record(job, prediction, tiled, files, rank)
 
+
 def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int) -> None:
     raster = prediction.raster
     job.result = {
@@ -330,7 +331,8 @@ def _fail(job: Job, error: Exception, rank: int, debug: bool = False) -> None:
 
 def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank: int, bar,
             replaceable: set[Path] | None = None) -> None:
-    """Predict this process's jobs: whole-mode ones in batches, tiled ones one scene at a time.
+    """Predict this process's jobs: whole-mode ones in batches, tiled ones one scene at a time (each scene's
+    questions together, every tile encoded once for all of them).
 
     Each pair fails alone (recorded in job.result); `replaceable` lists the files --overwrite may replace.
     """
@@ -340,21 +342,8 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
     replaceable = replaceable or set()
     bands = parse_bands(args.bands)
     if args.mode == "tile":
-        for job in jobs:
-            try:
-                from georeason.geo import open_raster, raster_info
-
-                with open_raster(job.image) as src:
-                    _check_vector_format(raster_info(src), job, out, args.vector_format)
-                staged = staging_paths(output_paths(out, job, args.vector_format))
-                tiles = _tile_progress(bar, job)
-                prediction = reasoner.predict_tiled(job.image, job.checked or job.question, staged["mask_geotiff"],
-                                                    args.tile_size, args.overlap, answer=not args.no_answer,
-                                                    bands=bands, progress=tiles)
-                write_and_record(prediction, job, out, args, True, replaceable, rank, staged)
-            except Exception as error:  # noqa: BLE001 - one pair fails alone, the summary says why
-                _fail(job, error, rank, debug)
-            bar.update(1)
+        for group in scenes(jobs):
+            _process_scene(reasoner, group, out, args, rank, bar, replaceable, bands, debug)
         return
     single, shared = group_by_image(jobs)
     for group in shared:
@@ -384,12 +373,66 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
         _write_each([job for job, _ in loaded], predictions, out, args, rank, bar, replaceable, debug)
 
 
-def group_by_image(jobs: list[Job]) -> tuple[list[Job], list[list[Job]]]:
-    """(jobs whose image is asked one question, groups of jobs asking several questions of one image)."""
+def scenes(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs grouped by image (the same file by absolute path), in order of each image's first job."""
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         groups.setdefault(os.path.abspath(job.image), []).append(job)
-    return ([g[0] for g in groups.values() if len(g) == 1], [g for g in groups.values() if len(g) > 1])
+    return list(groups.values())
+
+
+def group_by_image(jobs: list[Job]) -> tuple[list[Job], list[list[Job]]]:
+    """(jobs whose image is asked one question, groups of jobs asking several questions of one image)."""
+    groups = scenes(jobs)
+    return ([g[0] for g in groups if len(g) == 1], [g for g in groups if len(g) > 1])
+
+
+def _process_scene(reasoner, group: list[Job], out: Path, args: argparse.Namespace, rank: int, bar,
+                   replaceable: set[Path], bands, debug: bool) -> None:
+    """Tiled mode: every question about one scene in one pass over its tiles
+    (GeoReasoner.predict_tiled_questions); each job keeps its own outputs, record and error."""
+    from georeason.geo import open_raster, raster_info
+
+    def fail(job: Job, error: Exception) -> None:
+        _fail(job, error, rank, debug)
+        bar.update(1)
+
+    try:
+        with open_raster(group[0].image) as src:
+            info = raster_info(src)
+    except Exception as error:  # noqa: BLE001 - this scene's pairs fail, the other scenes go on
+        for job in group:
+            fail(job, error)
+        return
+    ready = []
+    for job in group:
+        try:
+            _check_vector_format(info, job, out, args.vector_format)
+            ready.append((job, staging_paths(output_paths(out, job, args.vector_format))))
+        except Exception as error:  # noqa: BLE001 - this pair fails alone
+            fail(job, error)
+    if not ready:
+        return
+    jobs = [job for job, _ in ready]
+    try:
+        predictions = reasoner.predict_tiled_questions(
+            group[0].image, [job.checked or job.question for job in jobs],
+            [staged["mask_geotiff"] for _, staged in ready], args.tile_size, args.overlap,
+            answer=not args.no_answer, bands=bands, progress=_tile_progress(bar, _scene_label(jobs)),
+            return_errors=True)
+    except Exception as error:  # noqa: BLE001 - this scene's pairs fail, the other scenes go on
+        for job in jobs:
+            fail(job, error)
+        return
+    for (job, staged), prediction in zip(ready, predictions, strict=True):
+        if isinstance(prediction, Exception):  # this question's mask GeoTIFF failed; the others are written
+            fail(job, prediction)
+            continue
+        try:
+            write_and_record(prediction, job, out, args, True, replaceable, rank, staged)
+        except Exception as error:  # noqa: BLE001
+            _fail(job, error, rank, debug)
+        bar.update(1)
 
 
 def _process_questions(reasoner, group: list[Job], out: Path, args: argparse.Namespace, rank: int, bar,
@@ -421,10 +464,17 @@ def _write_each(jobs: list[Job], predictions: list[Any], out: Path, args: argpar
             _fail(job, error, rank, debug)
         bar.update(1)
 
-def _tile_progress(bar, job: Job):
+
+def _scene_label(group: list[Job]) -> str:
+    """The progress label of a scene: its first output name, and how many questions ride along."""
+    more = len(group) - 1
+    return group[0].name + (f" (+{more} question{'s' if more > 1 else ''})" if more else "")
+
+
+def _tile_progress(bar, label: str):
     """A progress callback showing tiles done of the current scene in the bar's postfix."""
     def update(done: int, total: int) -> None:
-        bar.set_postfix_str(f"{job.name}: tile {done}/{total}", refresh=done == total or done % 8 == 0)
+        bar.set_postfix_str(f"{label}: tile {done}/{total}", refresh=done == total or done % 8 == 0)
     return update
 
 

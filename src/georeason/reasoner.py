@@ -23,11 +23,12 @@ from georeason.errors import GeoreasonError
 from georeason.filenames import printable
 from georeason.geo import (
     RasterInfo,
+    TiledOutput,
     mask_to_polygons,
     open_raster,
     plan_tiles,
     read_rgb,
-    run_tiled,
+    run_tiled_outputs,
     scene_limits,
     write_mask_geotiff,
     write_mask_png,
@@ -509,29 +510,54 @@ class GeoReasoner:
                       progress: Callable[[int, int], None] | None = None) -> TiledPrediction:
         """Predict a scene of any size tile by tile, streaming the mask GeoTIFF to `geotiff_path`.
 
-        The description embedding p is computed once, by model.segment on an overview of the whole scene
-        (the answer comes from that call too); every tile then runs model.segment_with_description with p.
-        A scene that fits in one tile uses the full-resolution scene as overview, which reproduces
-        whole-image mode exactly.
+        The description embedding p is computed once, by the model on an overview of the whole scene
+        (the answer comes from that call too); every tile is then encoded and its mask decoded from p
+        (model.mask_from_description). A scene that fits in one tile uses the full-resolution scene as
+        overview, which reproduces whole-image mode exactly. The one-question case of
+        predict_tiled_questions; raises its GeoreasonError.
         """
-        question = self.processor.question(question)
-        plan_tiles(tile_size, tile_size, tile_size, overlap)  # validates tile/overlap before any work
-        with capped_block_cache(TILED_GDAL_CACHE_BYTES):
-            return self._predict_tiled(path, question, geotiff_path, tile_size, overlap, answer, bands, overwrite,
-                                       progress)
+        return self.predict_tiled_questions(path, [question], [geotiff_path], tile_size, overlap, answer, bands,
+                                            overwrite, progress)[0]
 
-    def _predict_tiled(self, path, question, geotiff_path, tile_size, overlap, answer, bands, overwrite,
-                       progress) -> TiledPrediction:
+    def predict_tiled_questions(self, path: str | os.PathLike[str], questions: Sequence[str | Question],
+                                geotiff_paths: Sequence[str | os.PathLike[str]], tile_size: int = DEFAULT_TILE,
+                                overlap: int = DEFAULT_OVERLAP, answer: bool = True,
+                                bands: Sequence[int] | None = None, overwrite: bool = False,
+                                progress: Callable[[int, int], None] | None = None,
+                                return_errors: bool = False) -> list[TiledPrediction | GeoreasonError]:
+        """Several questions about one scene, tile by tile: every tile is encoded once for all of them.
+
+        The overview is encoded once and gives each question its p and answer (as predict_questions);
+        then one pass over the tiles encodes each tile once (model.encode_image without visual tokens)
+        and decodes one mask per question from it (model.mask_from_description), streaming question i's
+        mask GeoTIFF to geotiff_paths[i] (geo.run_tiled_outputs). Each mask is bit-identical to asking
+        that question alone. Returns one TiledPrediction per question, in order. An output that fails
+        alone (its file exists without `overwrite`, is the input, a refused write) leaves no file; the
+        other questions are still written, and its GeoreasonError is raised afterwards or, with
+        return_errors=True, returned in its place. seconds["overview"] and seconds["tiles"] are the
+        shared passes split evenly over the questions. Raises GeoreasonError, before any model work, for
+        an empty list, a bad question, or a number of paths other than the number of questions.
+        """
+        questions = self._questions(questions)
+        if isinstance(geotiff_paths, (str, os.PathLike)) or len(geotiff_paths) != len(questions):
+            raise GeoreasonError(f"geotiff_paths: expected one output path per question ({len(questions)})")
+        plan_tiles(tile_size, tile_size, tile_size, overlap)  # validates tile/overlap before any work
         # The same reader as whole-image mode: tiled GeoTIFFs are read by windows, formats that must be
         # decoded whole (PNG, JPEG, ...) once, within the pixel budget.
-        with open_pixels(os.fspath(path), self.max_pixels, "tiled") as src:
-            overview = self._describe_source(src, question, tile_size, answer, bands)
+        with capped_block_cache(TILED_GDAL_CACHE_BYTES), \
+                open_pixels(os.fspath(path), self.max_pixels, "tiled") as src:
+            overviews = self._describe_source(src, questions, tile_size, answer, bands)
+            descriptions = [overview.description.to(self.device) for overview in overviews]
 
-            def predict_fn(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
-                return self.tile_probability(rgb, overview.description)
+            def predict_fn(rgb: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
+                return self.tile_probabilities(rgb, descriptions)
 
-            return _write_tiled(src, path, overview, predict_fn, geotiff_path, tile_size, overlap, bands, overwrite,
-                                progress, self.name)
+            results = _write_tiled(src, path, overviews, predict_fn, list(geotiff_paths), tile_size, overlap,
+                                   bands, overwrite, progress, self.name)
+        failed = next((r for r in results if isinstance(r, GeoreasonError)), None)
+        if failed is not None and not return_errors:
+            raise failed
+        return results
 
     def describe_scene(self, path: str | os.PathLike[str], question: str | Question, tile_size: int = DEFAULT_TILE,
                        answer: bool = True, bands: Sequence[int] | None = None) -> SceneOverview:
@@ -543,9 +569,13 @@ class GeoReasoner:
         question = self.processor.question(question)
         with capped_block_cache(TILED_GDAL_CACHE_BYTES), \
                 open_pixels(os.fspath(path), self.max_pixels, "tiled") as src:
-            return self._describe_source(src, question, tile_size, answer, bands)
+            return self._describe_source(src, [question], tile_size, answer, bands)[0]
 
-    def _describe_source(self, src, question, tile_size, answer, bands) -> SceneOverview:
+    def _describe_source(self, src, questions: list[Question], tile_size, answer, bands) -> list[SceneOverview]:
+        """The overview read and encoded once; each question's p and answer from those features, one at a
+        time (so each equals a single-question model.segment)."""
+        import torch
+
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         info = source_info(src)
@@ -555,26 +585,42 @@ class GeoReasoner:
         scale = 1.0 if one_tile else min(1.0, OVERLAY_MAX_SIDE / max(info.height, info.width))
         shape = None if scale == 1.0 else (max(1, round(info.height * scale)), max(1, round(info.width * scale)))
         preview, _ = read_rgb(src, None, bands, limits, out_shape=shape)
-        seconds["overview"] = time.perf_counter() - started
+        share = 1.0 / len(questions)
+        seconds["overview"] = (time.perf_counter() - started) * share
 
         step = time.perf_counter()
-        inputs = self.processor([preview], [question]).to(self.device, self._torch_dtype)
-        out, mask_done = self._segment(inputs.pixel_values, inputs.prompt, answer)
-        text = self.processor.decode_answer(out.answer_ids[0]) if answer else None
-        seconds["description"] = mask_done - step
-        seconds["answer"] = time.perf_counter() - mask_done
-        return SceneOverview(question.text, out.description_embedding, text, preview, limits, info.height,
-                             info.width, notes, seconds)
+        pixels, _ = self.processor.pixel_values([preview])
+        with torch.inference_mode():
+            features = self.model.encode_image(pixels.to(self.device, self._torch_dtype))
+        encoded = (time.perf_counter() - step) * share
+        overviews = []
+        for question in questions:
+            step = time.perf_counter()
+            prompt = self.processor.prompt([question]).to(self.device)
+            out, mask_done = self._segment_features(features, prompt, answer)
+            text = self.processor.decode_answer(out.answer_ids[0]) if answer else None
+            timing = {**seconds, "description": encoded + mask_done - step,
+                      "answer": time.perf_counter() - mask_done}
+            overviews.append(SceneOverview(question.text, out.description_embedding, text, preview, limits,
+                                           info.height, info.width, notes, timing))
+        return overviews
 
     def tile_probability(self, rgb: np.ndarray, description) -> np.ndarray:
         """Probability float32 [h, w] in [0, 1] of one tile (uint8 RGB [h, w, 3]) given p ([1, H_llm] tensor)."""
+        return self.tile_probabilities(rgb, [description])[0]
+
+    def tile_probabilities(self, rgb: np.ndarray, descriptions: Sequence[Any]) -> list[np.ndarray]:
+        """One probability float32 [h, w] in [0, 1] per description embedding p ([1, H_llm] tensors) for one
+        tile (uint8 RGB [h, w, 3]): the tile is encoded once (model.encode_image without visual tokens) and
+        each mask decoded from its p alone (model.mask_from_description), bit-identical to one p at a time."""
         import torch
 
         tile_pixels, (geometry,) = self.processor.pixel_values([rgb])
         with torch.inference_mode():
-            logits = self.model.segment_with_description(tile_pixels.to(self.device, self._torch_dtype),
-                                                         description.to(self.device))
-        return self.processor.restore(logits[0].float().cpu().numpy(), geometry)
+            features = self.model.encode_image(tile_pixels.to(self.device, self._torch_dtype), visual_tokens=False)
+            logits = [self.model.mask_from_description(features, description.to(self.device))
+                      for description in descriptions]
+        return [self.processor.restore(one[0].float().cpu().numpy(), geometry) for one in logits]
 
 
 def _row(out, row: int):
@@ -613,28 +659,44 @@ def write_tiled_scene(path: str | os.PathLike[str], overview: SceneOverview,
     plan_tiles(tile_size, tile_size, tile_size, overlap)
     with capped_block_cache(TILED_GDAL_CACHE_BYTES), \
             open_pixels(os.fspath(path), max_pixels, "tiled") as src:
-        return _write_tiled(src, path, overview, predict_fn, geotiff_path, tile_size, overlap, bands, overwrite,
-                            progress, model_name)
+        (result,) = _write_tiled(src, path, [overview], lambda rgb, valid: (predict_fn(rgb, valid),),
+                                 [geotiff_path], tile_size, overlap, bands, overwrite, progress, model_name)
+    if isinstance(result, GeoreasonError):
+        raise result
+    return result
 
 
-def _write_tiled(src, path, overview: SceneOverview, predict_fn, geotiff_path, tile_size, overlap, bands, overwrite,
-                 progress, model_name) -> TiledPrediction:
+def _write_tiled(src, path, overviews: list[SceneOverview], predict_fn, geotiff_paths: list, tile_size, overlap,
+                 bands, overwrite, progress, model_name) -> list[TiledPrediction | GeoreasonError]:
+    """One pass over the tiles for every overview's question (run_tiled_outputs); per question its
+    TiledPrediction, or the GeoreasonError that failed its output alone."""
     info = source_info(src)
-    seconds = dict(overview.seconds)
     step = time.perf_counter()
-    tags = {"georeason_question": overview.question, "georeason_answer": overview.answer or "",
-            "georeason_model": model_name, "georeason_source": printable(path),
-            "georeason_tile_size": str(tile_size), "georeason_overlap": str(overlap)}
-    result = run_tiled(src, predict_fn, geotiff_path, tile=tile_size, overlap=overlap, bands=bands,
-                       limits=overview.limits, overwrite=overwrite, tags=tags, progress=progress)
-    seconds["tiles"] = time.perf_counter() - step
-    with open_raster(geotiff_path) as written:
-        preview_mask = written.read(1, out_shape=overview.preview.shape[:2]) == 1
-    seconds["total"] = sum(seconds[k] for k in ("overview", "description", "answer")) \
-        + time.perf_counter() - step
-    return TiledPrediction(Path(geotiff_path), overview.question, overview.answer, result.positive_pixels == 0, info,
-                           str(path), model_name, overview.preview, preview_mask, result.tiles,
-                           result.valid_pixels, result.positive_pixels, seconds, list(overview.notes))
+    outputs = [TiledOutput(geotiff_path, tags={
+        "georeason_question": overview.question, "georeason_answer": overview.answer or "",
+        "georeason_model": model_name, "georeason_source": printable(path),
+        "georeason_tile_size": str(tile_size), "georeason_overlap": str(overlap)})
+        for overview, geotiff_path in zip(overviews, geotiff_paths, strict=True)]
+    results = run_tiled_outputs(src, predict_fn, outputs, tile=tile_size, overlap=overlap, bands=bands,
+                                limits=overviews[0].limits, overwrite=overwrite, progress=progress)
+    share = 1.0 / len(overviews)
+    tiles_seconds = (time.perf_counter() - step) * share
+    predictions: list[TiledPrediction | GeoreasonError] = []
+    for overview, geotiff_path, result in zip(overviews, geotiff_paths, results):
+        if isinstance(result, GeoreasonError):
+            predictions.append(result)
+            continue
+        started = time.perf_counter()
+        seconds = {**overview.seconds, "tiles": tiles_seconds}
+        with open_raster(geotiff_path) as written:
+            preview_mask = written.read(1, out_shape=overview.preview.shape[:2]) == 1
+        seconds["total"] = sum(seconds[k] for k in ("overview", "description", "answer", "tiles")) \
+            + time.perf_counter() - started
+        predictions.append(TiledPrediction(
+            Path(geotiff_path), overview.question, overview.answer, result.positive_pixels == 0, info, str(path),
+            model_name, overview.preview, preview_mask, result.tiles, result.valid_pixels, result.positive_pixels,
+            seconds, list(overview.notes)))
+    return predictions
 
 
 __all__ = ["GeoReasoner", "LoadedImage", "Prediction", "SceneOverview", "TiledPrediction", "load_input",

@@ -20,12 +20,23 @@ from georeason.geo.raster import (
     resolve_bands,
     scene_limits,
 )
-from georeason.geo.tiling import PredictFn, TiledResult, blend_weights, plan_tiles, run_tiled, weight_sum
+from georeason.geo.tiling import (
+    PredictFn,
+    PredictManyFn,
+    TiledOutput,
+    TiledResult,
+    blend_weights,
+    plan_tiles,
+    run_tiled,
+    run_tiled_outputs,
+    weight_sum,
+)
 from georeason.geo.vectors import PolygonResult, VectorResult, mask_to_polygons, write_vectors
 
 __all__ = [
-    "MASK_NODATA", "GeoTiffWindowWriter", "Georeferencing", "PolygonResult", "PredictFn", "RasterInfo",
-    "TiledResult", "VectorResult", "blend_weights", "check_scene_size", "georeferencing", "mask_to_polygons",
-    "open_raster", "plan_tiles", "raster_info", "read_mask_geotiff", "read_rgb", "resolve_bands", "run_tiled",
-    "scene_limits", "weight_sum", "write_mask_geotiff", "write_mask_png", "write_vectors",
+    "MASK_NODATA", "GeoTiffWindowWriter", "Georeferencing", "PolygonResult", "PredictFn", "PredictManyFn",
+    "RasterInfo", "TiledOutput", "TiledResult", "VectorResult", "blend_weights", "check_scene_size",
+    "georeferencing", "mask_to_polygons", "open_raster", "plan_tiles", "raster_info", "read_mask_geotiff",
+    "read_rgb", "resolve_bands", "run_tiled", "run_tiled_outputs", "scene_limits", "weight_sum",
+    "write_mask_geotiff", "write_mask_png", "write_vectors",
 ]

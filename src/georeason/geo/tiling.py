@@ -19,7 +19,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from georeason.errors import GeoreasonError
-from georeason.geo.output import MASK_NODATA, GeoTiffWindowWriter, refuse_input_as_output
+from georeason.geo.output import MASK_NODATA, GeoTiffWindowWriter, geotiff_profile, refuse_input_as_output
 from georeason.data.pixels import PixelSource, as_source, dtype_itemsize
 from georeason.geo.raster import (
     capped_block_cache,
@@ -32,6 +32,8 @@ from georeason.geo.raster import (
 
 # predict_fn(rgb uint8 [h, w, 3], valid bool [h, w]) -> probability float32 [h, w] in [0, 1]
 PredictFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# The same for N outputs at once: one probability map per output, in order
+PredictManyFn = Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]]
 
 
 def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -141,12 +143,60 @@ def run_tiled(
     whatever the scene height; GDAL's block cache is capped likewise unless GDAL_CACHEMAX is set.
     8-bit inputs pass through; others get one stretch for the whole scene. `src` is an open raster or
     a PixelSource from georeason.data.pixels.open_pixels (which reads every input kind).
+    The one-output case of run_tiled_outputs; raises its GeoreasonError, leaving no file behind.
+    """
+    (result,) = run_tiled_outputs(src, lambda rgb, valid: (predict_fn(rgb, valid),),
+                                  [TiledOutput(out_path, prob_path, tags)], tile, overlap, bands, limits, threshold,
+                                  overwrite, progress)
+    if isinstance(result, GeoreasonError):
+        raise result
+    return result
+
+
+@dataclass
+class TiledOutput:
+    """Where one blended result of run_tiled_outputs goes: a uint8 mask GeoTIFF, optionally a float32
+    probability GeoTIFF (another file), and the tags written into both."""
+
+    mask_path: str | os.PathLike[str]
+    prob_path: str | os.PathLike[str] | None = None
+    tags: dict[str, str] | None = None
+
+
+def run_tiled_outputs(
+    src: DatasetReader | PixelSource,
+    predict_fn: PredictManyFn,
+    outputs: Sequence[TiledOutput],
+    tile: int = 1024,
+    overlap: int = 128,
+    bands: Sequence[int] | None = None,
+    limits: tuple[np.ndarray, np.ndarray] | None = None,
+    threshold: float = 0.5,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TiledResult | GeoreasonError]:
+    """run_tiled for N results in one pass over the tiles (e.g. N questions about one scene).
+
+    `predict_fn(rgb, valid)` returns one probability map (float32 [h, w] in [0, 1]) per output, in the
+    order of `outputs`; each is blended and written as run_tiled writes one, atomically, with memory of
+    one accumulator band per output. Returns, per output in order, its TiledResult, or the
+    GeoreasonError that failed it alone: its file exists (without overwrite) or is the input, a map of
+    the wrong shape or with NaN, a write or commit the file system refused. A failed output leaves no
+    file and the others go on. A predict_fn that raises or returns the wrong number of maps fails the
+    whole call (raised), and no output is left. Raises GeoreasonError for an output path given twice.
     """
     started = time.perf_counter()
     src = as_source(src)
+    seen: set[Path] = set()
+    for output in outputs:
+        paths = {Path(p).resolve() for p in (output.mask_path, output.prob_path) if p is not None}
+        if seen & paths:
+            raise GeoreasonError(f"{min(seen & paths)}: the same file is given for two tiled outputs; each needs "
+                                 "its own")
+        seen |= paths
     with capped_block_cache(_block_cache_bytes(src, tile, bands)):
-        return _run_tiled(src, predict_fn, out_path, tile, overlap, bands, limits, threshold, prob_path,
-                          overwrite, tags, progress, started)
+        return _run_tiled(src, predict_fn, list(outputs), tile, overlap, bands, limits, threshold, overwrite,
+                          progress, started)
 
 
 def _block_cache_bytes(src: PixelSource, tile: int, bands: Sequence[int] | None) -> int:
@@ -156,27 +206,117 @@ def _block_cache_bytes(src: PixelSource, tile: int, bands: Sequence[int] | None)
     return max(16 * 2**20, 2 * band_bytes)
 
 
+class _Blend:
+    """One output of a tiled run: its writers, its accumulator band and its counts, or the error that failed it."""
+
+    def __init__(self, output: TiledOutput, info, overwrite: bool, buffer_rows: int) -> None:
+        self.output = output
+        self.error: GeoreasonError | None = None
+        self.counts = {"valid": 0, "positive": 0}
+        self.writers: list[GeoTiffWindowWriter] = []  # entered ones, mask first
+        width, height = info.width, info.height
+        try:
+            refuse_input_as_output(info, output.mask_path)
+            if output.prob_path is not None:
+                refuse_input_as_output(info, output.prob_path)
+                if Path(output.prob_path).resolve() == Path(output.mask_path).resolve():
+                    raise GeoreasonError(f"{output.prob_path}: the probability and mask outputs must be different "
+                                         "files")
+            self.writers.append(GeoTiffWindowWriter(
+                output.mask_path, width, height, "uint8", MASK_NODATA, info, overwrite, output.tags,
+                "georeason mask: 1 = answer, 0 = background, 255 = no data").__enter__())
+            if output.prob_path is not None:
+                self.writers.append(GeoTiffWindowWriter(
+                    output.prob_path, width, height, "float32", float("nan"), info, overwrite, output.tags,
+                    "georeason probability of the answer (NaN = no data)").__enter__())
+        except GeoreasonError as error:
+            self.fail(error)
+            return
+        except BaseException as error:
+            self.abort(error)
+            raise
+        # Accumulated weighted probability of rows [top, top + buffer_rows); NaN marks nodata pixels.
+        self.acc: np.ndarray | None = np.zeros((buffer_rows, width), dtype=np.float32)
+
+    @property
+    def live(self) -> bool:
+        return self.error is None
+
+    def fail(self, error: GeoreasonError) -> None:
+        """Record `error` and remove this output's temporary files; the other outputs go on."""
+        self.error = error
+        self.abort(error)
+
+    def abort(self, error: BaseException) -> None:
+        """Close the writers without committing: their temporary files are removed."""
+        writers, self.writers, self.acc = self.writers, [], None
+        for writer in reversed(writers):
+            with contextlib.suppress(Exception):
+                writer.__exit__(type(error), error, error.__traceback__)
+
+    def commit(self) -> None:
+        """Close the writers, which puts the files in place (probability first, as nested writers would)."""
+        writers, self.writers = self.writers, []
+        try:
+            while writers:
+                writers[-1].__exit__(None, None, None)
+                writers.pop()
+        except GeoreasonError as error:
+            self.writers = writers[:-1]  # the failed writer cleaned up after itself
+            self.fail(error)
+
+    def add(self, row: int, col: int, contribution: np.ndarray) -> None:
+        self.acc[row : row + contribution.shape[0], col : col + contribution.shape[1]] += contribution
+
+    def flush(self, top: int, end: int, block: int, width: int, row_total: np.ndarray, col_total: np.ndarray,
+              threshold: float) -> None:
+        """Normalise and write rows [top, end), one block row at a time, then slide the band up."""
+        rows = end - top
+        if rows <= 0:
+            return
+        acc = self.acc
+        buffer_rows = acc.shape[0]
+        try:
+            for start in range(0, rows, block):
+                stop = min(rows, start + block)
+                # In place: these accumulator rows are final, so they become the blended probability.
+                prob = acc[start:stop]
+                prob /= row_total[top + start : top + stop, None]
+                prob /= col_total[None, :]
+                valid = np.isfinite(prob)
+                positive = valid & (prob > threshold)
+                mask = np.where(valid, positive.view(np.uint8), np.uint8(MASK_NODATA))
+                window = Window(0, top + start, width, stop - start)
+                self.writers[0].write(mask, window)
+                if len(self.writers) > 1:
+                    self.writers[1].write(prob, window)
+                self.counts["valid"] += int(np.count_nonzero(valid))
+                self.counts["positive"] += int(np.count_nonzero(positive))
+        except GeoreasonError as error:  # e.g. the disk is full
+            self.fail(error)
+            return
+        # Slide the band up (the rows below `end` are still being accumulated), in non-overlapping
+        # chunks so numpy needs no temporary copy of the whole band.
+        for dst in range(0, buffer_rows - rows, rows):
+            count = min(rows, buffer_rows - rows - dst)
+            acc[dst : dst + count] = acc[dst + rows : dst + rows + count]
+        acc[buffer_rows - rows :] = 0.0
+
+
 def _run_tiled(
     src: PixelSource,
-    predict_fn: PredictFn,
-    out_path: str | os.PathLike[str],
+    predict_fn: PredictManyFn,
+    outputs: list[TiledOutput],
     tile: int,
     overlap: int,
     bands: Sequence[int] | None,
     limits: tuple[np.ndarray, np.ndarray] | None,
     threshold: float,
-    prob_path: str | os.PathLike[str] | None,
     overwrite: bool,
-    tags: dict[str, str] | None,
     progress: Callable[[int, int], None] | None,
     started: float,
-) -> TiledResult:
+) -> list[TiledResult | GeoreasonError]:
     info = source_info(src)
-    refuse_input_as_output(info, out_path)
-    if prob_path is not None:
-        refuse_input_as_output(info, prob_path)
-        if Path(prob_path).resolve() == Path(out_path).resolve():
-            raise GeoreasonError(f"{prob_path}: the probability and mask outputs must be different files")
     height, width = info.height, info.width
     windows = plan_tiles(height, width, tile, overlap)
     chosen = resolve_bands(src, bands)
@@ -186,70 +326,64 @@ def _run_tiled(
     col_ramp, col_total = _axis_weights(width, tile, overlap)
     weights = np.outer(row_ramp, col_ramp).astype(np.float32)
     row_total32, col_total32 = row_total.astype(np.float32), col_total.astype(np.float32)
-
-    writers = [GeoTiffWindowWriter(out_path, width, height, "uint8", MASK_NODATA, info, overwrite, tags,
-                                   "georeason mask: 1 = answer, 0 = background, 255 = no data")]
-    if prob_path is not None:
-        writers.append(GeoTiffWindowWriter(prob_path, width, height, "float32", float("nan"), info, overwrite,
-                                           tags, "georeason probability of the answer (NaN = no data)"))
-    counts = {"valid": 0, "positive": 0, "empty": 0}
-    optional_prob_writer = writers[1] if len(writers) > 1 else contextlib.nullcontext()
-    with writers[0] as mask_writer, optional_prob_writer as prob_writer:
-        block = mask_writer.block_size
-        tile_h = int(windows[0].height)
-        # Accumulated weighted probability of rows [top, top + buffer_rows); NaN marks nodata pixels.
-        buffer_rows = min(height, tile_h + block)
-        acc = np.zeros((buffer_rows, width), dtype=np.float32)
-        top = 0
+    block = geotiff_profile(width, height, "uint8", MASK_NODATA, None)["blockysize"]  # every output's block rows
+    tile_h = int(windows[0].height)
+    buffer_rows = min(height, tile_h + block)
+    blends: list[_Blend] = []
+    empty = 0
+    top = 0
+    try:
+        for output in outputs:
+            blends.append(_Blend(output, info, overwrite, buffer_rows))
 
         def flush(end: int) -> None:
-            """Normalise and write rows [top, end), one block row at a time, then slide the band up."""
             nonlocal top
-            rows = end - top
-            if rows <= 0:
-                return
-            for start in range(0, rows, block):
-                stop = min(rows, start + block)
-                # In place: these accumulator rows are final, so they become the blended probability.
-                prob = acc[start:stop]
-                prob /= row_total32[top + start : top + stop, None]
-                prob /= col_total32[None, :]
-                valid = np.isfinite(prob)
-                positive = valid & (prob > threshold)
-                mask = np.where(valid, positive.view(np.uint8), np.uint8(MASK_NODATA))
-                window = Window(0, top + start, width, stop - start)
-                mask_writer.write(mask, window)
-                if prob_writer is not None:
-                    prob_writer.write(prob, window)
-                counts["valid"] += int(np.count_nonzero(valid))
-                counts["positive"] += int(np.count_nonzero(positive))
-            # Slide the band up (the rows below `end` are still being accumulated), in non-overlapping
-            # chunks so numpy needs no temporary copy of the whole band.
-            for dst in range(0, buffer_rows - rows, rows):
-                count = min(rows, buffer_rows - rows - dst)
-                acc[dst : dst + count] = acc[dst + rows : dst + rows + count]
-            acc[buffer_rows - rows :] = 0.0
-            top = end
+            for blend in blends:
+                if blend.live:
+                    blend.flush(top, end, block, width, row_total32, col_total32, threshold)
+            top = max(top, end)
 
         for done, window in enumerate(windows, start=1):
+            if not any(blend.live for blend in blends):
+                break  # every output has failed: nothing left to compute
             row, col = int(window.row_off), int(window.col_off)
             if row > top:
                 flush(row // block * block)  # rows above `row` are final; write whole block rows only
             rgb, valid = read_rgb(src, window, bands, limits)  # `bands` as given: None expands palettes
             if valid.any():
-                prob = _check_prediction(predict_fn(rgb, valid), valid, window)
-                contribution = np.where(valid, prob * weights, np.float32(np.nan))
+                probs = list(predict_fn(rgb, valid))
+                if len(probs) != len(blends):
+                    raise GeoreasonError(f"predict_fn returned {len(probs)} probability maps for "
+                                         f"{len(blends)} outputs")
+                for blend, prob in zip(blends, probs):
+                    if not blend.live:
+                        continue
+                    try:
+                        prob = _check_prediction(prob, valid, window)
+                    except GeoreasonError as error:
+                        blend.fail(error)
+                        continue
+                    blend.add(row - top, col, np.where(valid, prob * weights, np.float32(np.nan)))
             else:
-                counts["empty"] += 1
-                contribution = np.full(weights.shape, np.nan, dtype=np.float32)
-            acc[row - top : row - top + weights.shape[0], col : col + weights.shape[1]] += contribution
+                empty += 1
+                nodata = np.full(weights.shape, np.nan, dtype=np.float32)
+                for blend in blends:
+                    if blend.live:
+                        blend.add(row - top, col, nodata)
             if progress is not None:
                 progress(done, len(windows))
         flush(height)
-    return TiledResult(
-        mask_path=Path(out_path), prob_path=None if prob_path is None else Path(prob_path), width=width,
-        height=height, tiles=len(windows), tiles_all_nodata=counts["empty"], valid_pixels=counts["valid"],
-        positive_pixels=counts["positive"], seconds=time.perf_counter() - started,
-        limits=None if limits is None else (list(map(float, limits[0])), list(map(float, limits[1]))),
-    )
-
+        for blend in blends:
+            if blend.live:
+                blend.commit()
+    except BaseException as error:
+        for blend in blends:
+            blend.abort(error)
+        raise
+    seconds = time.perf_counter() - started
+    stretch = None if limits is None else (list(map(float, limits[0])), list(map(float, limits[1])))
+    return [blend.error if blend.error is not None else TiledResult(
+        mask_path=Path(blend.output.mask_path),
+        prob_path=None if blend.output.prob_path is None else Path(blend.output.prob_path), width=width,
+        height=height, tiles=len(windows), tiles_all_nodata=empty, valid_pixels=blend.counts["valid"],
+        positive_pixels=blend.counts["positive"], seconds=seconds, limits=stretch) for blend in blends]
