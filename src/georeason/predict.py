@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="model precision (default float32; bfloat16 halves memory)")
     parser.add_argument("--answer-int8", action="store_true",
-                        help="answer steps with int8 LLM weights (CPU, float32; about 2-4x faster answers, the "
+                        help="answer steps with int8 LLM weights (CPU, float32; about 2x faster answers, the "
                              "mask unchanged, answers may differ in a few tokens; docs/performance.md)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the encoder and pixel decoder (needs a C++ compiler; the first image "
