@@ -107,6 +107,12 @@ def main() -> None:
     ]
     for name, tiles, work, start, wall, memory in rows:
         lines.append(f"| {name} | {tiles} | {work:.1f} | {tiles / work:.2f} | {start:.1f} | {wall:.1f} | {memory} |")
+    base = rows[0][1] / rows[0][2]
+    ratios = ", ".join(f"{name.split(' (')[0]} {tiles / work / base:.2f}x" for name, tiles, work, *_ in rows[1:])
+    lines += ["", f"Same-run tiles/s relative to predict --tile: {ratios}. On one machine the workers share the cores "
+              "predict's threads use, so Ray cannot add compute here; what it adds is the start (Ray plus one model "
+              "per worker) and one model's memory per worker. Its gain is on several machines or GPUs, where tiles of "
+              "all scenes spread over the pool."]
     lines += ["", "The estimate for N GPUs (paper model, per-tile work from the component bench, stated assumptions) "
               "is in docs/batch.md, \"Throughput: measured here, estimated for GPUs\"."]
     publish(SECTION, lines, write=not options.no_write)
