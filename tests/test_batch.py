@@ -215,9 +215,13 @@ def test_an_interrupted_run_resumes_with_only_unfinished_pairs(ray_cluster, tiny
     arguments = ["--model", str(tiny_model_dir), str(big_scenes), "--question", QUESTIONS[0], "--out", str(run),
                  *TILING]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # The child gets SIGINT's default action back: under a shell's `cmd &` (a backgrounded CI or nohup run)
+    # SIGINT is inherited as ignored, Python then installs no KeyboardInterrupt handler, and Ctrl-C would not
+    # reach the driver at all.
     driver = subprocess.Popen([sys.executable, "-m", "georeason.cli", "batch", *arguments, "--workers", "1",
                                "--num-cpus", "1", "--no-progress"], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Interrupt once the first pair is finished. The wait is long because on a loaded 2-core machine
     # starting Ray and loading the model can take minutes; the driver ending first is a failure of its own.
     deadline = time.monotonic() + 1500

@@ -92,6 +92,12 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
     after = loaded.segment(pixels, builder.batch(["where could a small plane land?", "which area floods first?"],
                                                  ["on the runway", None]))["logits"]
     assert torch.equal(before, after)
+    # The weights get the same permissions as any file written here (the umask's), so other users of a
+    # shared machine can read a model they are meant to read, as they can its config.json.
+    (tmp_path / "plain").write_text("")
+    expected = (tmp_path / "plain").stat().st_mode & 0o777
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == expected
 
 
 def test_corrupted_truncated_and_mismatched_checkpoints_are_refused(tmp_path):

@@ -14,14 +14,13 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+import safetensors.torch
 from torch import nn
 
 from georeason.errors import GeoreasonError
@@ -150,13 +149,32 @@ def plan_shards(sizes: list[tuple[str, int]], max_shard_bytes: int) -> list[list
     return shards
 
 
+def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike[str], metadata: dict[str, str]) -> None:
+    """safetensors' save_file, then the file mode any other file written here gets (0666 minus the umask):
+    save_file itself leaves 0600, so a model saved for others on a shared machine would be unreadable to them."""
+    safetensors.torch.save_file(state, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux allows (os.umask alone must set it)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_tensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """Write one safetensors file atomically: a temporary sibling, fsync, rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".safetensors")
-    os.close(handle)
+    # Not mkstemp: its 0600 file would keep the model unreadable to other users; this one gets the umask's mode.
+    temporary = str(path.with_name(f".{path.stem}-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors"))
     try:
         try:
-            save_file(state, temporary, metadata=metadata)
+            save_safetensors(state, temporary, metadata)
         except Exception as error:  # safetensors reports I/O failures (a full disk...) as its own error type
             code = re.search(r"os error (\d+)", str(error))
             if code is None:

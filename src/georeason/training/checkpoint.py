@@ -83,12 +83,12 @@ def write_checkpoint(folder: Path, final: Path, model_state: dict[str, torch.Ten
     this one is in place. A failed write (full disk, no permission) removes `folder` and raises
     GeoreasonError naming it; the checkpoints already there stay as they were.
     """
-    from safetensors.torch import save_file
+    from georeason.model.weights import save_safetensors
 
     try:
         with writing(folder):
             contiguous = {name: tensor.detach().contiguous().cpu() for name, tensor in model_state.items()}
-            save_file(contiguous, str(folder / MODEL_FILE), metadata={"format": "pt"})
+            save_safetensors(contiguous, folder / MODEL_FILE, {"format": "pt"})
             torch.save({"optimizer": optimizer_state, "scheduler": scheduler_state}, folder / STATE_FILE)
             (folder / INFO_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
             commit_folder(folder, final)  # a checkpoint of the same step from an earlier attempt is replaced
