@@ -223,7 +223,7 @@ def test_full_disk_during_conversion_keeps_nothing(tmp_path, hub_env, monkeypatc
 
     from safetensors import SafetensorError
 
-    import georeason.model.weights as weights
+    import safetensors.torch
 
     def full_disk(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
@@ -232,7 +232,7 @@ def test_full_disk_during_conversion_keeps_nothing(tmp_path, hub_env, monkeypatc
     with HubStandIn({REPO: released_repo()}) as hub:
         hub_env(hub.endpoint, tmp_path / "home")
         with monkeypatch.context() as patch:
-            patch.setattr(weights, "save_file", full_disk)
+            patch.setattr(safetensors.torch, "save_file", full_disk)
             with pytest.raises(GeoreasonError, match=rf"^{REPO}: no space left on the disk of {converted_root} while "
                                                      r"converting; nothing was kept.*GEOREASON_CACHE"):
                 resolve_model(REPO)
