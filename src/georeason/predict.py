@@ -315,16 +315,21 @@ def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int)
         job.result["positive_pixels"] = prediction.positive_pixels
 
 
+def failure_message(error: BaseException, debug: bool = False) -> str:
+    """A failed pair's message: a GeoreasonError's own text; anything else named as an internal error (with
+    its traceback on stderr when `debug`)."""
+    if isinstance(error, GeoreasonError):
+        return printable(error, multiline=True)
+    if debug:
+        import traceback
+
+        traceback.print_exception(error)
+    return f"internal error: {type(error).__name__}: {printable(error, multiline=True)}"
+
+
 def _fail(job: Job, error: Exception, rank: int, debug: bool = False) -> None:
     """Record and print one failed pair; the run goes on. An unexpected exception is named as such."""
-    if isinstance(error, GeoreasonError):
-        message = printable(error, multiline=True)
-    else:
-        message = f"internal error: {type(error).__name__}: {printable(error, multiline=True)}"
-        if debug:
-            import traceback
-
-            traceback.print_exception(error)
+    message = failure_message(error, debug)
     job.result = {"status": "failed", "rank": rank, "error": message}
     print(f"georeason predict: error: {message}", file=sys.stderr)
 

@@ -20,15 +20,9 @@ from georeason.filenames import printable
 
 
 def _failure(error: BaseException, debug: bool) -> dict[str, Any]:
-    if isinstance(error, GeoreasonError):
-        message = printable(error, multiline=True)
-    else:
-        message = f"internal error: {type(error).__name__}: {printable(error, multiline=True)}"
-        if debug:
-            import traceback
+    from georeason.predict import failure_message
 
-            traceback.print_exception(error)
-    return {"status": "failed", "error": message}
+    return {"status": "failed", "error": failure_message(error, debug)}
 
 
 def compute(args: argparse.Namespace, folder: RunFolder, todo: list[Pair], actors: list[Any], model_name: str,
