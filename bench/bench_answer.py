@@ -7,8 +7,8 @@ Random weights, one 1024 px image (the preset's size), no stop token, so every r
 --tokens tokens. Prints a table and replaces the "## Answer generation" section of bench/RESULTS.md.
 
 Run: python bench/bench_answer.py [--presets paper smol] [--tokens 16] [--beams 3] [--no-results]
-     python bench/bench_answer.py --int8     # float32 vs int8-weight decoding steps ("Answer tokens, int8")
-     python bench/bench_answer.py --int4     # float32 vs bfloat16 vs int8 vs int4, one run ("Answer tokens, int4")
+     python bench/bench_answer.py --int8              # float32 vs int8 decoding steps ("Answer tokens, int8")
+     python bench/bench_answer.py --int4 [--cpu-time] # float32, bfloat16, int8, int4 in one run ("..., int4")
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--int4", action="store_true",
                         help="instead: float32 vs bfloat16 vs int8 vs int4 decoding steps in one run, interleaved "
                              "(paper and smol s/token; SmolLM2 answers)")
+    parser.add_argument("--note", action="append", default=[], help="with --int4: a line added under the tables")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="with --int4: also time each run in one thread's CPU time (robust to other jobs)")
     parser.add_argument("--int4-group-sizes", nargs="+", type=int, default=[32, 128],
                         help="with --int4: int4 group sizes timed (the first is the one whose answers are compared)")
     parser.add_argument("--int8-presets", nargs="+", default=["paper", "smol"], choices=["paper", "smol"],
@@ -228,29 +231,39 @@ def trained_rows(args: argparse.Namespace) -> list[str]:
 INT4_SECTION = "## Answer tokens, int4 (`bench/bench_answer.py --int4`)"
 
 
-def decoding_times(runs: dict[str, tuple], prompt, tokens: int, repeats: int) -> dict[str, float]:
-    """Median s/token of each format's greedy decoding steps, the formats interleaved in every round (a
-    shared machine's load then weighs on all of them alike; round 0 is the warm-up).
+CLOCKS = {"wall, 2 threads": (2, time.perf_counter), "CPU time, 1 thread": (1, time.process_time)}
+
+
+def decoding_times(runs: dict[str, tuple], prompt, tokens: int, repeats: int,
+                   clocks: list[str]) -> dict[str, dict[str, float]]:
+    """Median s/token of each format's greedy decoding steps by clock (CLOCKS: name -> (threads, clock)),
+    the formats and clocks interleaved in every round (a shared machine's load then weighs on all of them
+    alike; round 0 is the warm-up). One thread's CPU time (time.process_time) hardly sees other jobs.
 
     runs: name -> (model, its mask forward's output with the prompt's KV cache, decoding copy or None)."""
     import copy
 
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in runs} for clock in clocks}
     with torch.inference_mode():
         for repeat in range(repeats + 1):
             for name, (model, output, decoder) in runs.items():
-                run = copy.copy(output)
-                run.past_key_values = copy.deepcopy(output.past_key_values)
-                model.__dict__.pop("_answer_llm", None)
-                if decoder is not None:
-                    model.__dict__["_answer_llm"] = decoder
-                started = time.perf_counter()
-                answer = model._greedy_answers(run, prompt, tokens, ())
-                elapsed = time.perf_counter() - started
-                model.__dict__.pop("_answer_llm", None)
-                if repeat:
-                    times[name].append(elapsed / (len(answer[0]) - 1))
-    return {name: statistics.median(values) for name, values in times.items()}
+                for clock_name in clocks:
+                    threads, clock = CLOCKS[clock_name]
+                    torch.set_num_threads(threads)
+                    run = copy.copy(output)
+                    run.past_key_values = copy.deepcopy(output.past_key_values)
+                    model.__dict__.pop("_answer_llm", None)
+                    if decoder is not None:
+                        model.__dict__["_answer_llm"] = decoder
+                    started = clock()
+                    answer = model._greedy_answers(run, prompt, tokens, ())
+                    elapsed = clock() - started
+                    model.__dict__.pop("_answer_llm", None)
+                    if repeat:
+                        times[clock_name][name].append(elapsed / (len(answer[0]) - 1))
+    torch.set_num_threads(2)
+    return {clock: {name: statistics.median(values) for name, values in by_name.items()}
+            for clock, by_name in times.items()}
 
 
 def format_runs(model, prompts, group_sizes: list[int]) -> tuple[dict[str, tuple], object]:
@@ -278,6 +291,7 @@ def int4_rows(args: argparse.Namespace) -> list[str]:
     from georeason.model.answer_quant import Int4WeightLinear
 
     load_before = os.getloadavg()
+    clocks = ["wall, 2 threads", *(["CPU time, 1 thread"] if args.cpu_time else [])]
     group_sizes = args.int4_group_sizes
     default = f"int4 g{group_sizes[0]}"
     measured = {}
@@ -288,7 +302,7 @@ def int4_rows(args: argparse.Namespace) -> list[str]:
         model, tokenizer = build_model(preset, seed=0, pretrained_llm=preset == "smol")
         model.eval()
         runs, prompt = format_runs(model, prompt_builder_for(model, tokenizer), group_sizes)
-        measured[preset] = decoding_times(runs, prompt, args.tokens, args.repeats)
+        measured[preset] = decoding_times(runs, prompt, args.tokens, args.repeats, clocks)
         int4_layers = {name: sum(isinstance(m, Int4WeightLinear) for m in decoder.modules())
                        for name, (_, _, decoder) in runs.items() if name.startswith("int4")}
         all_layers = sum(isinstance(m, torch.nn.Linear) for m in model.llm.modules())
@@ -300,15 +314,15 @@ def int4_rows(args: argparse.Namespace) -> list[str]:
     load = os.getloadavg()
     formats = ["float32", "bfloat16", "int8", *(f"int4 g{g}" for g in group_sizes)]
 
-    def speed_row(preset: str, what: str) -> str:
-        times = measured.get(preset)
+    def speed_row(preset: str, what: str, clock: str) -> str:
+        times = measured.get(preset, {}).get(clock)
         if times is None:
             return f"| {what} | " + " | ".join("not measured in this run" if i == 0 else "-"
                                                for i in range(len(formats))) + " | - |"
         cells = [f"{times['float32']:.3f}"] + [f"{times[f]:.3f} ({times['float32'] / times[f]:.2f}x)"
                                               for f in formats[1:]]
         target = (f"<= 0.10: {'met' if times[default] <= 0.10 else 'not met'} ({default})"
-                  if preset == "paper" else "-")
+                  if preset == "paper" and clock == clocks[0] else "-")
         return f"| {what} | " + " | ".join(cells) + f" | {target} |"
 
     def answer_rows(what: str, found: dict[str, list[list[int]]]) -> list[str]:
@@ -321,22 +335,28 @@ def int4_rows(args: argparse.Namespace) -> list[str]:
 
     busy = "; heavily loaded: load average above 3" if max(load[0], load_before[0]) > 3 else ""
     lines = [
-        f"`python bench/bench_answer.py --int4`, {os.cpu_count()} cores ({platform.machine()}, AVX2, no AVX-512 / "
-        f"VNNI / native bfloat16), torch {torch.__version__}, {date.today()}, load average "
+        f"`python bench/bench_answer.py {' '.join(sys.argv[1:])}`, {os.cpu_count()} cores ({platform.machine()}, "
+        "AVX2, no AVX-512 / VNNI / native bfloat16), torch {torch.__version__}, {date.today()}, load average "
         f"{load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} at the start and {load[0]:.1f} / "
         f"{load[1]:.1f} / {load[2]:.1f} at the end (shared machine{busy}). "
         f"Greedy decoding steps alone (from one mask forward's KV cache), {args.tokens} tokens, median of "
-        f"{args.repeats} rounds after a warm-up round, the formats interleaved in each round, so the ratios are "
-        "same-run. float32 and bfloat16: the model in that dtype (bfloat16 with its own KV cache); int8 and int4: "
-        "weight-only copies of every nn.Linear of the LLM (bfloat16 activations; int8: one scale per output "
-        "channel, aten._weight_int8pack_mm; int4 gN: groups of N input features with a bfloat16 step and offset, "
+        f"{args.repeats} rounds after a warm-up round, the formats (and clocks) interleaved in each round, so the "
+        "ratios are same-run. Wall: seconds on the clock with 2 threads, what a user waits; CPU time, 1 thread: "
+        "time.process_time of a one-thread run, which other jobs on the machine hardly change. float32 and "
+        "bfloat16: the model in that dtype (bfloat16 with its own KV cache); int8 and int4: weight-only copies "
+        "of every nn.Linear of the LLM (bfloat16 activations; int8: one scale per output channel, "
+        "aten._weight_int8pack_mm; int4 gN: groups of N input features with a bfloat16 step and offset, "
         "aten._weight_int4pack_mm_for_cpu), the float32 model's KV cache.",
         "",
         "| what | " + " | ".join(formats) + " | target |",
         "|---|" + "---|" * (len(formats) + 1),
-        speed_row("paper", "paper preset (random weights), greedy s / token"),
-        speed_row("smol", "smol preset (real SmolLM2 LLM), greedy s / token"),
+        *(row for clock in clocks for row in (
+            speed_row("paper", f"paper preset (random weights), greedy s / token, {clock}", clock),
+            speed_row("smol", f"smol preset (real SmolLM2 LLM), greedy s / token, {clock}", clock))),
         "",
+        f"- (Nx): float32's time / this one, higher is faster. {default} against int8, same run: "
+        + "; ".join(f"{preset} {clock} {measured[preset][clock]['int8'] / measured[preset][clock][default]:.2f}x"
+                    for preset in ("paper", "smol") if preset in measured for clock in clocks) + ".",
         *(f"- {preset}: LLM layers in int4 (the others fall back to int8: "
           "in_features not a multiple of the group size): "
           + ", ".join(f"{k} {v}" for k, v in measured[preset + " layers"].items())
@@ -350,7 +370,7 @@ def int4_rows(args: argparse.Namespace) -> list[str]:
     for what, found in [pair for pair in compared if pair is not None and pair[1] is not None]:
         labels, counts = answer_rows(what, found)
         lines += [f"{label} {count} |" for label, count in zip(labels, counts)]
-    return lines
+    return lines + ([""] + [f"- {note}" for note in args.note] if args.note else [])
 
 
 def smol_answers(formats: tuple[str, ...], group_size: int) -> dict[str, list[list[int]]]:
