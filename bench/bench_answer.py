@@ -336,7 +336,7 @@ def int4_rows(args: argparse.Namespace) -> list[str]:
     busy = "; heavily loaded: load average above 3" if max(load[0], load_before[0]) > 3 else ""
     lines = [
         f"`python bench/bench_answer.py {' '.join(sys.argv[1:])}`, {os.cpu_count()} cores ({platform.machine()}, "
-        "AVX2, no AVX-512 / VNNI / native bfloat16), torch {torch.__version__}, {date.today()}, load average "
+        f"AVX2, no AVX-512 / VNNI / native bfloat16), torch {torch.__version__}, {date.today()}, load average "
         f"{load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} at the start and {load[0]:.1f} / "
         f"{load[1]:.1f} / {load[2]:.1f} at the end (shared machine{busy}). "
         f"Greedy decoding steps alone (from one mask forward's KV cache), {args.tokens} tokens, median of "
