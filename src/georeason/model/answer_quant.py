@@ -27,7 +27,7 @@ from georeason.errors import GeoreasonError
 
 ANSWER_WEIGHTS = ("int8", "int4")
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what aten._weight_int4pack_mm_for_cpu accepts
-INT4_GROUP_SIZE = 32  # the default: the most accurate; bench/RESULTS.md ("Answer tokens, int4") compares the others
+INT4_GROUP_SIZE = 32  # the finest steps, and as fast as 128 on an AVX2 CPU (bench/RESULTS.md, "Answer tokens, int4")
 
 
 def _round_up_to_bfloat16(value: torch.Tensor) -> torch.Tensor:
