@@ -69,6 +69,11 @@ class ConnectorConfig:
     tokens."""
 
     depth: int = 2
+    # Which stride-32 map the connector reads: "encoder" = the map the encoder hands on (after a pretrained
+    # backbone's adapter), as released; "backbone" = a pretrained backbone's own map, before the adapter, so
+    # that with the backbone and the LLM frozen everything up to p is frozen and training can cache p
+    # (docs/training.md, "Cached description embeddings").
+    source: str = "encoder"
 
 
 @dataclass
@@ -113,6 +118,9 @@ class DProjectorConfig:
     head_dim: int = 64
     depth: int = 1
     ff_mult: int = 1
+    # > 0: standardise p per dimension with the mean and variance of the first `standardise_samples`
+    # training rows, then fixed and saved with the weights (model/dprojector.py). 0 = off, the released layout.
+    standardise_samples: int = 0
 
 
 @dataclass
@@ -191,6 +199,11 @@ class SegEarthConfig:
                                  f"got {enc.backbone!r}")
         if len(enc.depths) != 4 or len(enc.num_heads) != 4:
             raise GeoreasonError("config encoder.depths and encoder.num_heads need 4 stages each")
+        if self.connector.source not in ("encoder", "backbone"):
+            raise GeoreasonError(f"config connector.source must be 'encoder' or 'backbone', got {self.connector.source!r}")
+        if self.connector.source == "backbone" and enc.backbone == "swin":
+            raise GeoreasonError("config connector.source 'backbone' needs a pretrained backbone with an adapter "
+                                 "(encoder.backbone 'efficientnet_lite0'); the Swin hands on its own maps")
         if not 0 <= self.connector.depth <= 3:
             raise GeoreasonError(f"config connector.depth must be 0, 1, 2 or 3, got {self.connector.depth}")
         if self.image_size % 32 != 0:
@@ -204,6 +217,9 @@ class SegEarthConfig:
             raise GeoreasonError(
                 f"config mask_decoder.query must be 'description' or 'learned', got {self.mask_decoder.query!r}"
             )
+        if self.d_projector.standardise_samples < 0:
+            raise GeoreasonError("config d_projector.standardise_samples must be >= 0 (0 = off), got "
+                                 f"{self.d_projector.standardise_samples}")
         if self.loss.mask_loss not in ("bce", "focal"):
             raise GeoreasonError(f"config loss.mask_loss must be 'bce' or 'focal', got {self.loss.mask_loss!r}")
         if self.llm.hf_config and "model_type" not in self.llm.hf_config:
@@ -405,6 +421,13 @@ def _smol_pretrained() -> SegEarthConfig:
                                    num_heads=[1, 2, 4, 8], frozen=True, drop_path_rate=0.0)
     # The pretrained trunk expects its own scaling of the pixels; the processor reads it from the config.
     config.pixel_mean, config.pixel_std = list(LITE_PIXEL_MEAN), list(LITE_PIXEL_STD)
+    # What lets a few CPU minutes of training read the question (bench/RESULTS.md, "Learning diagnosis"):
+    # the connector reads the frozen trunk, so with the LLM frozen p is cached per (image, question) in
+    # training; p is standardised per dimension (SmolLM2's last hidden state has a few huge dimensions);
+    # and 3 masked-attention layers instead of 9 learn several times faster from scratch.
+    config.connector.source = "backbone"
+    config.d_projector.standardise_samples = 256
+    config.mask_decoder.layers = 3
     return config
 
 

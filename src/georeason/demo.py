@@ -41,11 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=("smol-pretrained", "smol"), default="smol-pretrained",
                         help="smol-pretrained: frozen ImageNet EfficientNet-Lite0 encoder; smol: a small Swin "
                              "trained from scratch (default smol-pretrained)")
-    parser.add_argument("--train-scenes", type=int, default=1500, help="synthetic training scenes (default 1500)")
+    parser.add_argument("--train-scenes", type=int, default=500, help="synthetic training scenes (default 500)")
     parser.add_argument("--test-scenes", type=int, default=40, help="synthetic test scenes (default 40)")
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    parser.add_argument("--steps", type=int, default=400, help="optimizer steps (default 400)")
     parser.add_argument("--batch-size", type=int, default=4, help="global batch size (default 4)")
-    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate (default 3e-4)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     parser.add_argument("--image-size", type=int, default=256, help="model input side in px (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
@@ -99,7 +99,7 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
     precision = _training_precision(args.precision)
     settings = {"steps": args.steps, "batch": args.batch_size, "lr": args.lr, "seed": args.seed,
                 "scenes": args.train_scenes, "image_size": args.image_size, "precision": precision,
-                "preset": args.preset, "version": 5}
+                "preset": args.preset, "version": 6}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     run_dir = args.cache / f"demo-{args.preset}-{key}"
     final = run_dir / "final"

@@ -66,12 +66,56 @@ class PerceiverStack(nn.Module):
         return self.norm(latents)
 
 
+class DescriptionStandardiser(nn.Module):
+    """p [B,H] -> (p - mean) / (std + 1e-3) per dimension, with statistics fixed by the first training rows.
+
+    A small LLM's last hidden state has a few dimensions hundreds of times larger than the rest, which
+    swamp what distinguishes one question from another once p is projected (docs/training.md, "Standardised
+    description embedding"). In training mode the first `samples` rows of p update an exact pooled mean and
+    variance (batches merged as in Chan et al., 1979); after that they are fixed, saved with the weights as
+    buffers and used unchanged at inference. Before any row is seen the map is the identity. With several
+    processes the statistics are those of the rows rank 0 saw (buffers are broadcast from rank 0).
+    """
+
+    EPS = 1e-3
+
+    def __init__(self, size: int, samples: int):
+        super().__init__()
+        self.samples = samples
+        self.register_buffer("count", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("var", torch.ones(size))
+
+    @torch.no_grad()
+    def _update(self, p: torch.Tensor) -> None:
+        seen = int(self.count)
+        rows = p[: self.samples - seen].float()
+        new = rows.shape[0]
+        batch_mean, batch_var = rows.mean(0), rows.var(0, unbiased=False)
+        total = seen + new
+        delta = batch_mean - self.mean.float()
+        squares = self.var.float() * seen + batch_var * new + delta.square() * (seen * new / total)
+        self.mean.copy_(self.mean.float() + delta * (new / total))
+        self.var.copy_(squares / total)
+        self.count.fill_(total)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        if self.training and int(self.count) < self.samples:
+            self._update(p.detach())
+        if int(self.count) == 0:
+            return p
+        standardised = (p.float() - self.mean.float()) / (self.var.float().sqrt() + self.EPS)
+        return standardised.to(p.dtype)
+
+
 class DescriptionProjector(nn.Module):
     """p [B,H_llm] + stride-32 features [B,C5,h,w] -> mask-decoder query [B,1,hidden]."""
 
     def __init__(self, config: DProjectorConfig, llm_hidden_size: int, stride32_channels: int, query_dim: int):
         super().__init__()
         self.enabled = config.enabled
+        self.description_norm = (DescriptionStandardiser(llm_hidden_size, config.standardise_samples)
+                                 if config.standardise_samples > 0 else None)
         if not config.enabled:
             self.query_projector = nn.Linear(llm_hidden_size, query_dim)
             return
@@ -84,6 +128,8 @@ class DescriptionProjector(nn.Module):
         self.SEG_token_projector = nn.Linear(2 * config.dim, query_dim)
 
     def forward(self, description_embedding: torch.Tensor, stride32_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.description_norm is not None:
+            description_embedding = self.description_norm(description_embedding)
         p = description_embedding[:, None, :]
         if not self.enabled:
             return {"query": self.query_projector(p)}

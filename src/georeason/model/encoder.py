@@ -49,6 +49,15 @@ class SwinEncoder(nn.Module):
     def channels(self) -> list[int]:
         return self.config.stage_channels
 
+    @property
+    def backbone_channels(self) -> list[int]:
+        return self.config.stage_channels
+
+    def forward_with_backbone(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(maps handed on, the backbone's own maps): the same list for the Swin, which has no adapter."""
+        maps = self(pixel_values)
+        return maps, maps
+
     def train(self, mode: bool = True) -> SwinEncoder:
         # A frozen encoder stays in eval mode whatever the parent does (the released code forgot this).
         return super().train(mode and not self.config.frozen)
@@ -83,6 +92,10 @@ class EfficientNetLiteEncoder(nn.Module):
     def channels(self) -> list[int]:
         return self.config.stage_channels
 
+    @property
+    def backbone_channels(self) -> list[int]:
+        return list(FEATURE_CHANNELS)
+
     def load_pretrained_backbone(self, path=None) -> None:
         """The released ImageNet weights into the trunk (see georeason.model.efficientnet_lite.load_pretrained)."""
         load_pretrained(self.backbone, path)
@@ -110,11 +123,15 @@ class EfficientNetLiteEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """[B,3,S,S] normalised image -> 4 maps [B,C_i,S/4/2^i,S/4/2^i], C_i = config.stage_channels[i]."""
+        return self.forward_with_backbone(pixel_values)[0]
+
+    def forward_with_backbone(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(the 4 adapted maps forward() gives, the trunk's own 4 maps [B,c_i,S/4/2^i,S/4/2^i], c_i 24/40/112/320)."""
         if self.feature_cache is not None:
             features = self.feature_cache.features(pixel_values, self._backbone)
         else:
             features = self._backbone(pixel_values)
-        return [project(level) for project, level in zip(self.adapter, features)]
+        return [project(level) for project, level in zip(self.adapter, features)], list(features)
 
 
 def build_encoder(config: EncoderConfig, image_size: int, attn_implementation: str = "sdpa") -> nn.Module:

@@ -38,6 +38,12 @@ class PromptBatch:
                                                      self.labels)))
 
 
+def select_rows(prompt: PromptBatch, rows: list[int]) -> PromptBatch:
+    """The prompts of the given rows, in that order (the same padded length)."""
+    return PromptBatch(*(t[rows] for t in (prompt.input_ids, prompt.token_kind, prompt.attention_mask,
+                                           prompt.labels)))
+
+
 def load_tokenizer(folder: str | Path):
     """The transformers tokenizer saved in a model folder; GeoreasonError naming the folder when unreadable."""
     from transformers import AutoTokenizer

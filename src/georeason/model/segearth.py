@@ -24,12 +24,13 @@ from georeason.model.connector import TokenCompressionConnector
 from georeason.model.card import Provenance, model_card
 from georeason.model.dprojector import DescriptionProjector
 from georeason.model.encoder import build_encoder
+from georeason.model.feature_cache import DescriptionCache
 from georeason.model.features import ImageFeatures, copy_cache, expand_rows, question_start
 from georeason.model.llm import LanguageModel
 from georeason.model.losses import mask_losses, match_queries
 from georeason.model.mask_decoder import MaskDecoder
 from georeason.model.pixel_decoder import PixelDecoder
-from georeason.model.prompt import IGNORE_INDEX, PromptBatch, TokenKind
+from georeason.model.prompt import IGNORE_INDEX, PromptBatch, TokenKind, select_rows
 from georeason.model.weights import WEIGHTS_NAME, load_into, save_tensors, weight_sources
 
 CONFIG_NAME = "config.json"
@@ -89,13 +90,16 @@ class SegEarthModel(nn.Module):
         stride32_channels = config.encoder.stage_channels[-1]
         hidden = config.llm_hidden_size
         self.encoder = build_encoder(config.encoder, config.image_size, attn_implementation)
-        self.connector = TokenCompressionConnector(stride32_channels, hidden, config.connector.depth,
+        connector_channels = (self.encoder.backbone_channels[-1] if config.connector.source == "backbone"
+                              else stride32_channels)
+        self.connector = TokenCompressionConnector(connector_channels, hidden, config.connector.depth,
                                                    config.image_size // 32)
         self.llm = LanguageModel(config.llm, attn_implementation, pretrained=llm)
         self.d_projector = DescriptionProjector(config.d_projector, hidden, stride32_channels,
                                                 config.mask_decoder.hidden_dim)
         self.pixel_decoder = PixelDecoder(config.pixel_decoder, config.encoder.stage_channels)
         self.mask_decoder = MaskDecoder(config.mask_decoder, config.pixel_decoder.mask_dim)
+        self.description_cache: DescriptionCache | None = None
         self._init_new_weights()
         if config.llm.frozen:
             self.llm.requires_grad_(False)
@@ -143,21 +147,20 @@ class SegEarthModel(nn.Module):
                 return_lm_logits: bool = False, return_intermediates: bool = False,
                 generator: torch.Generator | None = None) -> SegEarthOutput:
         """pixel_values [B,3,S,S] normalised; prompt from PromptBuilder; target_masks [B,S,S] 0/1."""
-        features = self.encoder(pixel_values)
+        features, connector_input = self._encode(pixel_values)
         stride32 = features[3]
         if not (use_cache or return_lm_logits or return_intermediates):
             prompt = cut_after_last_needed_position(prompt)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.llm.frozen):
-            visual_tokens = self.connector(stride32)
-            embeds = self._prompt_embeddings(prompt, visual_tokens)
-            # Without gradients (inference, or a frozen LLM in training) the constant opening's KV cache
-            # is computed once and reused: exact, and it skips a third of the LLM's positions.
-            opening = shared_opening_length(prompt) if not torch.is_grad_enabled() and not self.llm.training \
-                and not return_intermediates else 0
-            hidden, cache = self._llm_after_opening(embeds, prompt, opening, use_cache)
-
-        description = (prompt.token_kind == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
-        description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
+        if self.description_cache is not None and not (use_cache or return_lm_logits or return_intermediates):
+            # Everything up to p is frozen (enable_description_cache checked it): p of a (image, prompt)
+            # pair seen before comes from the cache, the LLM runs on the other rows only.
+            description_embedding = self.description_cache.descriptions(
+                pixel_values, prompt,
+                lambda rows: self._describe(connector_input[rows], select_rows(prompt, rows), False, False)[0])
+            hidden = cache = visual_tokens = embeds = None
+        else:
+            description_embedding, hidden, cache, visual_tokens, embeds = self._describe(
+                connector_input, prompt, use_cache, return_intermediates)
         projected = self.d_projector(description_embedding, stride32)
         mask_features, multi_scale = self.pixel_decoder(features)
         decoded = self.mask_decoder(projected["query"], mask_features, multi_scale)
@@ -182,6 +185,49 @@ class SegEarthModel(nn.Module):
         if target_masks is not None:
             self._add_losses(output, decoded, hidden, prompt, target_masks, point_coords, generator)
         return output
+
+    def _encode(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(the encoder's 4 maps, the stride-32 map the connector reads: config.connector.source)."""
+        if self.config.connector.source == "backbone":
+            features, backbone = self.encoder.forward_with_backbone(pixel_values)
+            return features, backbone[3]
+        features = self.encoder(pixel_values)
+        return features, features[3]
+
+    def _describe(self, connector_input: torch.Tensor, prompt: PromptBatch, use_cache: bool,
+                  return_intermediates: bool):
+        """Connector -> LLM -> p: (p [B,H_llm], last hidden state [B,L,H_llm], KV cache or None,
+        visual tokens [B,N,H_llm], LLM input embeddings [B,L,H_llm])."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.llm.frozen):
+            visual_tokens = self.connector(connector_input)
+            embeds = self._prompt_embeddings(prompt, visual_tokens)
+            # Without gradients (inference, or a frozen LLM in training) the constant opening's KV cache
+            # is computed once and reused: exact, and it skips a third of the LLM's positions.
+            opening = shared_opening_length(prompt) if not torch.is_grad_enabled() and not self.llm.training \
+                and not return_intermediates else 0
+            hidden, cache = self._llm_after_opening(embeds, prompt, opening, use_cache)
+        description = (prompt.token_kind == TokenKind.DESCRIPTION).to(hidden.dtype)[..., None]
+        description_embedding = (hidden * description).sum(1) / description.sum(1).clamp(min=1)
+        return description_embedding, hidden, cache, visual_tokens, embeds
+
+    @property
+    def description_is_frozen(self) -> bool:
+        """True when nothing before p learns: the LLM (with its connector) and the encoder's backbone are
+        frozen and the connector reads the backbone (a Swin, or config connector.source "backbone")."""
+        config = self.config
+        return config.llm.frozen and config.encoder.frozen and (config.encoder.backbone == "swin"
+                                                                 or config.connector.source == "backbone")
+
+    def enable_description_cache(self, max_bytes: int) -> DescriptionCache:
+        """Cache p per (image, prompt) in training, up to `max_bytes` (docs/train.md, "Cached description
+        embeddings"); a hit equals recomputation up to the float rounding of the batch it was first computed
+        in. Raises GeoreasonError unless description_is_frozen (otherwise p changes as training goes on)."""
+        if not self.description_is_frozen:
+            raise GeoreasonError("a description-embedding cache needs everything before p frozen: config "
+                                 "llm.frozen and encoder.frozen true, and connector.source 'backbone' for a "
+                                 "backbone with an adapter")
+        self.description_cache = DescriptionCache(max_bytes)
+        return self.description_cache
 
     def _prompt_embeddings(self, prompt: PromptBatch, visual_tokens: torch.Tensor) -> torch.Tensor:
         """The LLM input embeddings [B,L,H] of `prompt`, with visual_tokens [B,N,H] (the connector's output,
@@ -210,7 +256,7 @@ class SegEarthModel(nn.Module):
         hidden, cache = self.llm(embeds[:, opening:], prompt.attention_mask, cache=cache, use_cache=use_cache)
         return torch.cat([opening_hidden.expand(batch, -1, -1), hidden], 1), cache
 
-    def _add_losses(self, output: SegEarthOutput, decoded, hidden: torch.Tensor, prompt: PromptBatch,
+    def _add_losses(self, output: SegEarthOutput, decoded, hidden: torch.Tensor | None, prompt: PromptBatch,
                     target_masks: torch.Tensor, point_coords: torch.Tensor | None,
                     generator: torch.Generator | None) -> None:
         config = self.config.loss
@@ -220,7 +266,7 @@ class SegEarthModel(nn.Module):
                 mask, dice = mask_losses(logits, target_masks, config, point_coords, generator)
                 mask_terms.append(mask)
                 dice_terms.append(dice)
-            score_loss = hidden.new_zeros(())
+            score_loss = output.mask_logits.new_zeros(())
         else:
             score_terms = []
             for logits, scores in zip(decoded.mask_logits, decoded.query_scores):
@@ -247,10 +293,13 @@ class SegEarthModel(nn.Module):
         losses: dict[str, Any] = {"mask": mask_loss, "dice": dice_loss, "score": score_loss,
                                   "mask_per_layer": [t.detach() for t in mask_terms],
                                   "dice_per_layer": [t.detach() for t in dice_terms]}
-        lm_loss = hidden.new_zeros(())
+        lm_loss = output.mask_logits.new_zeros(())
         targets = prompt.labels[:, 1:]
         supervised = targets != IGNORE_INDEX
         if supervised.any():
+            if hidden is None:
+                raise GeoreasonError("prompts with answers need the LLM's hidden states: a description-"
+                                     "embedding cache (frozen LLM) trains on prompts without answers")
             # Logits only where a next token is supervised: the vocabulary projection dominates memory.
             predicting = self.llm.logits(hidden[:, :-1][supervised])
             lm_loss = F.cross_entropy(predicting.float(), targets[supervised])
@@ -283,8 +332,8 @@ class SegEarthModel(nn.Module):
         """The question-independent part for images [B,3,S,S] (normalised, model dtype): encoder maps,
         connector tokens (unless visual_tokens=False) and pixel-decoder features, computed once and
         shared by every question asked with segment_features or mask_from_description."""
-        features = self.encoder(pixel_values)
-        tokens = self.connector(features[3]) if visual_tokens else None
+        features, connector_input = self._encode(pixel_values)
+        tokens = self.connector(connector_input) if visual_tokens else None
         mask_features, multi_scale = self.pixel_decoder(features)
         return ImageFeatures(list(features), tokens, mask_features, list(multi_scale))
 

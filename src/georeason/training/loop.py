@@ -71,6 +71,18 @@ def enable_feature_cache(model, recipe: TrainRecipe):
     return encoder.enable_feature_cache(int(recipe.feature_cache_mb * 2**20))
 
 
+def enable_description_cache(model, recipe: TrainRecipe):
+    """Compute p once per (training image, prompt) when nothing before it learns (up to feature_cache_mb).
+
+    With the LLM, its connector and the image backbone frozen (model.description_is_frozen) and no
+    augmentation, a pair's p is the same every epoch; the LLM then runs only on pairs not seen before.
+    Returns the cache, or None when p can change or the budget is 0.
+    """
+    if recipe.feature_cache_mb <= 0 or recipe.lora is not None or not model.description_is_frozen:
+        return None
+    return model.enable_description_cache(int(recipe.feature_cache_mb * 2**20))
+
+
 def apply_lora(model, lora) -> Any:
     """LoRA adapters on the LLM's attention projections; base LLM weights frozen except embeddings/head."""
     try:
@@ -257,6 +269,7 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     fingerprint = recipe.trajectory_fingerprint()
     data = open_training_data(recipe, processor.sample_transform())
     enable_feature_cache(model, recipe)
+    enable_description_cache(model, recipe)
 
     # Resume: the newest intact checkpoint, refused if it is from a different config.
     point = choose_resume_point(out, recipe_dict, fingerprint, model_config, rank, is_main) if resume else None
@@ -394,6 +407,10 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         if cache is not None:
             summary["feature_cache"] = {"hits": cache.hits, "misses": cache.misses, "images": len(cache),
                                         "megabytes": round(cache.bytes / 2**20, 1)}
+        cache = unwrapped.description_cache
+        if cache is not None:
+            summary["description_cache"] = {"hits": cache.hits, "misses": cache.misses, "pairs": len(cache),
+                                            "megabytes": round(cache.bytes / 2**20, 1)}
         outputs.write_json(out / outputs.SUMMARY_FILE, summary)
         if stopped_by_time:
             print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",

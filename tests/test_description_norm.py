@@ -1,0 +1,116 @@
+"""The standardised description embedding: statistics of the first training rows, fixed, saved, optional."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from georeason.config import preset
+from georeason.errors import GeoreasonError
+from georeason.model import SegEarthModel, load_pretrained, prompt_builder_for
+from georeason.model.dprojector import DescriptionStandardiser
+from georeason.model.factory import build_model
+
+
+def rows(count: int, size: int = 6, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    # Dimensions on very different scales, as a small LLM's last hidden state has.
+    scales = torch.tensor([1.0, 300.0, 0.01, 5.0, 1.0, 40.0])[:size]
+    return torch.randn(count, size, generator=generator) * scales + torch.arange(size) * 7.0
+
+
+def test_statistics_are_those_of_exactly_the_first_rows_across_uneven_batches():
+    data = rows(23)
+    norm = DescriptionStandardiser(6, samples=10).train()
+    for start in range(0, 23, 4):  # batches of 4: the third one crosses the limit
+        norm(data[start : start + 4])
+    assert int(norm.count) == 10
+    torch.testing.assert_close(norm.mean, data[:10].mean(0), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(norm.var, data[:10].var(0, unbiased=False), rtol=1e-4, atol=1e-4)
+
+
+def test_first_rows_come_out_standardised_and_later_rows_do_not_move_the_statistics():
+    data = rows(40)
+    norm = DescriptionStandardiser(6, samples=16).train()
+    norm(data[:16])
+    mean, var = norm.mean.clone(), norm.var.clone()
+    out = norm(data[:16])
+    assert out.mean(0).abs().max() < 1e-3
+    # std / (std + 1e-3): 1 up to the epsilon, except the 0.01-scale dimension where it shows.
+    torch.testing.assert_close(out.std(0, unbiased=False)[[0, 1, 3, 4, 5]], torch.ones(5), rtol=1e-3, atol=1e-3)
+    norm(data[16:])
+    norm.eval()(data[:3])
+    assert torch.equal(norm.mean, mean) and torch.equal(norm.var, var) and int(norm.count) == 16
+
+
+def test_identity_until_a_training_row_is_seen_and_eval_never_updates():
+    data = rows(5)
+    norm = DescriptionStandardiser(6, samples=8).eval()
+    assert torch.equal(norm(data), data)
+    assert int(norm.count) == 0
+
+
+def test_bfloat16_rows_keep_their_dtype_and_statistics_stay_float32():
+    norm = DescriptionStandardiser(6, samples=8).train()
+    out = norm(rows(8).to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and norm.mean.dtype == torch.float32
+
+
+def tiny_standardised(samples: int = 4):
+    config = preset("tiny")
+    config.d_projector.standardise_samples = samples
+    return build_model(config, seed=0)
+
+
+def batch(model, tokenizer, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    size = model.config.image_size
+    pixels = torch.randn(2, 3, size, size, generator=generator)
+    prompt = prompt_builder_for(model, tokenizer).batch(["where could a small plane land?",
+                                                         "which area floods first?"], [None, None])
+    return pixels, prompt
+
+
+def test_model_fixes_statistics_in_training_and_they_round_trip_with_the_weights(tmp_path):
+    model, tokenizer = tiny_standardised(samples=4)
+    model.train()
+    with torch.no_grad():
+        first = model(*batch(model, tokenizer, 0)).description_embedding
+        second = model(*batch(model, tokenizer, 1)).description_embedding
+        model(*batch(model, tokenizer, 2))  # past the 4 rows: no change
+    norm = model.d_projector.description_norm
+    seen = torch.cat([first, second])
+    torch.testing.assert_close(norm.mean, seen.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(norm.var, seen.var(0, unbiased=False), rtol=1e-4, atol=1e-6)
+    model.save_pretrained(tmp_path / "m", tokenizer=tokenizer)
+    loaded, _ = load_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.d_projector.description_norm.mean, norm.mean)
+    assert int(loaded.d_projector.description_norm.count) == 4
+    model.eval()
+    pixels, prompt = batch(model, tokenizer, 3)
+    with torch.no_grad():
+        assert torch.equal(model(pixels, prompt).mask_logits, loaded.eval()(pixels, prompt).mask_logits)
+
+
+def test_standardisation_changes_the_query_and_is_off_for_the_released_layout():
+    model, tokenizer = tiny_standardised(samples=2)
+    pixels, prompt = batch(model, tokenizer, 0)
+    model.eval()
+    with torch.no_grad():
+        before = model(pixels, prompt).query
+        model.d_projector.train()
+        model(pixels, prompt)
+        model.eval()
+        after = model(pixels, prompt).query
+    assert not torch.allclose(before, after)
+    with torch.device("meta"):
+        paper = SegEarthModel(preset("paper"))
+    assert paper.d_projector.description_norm is None
+    assert not any("description_norm" in name for name in paper.state_dict())
+
+
+def test_negative_sample_count_is_refused():
+    config = preset("tiny")
+    config.d_projector.standardise_samples = -1
+    with pytest.raises(GeoreasonError, match="d_projector.standardise_samples must be >= 0"):
+        config.validate()
