@@ -241,3 +241,17 @@ def test_a_failing_question_or_tile_fails_only_its_pairs(local_pool, worker, sce
 def test_questions_per_pass_must_be_positive(tmp_path, capsys):
     assert _batch(tmp_path, tmp_path / "run", "--questions-per-pass", 0) == 2
     assert "--questions-per-pass: expected at least 1, got 0" in capsys.readouterr().err
+
+
+def test_passes_group_a_scene_s_pairs_in_order_and_split_at_the_limit():
+    from georeason.batch.inputs import Pair, Scene
+    from georeason.batch.runner import plan_passes
+
+    a, b = Scene("/x/a.tif", "a", "list:1"), Scene("/x/b.tif", "b", "list:2")
+    pairs = [Pair(a, "q1", "a-q1"), Pair(b, "q1", "b-q1"), Pair(a, "q2", "a-q2"), Pair(a, "q3", "a-q3")]
+    names = [[p.name for p in group] for group in plan_passes(pairs)]
+    assert names == [["a-q1", "a-q2", "a-q3"], ["b-q1"]]  # a's pairs together, whatever the listing order
+    assert [[p.name for p in group] for group in plan_passes(pairs, 2)] == [["a-q1", "a-q2"], ["a-q3"], ["b-q1"]]
+    alone = [[p.name] for p in (pairs[0], pairs[2], pairs[3], pairs[1])]
+    assert [[p.name for p in group] for group in plan_passes(pairs, 1)] == alone
+    assert plan_passes([]) == []
