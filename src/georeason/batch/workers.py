@@ -154,8 +154,7 @@ class TileScheduler:
     """
 
     def __init__(self, actors: list[Any], passes: list[list[Pair]], tile_size: int, overlap: int, bands,
-                 answer: bool,
-                 depth: int = 2, cap: int | None = None, lookahead: int | None = None,
+                 answer: bool, depth: int = 2, cap: int | None = None, lookahead: int | None = None,
                  on_tiles: Callable[[int], None] | None = None) -> None:
         self.actors = actors
         self.works = [_Work(list(pairs)) for pairs in passes]
