@@ -39,7 +39,7 @@ def compute(args: argparse.Namespace, folder: RunFolder, todo: list[Pair], actor
     args.questions_per_pass). A pair that fails is recorded in `results` with its error and the others go
     on: a question alone, or every pair of its pass when the scene or a tile fails. Returns the tile
     counts and timing for the summary: "tiles" counts each pair's tiles (a tile shared by k questions k
-    times), "tiles_encoded" each tile once.
+    times), "tiles_encoded" the tiles a worker encoded (each once per pass; all-nodata tiles are not).
     """
     from tqdm import tqdm
 
@@ -108,13 +108,12 @@ def _write_pass(args, folder: RunFolder, scheduler, index: int, pairs: list[Pair
         nonlocal counted
         bar.update((done - counted) * len(ready))
         counts["tiles"] += (done - counted) * len(ready)
-        counts["encoded"] += done - counted
         counted = done
 
     try:
         predictions = write_tiled_questions(
             pairs[0].scene.source, [overview for _, _, overview, _, _ in ready],
-            _tile_source(scheduler, index, pairs[0]), [staged["mask_geotiff"] for *_, staged, _ in ready],
+            _tile_source(scheduler, index, pairs[0], counts), [staged["mask_geotiff"] for *_, staged, _ in ready],
             args.tile_size, args.overlap, bands, progress=progress, model_name=model_name, max_pixels=max_pixels)
     except Exception as error:  # noqa: BLE001 - the scene or a tile failed: the pass's pairs fail
         for pair, *_ in ready:
@@ -136,9 +135,9 @@ def _write_pass(args, folder: RunFolder, scheduler, index: int, pairs: list[Pair
             remove_temporaries(staged["mask_geotiff"])
 
 
-def _tile_source(scheduler, index: int, pair: Pair):
+def _tile_source(scheduler, index: int, pair: Pair, counts: dict[str, int]):
     """run_tiled_outputs' predict_fn for pass `index`: the pool's tiles (one probability per question) in
-    plan order, skipping all-nodata ones.
+    plan order, skipping all-nodata ones (which no worker encoded); counts["encoded"] counts the others.
 
     run_tiled asks only for tiles with a valid pixel; the worker returned None for the others. The CRC of
     the tile's RGB proves both read the same tile (a scene changed during the run fails here).
@@ -153,6 +152,7 @@ def _tile_source(scheduler, index: int, pair: Pair):
             if checksum != zlib.crc32(rgb.tobytes()):
                 raise GeoreasonError(f"{printable(pair.scene.source)}: tile {number + 1} read differently by the "
                                      "worker and by the writer; was the scene changed during the run?")
+            counts["encoded"] += 1
             return probabilities
         raise GeoreasonError(f"{printable(pair.scene.source)}: more tiles with data than the worker computed; was "
                              "the scene changed during the run?")
