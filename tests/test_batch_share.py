@@ -31,7 +31,7 @@ def _scene(height: int, width: int, seed: int) -> np.ndarray:
     noise = np.random.default_rng(seed).integers(0, 60, (3, height, width))
     waves = np.stack([np.sin(rows / 9.0) * 90, np.cos(cols / 13.0) * 90, np.sin((rows + cols) / 21.0) * 90])
     data = np.clip(128 + waves + noise, 1, 255).astype(np.uint8)
-    data[:, height - 30:, :40] = 0  # a nodata corner
+    data[:, height - 64:, :64] = 0  # a nodata corner: the bottom-left tile (64 px, overlap 8) has no data
     return data
 
 
@@ -107,6 +107,9 @@ def _tiles(name: str) -> int:
     return len(plan_tiles(*SIDES[name], 64, 8))
 
 
+WITH_DATA = _tiles("a") + _tiles("b") - 2  # tiles a worker encodes (not the all-nodata ones)
+
+
 def _batch(scenes, run, *extra) -> int:
     questions = [part for q in QUESTIONS for part in ("--question", q)]
     return main(["batch", "--model", "unused", str(scenes), *questions, "--out", str(run), *TILING, "--no-progress",
@@ -147,13 +150,14 @@ def test_tile_and_overview_tasks_equal_one_question_at_a_time_in_float32(worker,
 def test_each_tile_is_encoded_once_for_all_questions_and_the_masks_are_one_at_a_time(local_pool, scenes, tmp_path):
     assert _batch(scenes, tmp_path / "shared") == 0
     tiles = _tiles("a") + _tiles("b")
-    assert len(local_pool) == 2 + tiles  # one overview per scene, then each tile once for its 3 questions
+    assert len(local_pool) == 2 + WITH_DATA  # one overview per scene, then each tile once for its 3 questions
     batch = _summary(tmp_path / "shared")["batch"]
-    assert (batch["tiles_encoded"], batch["tiles"], batch["computed"]) == (tiles, 3 * tiles, 6)
+    assert (batch["tiles_encoded"], batch["tiles"], batch["computed"]) == (WITH_DATA, 3 * tiles, 6)
     local_pool.clear()
     assert _batch(scenes, tmp_path / "alone", "--questions-per-pass", 1) == 0
-    assert len(local_pool) == 3 * (2 + tiles)  # what one pair at a time costs
-    assert _summary(tmp_path / "alone")["batch"]["tiles"] == 3 * tiles
+    assert len(local_pool) == 3 * (2 + WITH_DATA)  # what one pair at a time costs
+    batch = _summary(tmp_path / "alone")["batch"]
+    assert (batch["tiles_encoded"], batch["tiles"]) == (3 * WITH_DATA, 3 * tiles)
     masks = []
     for name in _names():
         for suffix in (".mask.tif", ".mask.png", ".overlay.png"):
@@ -193,7 +197,7 @@ def test_a_run_stopped_mid_scene_resumes_with_only_the_unwritten_questions(local
 
     local_pool.clear()
     assert _batch(scenes, run) == 0
-    assert len(local_pool) == 2 + _tiles("a") + _tiles("b")  # a's two other questions share one pass
+    assert len(local_pool) == 2 + WITH_DATA  # a's two other questions share one pass
     batch = _summary(run)["batch"]
     assert (batch["computed"], batch["finished_before"], batch["failed"]) == (5, 1, 0)
     assert (run / "scenes" / "a-q1.mask.tif").stat().st_mtime_ns == stamp  # not redone
