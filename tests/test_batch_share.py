@@ -138,6 +138,12 @@ def test_tile_and_overview_tasks_equal_one_question_at_a_time_in_float32(worker,
         assert torch.equal(p, one_p[0]) and p.dtype == torch.float32
         assert (overview.answer, overview.question) == (one_overview[0].answer, one_overview[0].question)
     assert not torch.equal(shared_p[0], shared_p[1])  # the questions give different p
+    assert torch.equal(worker.reasoner.describe_scene(source, QUESTIONS[1], 64).description, shared_p[1])
+    with pytest.raises(GeoreasonError, match="question"):
+        worker.reasoner.describe_scene(source, " ", 64)
+    refused = worker.describe(source, [QUESTIONS[0], " "], 64, None, True)
+    assert isinstance(refused[0][1], GeoreasonError) and len(refused[1]) == 1  # the bad question fails alone
+    assert torch.equal(refused[1][0], shared_p[0])
     for window in plan_tiles(*SIDES["a"], 64, 8)[:3]:
         box = (int(window.col_off), int(window.row_off), int(window.width), int(window.height))
         many, checksum = worker.tile(source, box, None, overviews[0].limits, shared_p)

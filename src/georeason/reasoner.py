@@ -582,6 +582,7 @@ class GeoReasoner:
 
         The one-question case of describe_scene_questions; raises its GeoreasonError.
         """
+        question = self.processor.question(question)  # a bad question is refused before any work
         (overview,) = self.describe_scene_questions(path, [question], tile_size, answer, bands)
         if isinstance(overview, Exception):
             raise overview
