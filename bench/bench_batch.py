@@ -189,13 +189,20 @@ def questions_bench(options: argparse.Namespace) -> None:
         "tile encoded per question, the earlier path); new = the default (one overview and one pass over the "
         f"tiles for all questions). Mask GeoTIFFs of old and new equal byte for byte in every round: {equal}.",
         "",
-        "| questions | tiles encoded (old / new) | old s | new s | new / old | new / new with 1 question |",
-        "|---|---|---|---|---|---|",
+        "New / old is the median of each round's ratio (old and new of a round run back to back, so a change of "
+        "the machine's load between rounds cancels); the rounds' seconds are listed old / new.",
+        "",
+        "| questions | tiles encoded (old / new) | old s | new s | new / old | new / new with 1 question | rounds, "
+        "old / new s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for count in (1, 3, 6):
-        old, new = median[(count, "one pair at a time")], median[(count, "shared tiles")]
+        olds, news = seconds[(count, "one pair at a time")], seconds[(count, "shared tiles")]
+        ratio = statistics.median(new / old for old, new in zip(olds, news))
+        rounds = ", ".join(f"{old:.1f} / {new:.1f}" for old, new in zip(olds, news))
         lines.append(f"| {count} | {encoded[(count, 'one pair at a time')]} / {encoded[(count, 'shared tiles')]} | "
-                     f"{old:.2f} | {new:.2f} | {new / old:.2f} | {new / one:.2f}x |")
+                     f"{median[(count, 'one pair at a time')]:.2f} | {median[(count, 'shared tiles')]:.2f} | "
+                     f"{ratio:.2f} | {median[(count, 'shared tiles')] / one:.2f}x | {rounds} |")
     marginal = (median[(6, "shared tiles")] - one) / 5
     lines += ["", f"Each further question on the same scene costs {marginal:.2f} s with shared tiles "
               f"({marginal / one:.0%} of the first), against "
