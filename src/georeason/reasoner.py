@@ -580,17 +580,35 @@ class GeoReasoner:
                        answer: bool = True, bands: Sequence[int] | None = None) -> SceneOverview:
         """The overview pass of tiled inference (predict_tiled's first half): p, the answer and the preview.
 
-        Distributed runs (georeason.batch) call this once per (scene, question) and then tile_probability
-        per tile with the returned description embedding, elsewhere; write_tiled_scene assembles the result.
+        The one-question case of describe_scene_questions; raises its GeoreasonError.
         """
-        question = self.processor.question(question)
+        question = self.processor.question(question)  # a bad question is refused before any work
+        (overview,) = self.describe_scene_questions(path, [question], tile_size, answer, bands)
+        if isinstance(overview, Exception):
+            raise overview
+        return overview
+
+    def describe_scene_questions(self, path: str | os.PathLike[str], questions: Sequence[str | Question],
+                                 tile_size: int = DEFAULT_TILE, answer: bool = True,
+                                 bands: Sequence[int] | None = None) -> list[SceneOverview | Exception]:
+        """The overview pass for several questions about one scene: read and encoded once, then each
+        question's p ([1, H_llm] tensor) and answer from those features, equal to describe_scene alone.
+
+        Distributed runs (georeason.batch) call this once per scene and its questions, then
+        tile_probabilities per tile with the description embeddings, elsewhere; write_tiled_questions
+        assembles the result. Returns one SceneOverview per question, in order, or the exception that
+        failed that question alone (a bad question, its LLM pass); raises GeoreasonError when the scene
+        cannot be read.
+        """
         with capped_block_cache(TILED_GDAL_CACHE_BYTES), \
                 open_pixels(os.fspath(path), self.max_pixels, "tiled") as src:
-            return self._describe_source(src, [question], tile_size, answer, bands)[0]
+            return self._describe_source(src, list(questions), tile_size, answer, bands, return_errors=True)
 
-    def _describe_source(self, src, questions: list[Question], tile_size, answer, bands) -> list[SceneOverview]:
+    def _describe_source(self, src, questions: list, tile_size, answer, bands,
+                         return_errors: bool = False) -> list[SceneOverview | Exception]:
         """The overview read and encoded once; each question's p and answer from those features, one at a
-        time (so each equals a single-question model.segment)."""
+        time (so each equals a single-question model.segment). With return_errors, a question that fails
+        gives its exception in its place and the others go on."""
         import torch
 
         seconds: dict[str, float] = {}
@@ -613,9 +631,16 @@ class GeoReasoner:
         overviews = []
         for question in questions:
             step = time.perf_counter()
-            prompt = self.processor.prompt([question]).to(self.device)
-            out, mask_done = self._segment_features(features, prompt, answer)
-            text = self.processor.decode_answer(out.answer_ids[0]) if answer else None
+            try:
+                question = self.processor.question(question)
+                prompt = self.processor.prompt([question]).to(self.device)
+                out, mask_done = self._segment_features(features, prompt, answer)
+                text = self.processor.decode_answer(out.answer_ids[0]) if answer else None
+            except Exception as error:  # noqa: BLE001 - with return_errors, this question fails alone
+                if not return_errors:
+                    raise
+                overviews.append(error)
+                continue
             timing = {**seconds, "description": encoded + mask_done - step,
                       "answer": time.perf_counter() - mask_done}
             overviews.append(SceneOverview(question.text, out.description_embedding, text, preview, limits,
@@ -671,16 +696,36 @@ def write_tiled_scene(path: str | os.PathLike[str], overview: SceneOverview,
 
     `predict_fn(rgb uint8 [h, w, 3], valid bool [h, w]) -> float32 [h, w]` is called in plan_tiles
     order for every tile with a valid pixel (GeoReasoner.tile_probability with the overview's p, or
-    its result computed elsewhere). Raises GeoreasonError as run_tiled does.
+    its result computed elsewhere). The one-question case of write_tiled_questions; raises its
+    GeoreasonError as run_tiled does.
+    """
+    (result,) = write_tiled_questions(path, [overview], lambda rgb, valid: (predict_fn(rgb, valid),),
+                                      [geotiff_path], tile_size, overlap, bands, overwrite, progress, model_name,
+                                      max_pixels)
+    if isinstance(result, GeoreasonError):
+        raise result
+    return result
+
+
+def write_tiled_questions(path: str | os.PathLike[str], overviews: Sequence[SceneOverview],
+                          predict_fn: Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]],
+                          geotiff_paths: Sequence[str | os.PathLike[str]], tile_size: int = DEFAULT_TILE,
+                          overlap: int = DEFAULT_OVERLAP, bands: Sequence[int] | None = None,
+                          overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                          model_name: str = "", max_pixels: int = WHOLE_MAX_PIXELS
+                          ) -> list[TiledPrediction | GeoreasonError]:
+    """predict_tiled_questions' second half: one pass over the tiles streams every overview's mask GeoTIFF.
+
+    `predict_fn(rgb uint8 [h, w, 3], valid bool [h, w])` returns one float32 [h, w] probability per
+    overview, in order (GeoReasoner.tile_probabilities with their p, or results computed elsewhere).
+    Returns per overview its TiledPrediction, or the GeoreasonError that failed its output alone (as
+    run_tiled_outputs); raises GeoreasonError when the scene or a tile fails, leaving no file.
     """
     plan_tiles(tile_size, tile_size, tile_size, overlap)
     with capped_block_cache(TILED_GDAL_CACHE_BYTES), \
             open_pixels(os.fspath(path), max_pixels, "tiled") as src:
-        (result,) = _write_tiled(src, path, [overview], lambda rgb, valid: (predict_fn(rgb, valid),),
-                                 [geotiff_path], tile_size, overlap, bands, overwrite, progress, model_name)
-    if isinstance(result, GeoreasonError):
-        raise result
-    return result
+        return _write_tiled(src, path, list(overviews), predict_fn, list(geotiff_paths), tile_size, overlap, bands,
+                            overwrite, progress, model_name)
 
 
 def _write_tiled(src, path, overviews: list[SceneOverview], predict_fn, geotiff_paths: list, tile_size, overlap,
@@ -717,4 +762,4 @@ def _write_tiled(src, path, overviews: list[SceneOverview], predict_fn, geotiff_
 
 
 __all__ = ["GeoReasoner", "LoadedImage", "Prediction", "SceneOverview", "TiledPrediction", "load_input",
-           "resolve_device", "save_mask_vectors", "write_png_rows", "write_tiled_scene"]
+           "resolve_device", "save_mask_vectors", "write_png_rows", "write_tiled_questions", "write_tiled_scene"]

@@ -27,7 +27,8 @@ CLI_DESCRIPTION = """Segment what answers one or more questions in every scene o
 SCENE is a raster, a folder of rasters, a glob pattern, a text file listing paths or URLs (anything GDAL
 opens, incl. /vsicurl/ and /vsis3/; http(s):// and s3:// are turned into those), or a STAC ItemCollection,
 Item, Catalog or Collection JSON (--asset chooses the asset). Each (scene, question) pair is predicted
-as `georeason predict --tile` does: its overview pass on one worker, its tiles on all workers. Writes into
+as `georeason predict --tile` does: a scene's overview pass on one worker, its tiles on all workers, each
+tile encoded once for all of the scene's questions. Writes into
 --out (the run folder): scenes/ with predict's outputs per pair, region.gpkg (all polygons, merged
 across scene borders), mosaic*.vrt (the masks), summary.json, manifest.json and records/. Run the same
 command again to resume: finished pairs are kept, unfinished ones computed. Exit status 3 when some pairs
@@ -65,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_inference_arguments(parser, per_scene=True, max_pixels_help=(
         "largest image decoded at once (default 64000000): a PNG/JPEG or other file that cannot be read by "
         "windows (tiled GeoTIFFs have no limit)"))
+    parser.add_argument("--questions-per-pass", type=int, default=None, metavar="N",
+                        help="at most N questions of a scene share one pass over its tiles, each tile encoded "
+                             "once for them (default: all of the scene's questions; fewer bound the memory of "
+                             "the driver's blending, one band per question; 1: each pair on its own)")
     parser.add_argument("--device", default=None,
                         help="device of each worker: cpu or cuda (default cpu; cuda with --gpus-per-worker)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
@@ -92,7 +97,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     plan_tiles(args.tile_size, args.tile_size, args.tile_size, args.overlap)  # validates --tile-size/--overlap
     if args.simplify < 0 or args.min_area < 0:
         raise GeoreasonError("--simplify and --min-area: expected values >= 0")
-    for option, value in (("--num-beams", args.num_beams), ("--workers", args.workers)):
+    for option, value in (("--num-beams", args.num_beams), ("--workers", args.workers),
+                          ("--questions-per-pass", 1 if args.questions_per_pass is None else args.questions_per_pass)):
         if value < 1:
             raise GeoreasonError(f"{option}: expected at least 1, got {value}")
     if args.cpus_per_worker is not None and args.cpus_per_worker <= 0:

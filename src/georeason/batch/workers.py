@@ -1,9 +1,5 @@
-"""Ray actors holding one model replica each, and the scheduler that feeds them overview and tile tasks.
-
-Tiled inference of paper Sec. 4 spread over a pool (docs/batch.md, "How the work is shared"): per
-(scene, question) one overview task gives the description embedding p; p goes into the object store once
-and travels with that scene's tile tasks by reference; the model stays in its actor.
-"""
+"""Ray actors holding one model replica each, and the scheduler that feeds them overview and tile tasks
+(paper Sec. 4's tiled mode over a pool, each tile encoded once for a scene's questions; docs/batch.md)."""
 
 from __future__ import annotations
 
@@ -69,13 +65,18 @@ class SceneWorker:
         """Each question stripped; the first bad one raises its GeoreasonError (empty, too long, not UTF-8)."""
         return [self.reasoner.check_question(question) for question in questions]
 
-    def describe(self, source: str, question: str, tile_size: int, bands, answer: bool):
-        """The overview pass: (SceneOverview without p, p as a CPU tensor [1, H_llm]); two Ray returns."""
-        overview = self.reasoner.describe_scene(source, question, tile_size, answer, bands)
-        return replace(overview, description=None), overview.description.cpu()
+    def describe(self, source: str, questions: list[str], tile_size: int, bands, answer: bool):
+        """The overview pass of one scene for its questions (GeoReasoner.describe_scene_questions); two Ray
+        returns: per question its SceneOverview without p, or the GeoreasonError that failed it alone; and
+        the p (CPU tensors [1, H_llm]) of the questions that did not fail, in order. Raises GeoreasonError
+        when the scene cannot be read."""
+        overviews = self.reasoner.describe_scene_questions(source, questions, tile_size, answer, bands)
+        return ([own_error(o) if isinstance(o, Exception) else replace(o, description=None) for o in overviews],
+                [o.description.cpu() for o in overviews if not isinstance(o, Exception)])
 
-    def tile(self, source: str, window: tuple[int, int, int, int], bands, limits, description):
-        """(probability float32 [h, w] or None when every pixel is nodata, CRC-32 of the tile's RGB).
+    def tile(self, source: str, window: tuple[int, int, int, int], bands, limits, descriptions: list):
+        """(one probability float32 [h, w] per p of `descriptions`, or None when every pixel is nodata;
+        CRC-32 of the tile's RGB). The tile is encoded once for all p (GeoReasoner.tile_probabilities).
 
         `window` is (col_off, row_off, width, height); the tile is read as run_tiled reads it, so the
         driver can check by the CRC that it blends the tile it planned.
@@ -88,7 +89,7 @@ class SceneWorker:
         checksum = zlib.crc32(rgb.tobytes())
         if not valid.any():
             return None, checksum
-        return self.reasoner.tile_probability(rgb, description), checksum
+        return self.reasoner.tile_probabilities(rgb, descriptions), checksum
 
     def _open(self, source: str):
         if source in self._sources:
@@ -110,44 +111,53 @@ def task_error(error: BaseException) -> GeoreasonError:
     from ray.exceptions import RayActorError, RayTaskError
 
     cause = getattr(error, "cause", None) if isinstance(error, RayTaskError) else None
-    if isinstance(cause, GeoreasonError):
-        return cause
     if cause is not None:
-        return GeoreasonError(f"internal error: {type(cause).__name__}: {printable(cause)}")
+        return own_error(cause)
     if isinstance(error, RayActorError):
         return GeoreasonError("the worker running this task died and its retries ran out (out of memory, or the "
                               f"node was lost?): {printable(str(error).splitlines()[0] if str(error) else error)}")
     return GeoreasonError(f"{type(error).__name__}: {printable(error)}")
 
 
+def own_error(error: BaseException) -> GeoreasonError:
+    """An exception of a task's own as the GeoreasonError to record (anything else named an internal error)."""
+    if isinstance(error, GeoreasonError):
+        return error
+    return GeoreasonError(f"internal error: {type(error).__name__}: {printable(error)}")
+
+
 @dataclass
 class _Work:
-    """One pair's tasks: its overview (p stays in the object store) and its tiles, dispatched or queued."""
+    """One pass's tasks (one scene, its questions): the overview (the p stay in the object store) and the
+    tiles, dispatched or queued."""
 
-    pair: Pair
-    meta: Any = None  # ObjectRef of the overview (without p) while in flight
-    p: Any = None  # ObjectRef of p
-    overview: Any = None  # SceneOverview once fetched
+    pairs: list[Pair]
+    meta: Any = None  # ObjectRef of the overviews (without p) while in flight
+    p: Any = None  # ObjectRef of the list of p of the questions whose overview did not fail
+    overviews: Any = None  # per question a SceneOverview or its GeoreasonError, once fetched
     error: GeoreasonError | None = None
     windows: list[tuple[int, int, int, int]] = field(default_factory=list)
+    limits: Any = None  # the scene's stretch, shared by every tile
     tiles: dict[int, Any] = field(default_factory=dict)  # tile index -> ObjectRef
     released: bool = False
 
 
 class TileScheduler:
-    """Feeds a pool of SceneWorker actors; the driver takes the results pair by pair, tile by tile in order.
+    """Feeds a pool of SceneWorker actors; the driver takes the results pass by pass, tile by tile in order.
 
-    Tasks are queued by (pair, overview before tiles, tile index) and dispatched to the least busy actor
-    (at most `depth` each), so the tiles of the pair being written go first and the next pairs' overviews
-    and tiles fill the pool around them: small and large scenes share it. At most `cap` tile results wait
-    in the object store beyond the one the driver needs next, whatever the scene sizes.
+    A pass is one scene and the questions computed together (a list of its pairs). Tasks are queued by
+    (pass, overview before tiles, tile index) and dispatched to the least busy actor (at most `depth`
+    each), so the tiles of the pass being written go first and the next passes' overviews and tiles fill
+    the pool around them: small and large scenes share it. At most `cap` tile results (one probability
+    per question each) wait in the object store beyond the one the driver needs next. `on_tiles(count)`
+    is told each pass's tiles times its questions once its overview is done.
     """
 
-    def __init__(self, actors: list[Any], pairs: list[Pair], tile_size: int, overlap: int, bands, answer: bool,
-                 depth: int = 2, cap: int | None = None, lookahead: int | None = None,
+    def __init__(self, actors: list[Any], passes: list[list[Pair]], tile_size: int, overlap: int, bands,
+                 answer: bool, depth: int = 2, cap: int | None = None, lookahead: int | None = None,
                  on_tiles: Callable[[int], None] | None = None) -> None:
         self.actors = actors
-        self.works = [_Work(pair) for pair in pairs]
+        self.works = [_Work(list(pairs)) for pairs in passes]
         self.tile_size, self.overlap, self.bands, self.answer = tile_size, overlap, bands, answer
         self.depth = depth
         self.cap = cap if cap is not None else 4 * len(actors)
@@ -158,21 +168,23 @@ class TileScheduler:
         self.queue: list[tuple[int, int, int]] = []
         self.head = 0
         self.wanted: tuple[int, int, int] | None = None
-        self.described = 0  # overviews queued so far (pairs 0 .. described-1)
+        self.described = 0  # overviews queued so far (passes 0 .. described-1)
         self.outstanding = 0  # tile results dispatched and not yet taken or released
 
     # -- what the driver calls ----------------------------------------------------------------------
-    def overview(self, index: int):
-        """The overview of pair `index` (SceneOverview without p); raises its GeoreasonError if it failed."""
+    def overview(self, index: int) -> list:
+        """Per question of pass `index` its SceneOverview without p, or the GeoreasonError that failed it
+        alone; raises the GeoreasonError that failed the whole overview task (an unreadable scene)."""
         self.head = index
         work = self.works[index]
-        self._until((index, DESCRIBE, 0), lambda: work.overview is not None or work.error is not None)
+        self._until((index, DESCRIBE, 0), lambda: work.overviews is not None or work.error is not None)
         if work.error is not None:
             raise work.error
-        return work.overview
+        return work.overviews
 
     def tile(self, index: int, number: int):
-        """(probability or None, CRC-32) of tile `number` of pair `index`; raises the task's GeoreasonError."""
+        """(list of probabilities, one per question that has p, or None; CRC-32) of tile `number` of pass
+        `index`; raises the task's GeoreasonError."""
         work = self.works[index]
         key = (index, TILE, number)
         self._until(key, lambda: number in work.tiles and work.tiles[number] not in self.in_flight)
@@ -187,12 +199,12 @@ class TileScheduler:
         return self.works[index].windows
 
     def release(self, index: int) -> None:
-        """Forget pair `index` (done or failed): its queued tasks are dropped, its results freed."""
+        """Forget pass `index` (done or failed): its queued tasks are dropped, its results freed."""
         work = self.works[index]
         work.released = True
         self.outstanding -= len(work.tiles)
         work.tiles.clear()
-        work.meta = work.p = work.overview = None
+        work.meta = work.p = work.overviews = None
 
     # -- the pump -----------------------------------------------------------------------------------
     def _until(self, key: tuple[int, int, int], ready: Callable[[], bool]) -> None:
@@ -225,11 +237,12 @@ class TileScheduler:
             handle = self.actors[actor]
             if phase == DESCRIBE:
                 work.meta, work.p = handle.describe.options(num_returns=2).remote(
-                    work.pair.scene.source, work.pair.question, self.tile_size, self.bands, self.answer)
+                    work.pairs[0].scene.source, [pair.question for pair in work.pairs], self.tile_size,
+                    self.bands, self.answer)
                 ref = work.meta
             else:
-                ref = handle.tile.remote(work.pair.scene.source, work.windows[number], self.bands,
-                                         work.overview.limits, work.p)
+                ref = handle.tile.remote(work.pairs[0].scene.source, work.windows[number], self.bands,
+                                         work.limits, work.p)
                 work.tiles[number] = ref
                 self.outstanding += 1
             self.in_flight[ref] = (key, actor)
@@ -248,14 +261,18 @@ class TileScheduler:
         from georeason.geo import plan_tiles
 
         try:
-            work.overview = ray.get(work.meta)
-        except Exception as error:  # noqa: BLE001 - the pair fails alone
+            work.overviews = ray.get(work.meta)
+        except Exception as error:  # noqa: BLE001 - the pass's pairs fail, the others go on
             work.error = task_error(error)
             return
         work.meta = None
-        windows = plan_tiles(work.overview.height, work.overview.width, self.tile_size, self.overlap)
+        described = [overview for overview in work.overviews if not isinstance(overview, Exception)]
+        if not described:
+            return  # every question failed: no tiles to compute
+        windows = plan_tiles(described[0].height, described[0].width, self.tile_size, self.overlap)
         work.windows = [(int(w.col_off), int(w.row_off), int(w.width), int(w.height)) for w in windows]
+        work.limits = described[0].limits
         for number in range(len(windows)):
             heapq.heappush(self.queue, (index, TILE, number))
         if self.on_tiles is not None:
-            self.on_tiles(len(windows))
+            self.on_tiles(len(windows) * len(described))
