@@ -44,7 +44,7 @@ def bytes_per_token(model, decoder, output, tokens: int) -> tuple[int, int]:
     buffer of the decoding LLM once (the input embedding table only when the LM head shares it)."""
     llm = decoder or model.llm
     embedding = llm.causal_lm.get_input_embeddings().weight
-    tied = llm.causal_lm.get_output_embeddings().weight is embedding
+    tied = getattr(llm.causal_lm.get_output_embeddings(), "weight", None) is embedding  # quantised heads have none
     seen, weights = set(), 0
     for tensor in [*llm.parameters(), *llm.buffers()]:
         if tensor.data_ptr() in seen or (tensor is embedding and not tied):
@@ -64,7 +64,9 @@ def linear_weights(model) -> int:
 def measure(preset: str, args: argparse.Namespace, rates: dict) -> list[dict]:
     model, tokenizer = build_model(preset, seed=0, pretrained_llm=preset == "smol")
     model.eval()
-    runs, prompt = format_runs(model, prompt_builder_for(model, tokenizer), [32])
+    runs, prompt = format_runs(model, prompt_builder_for(model, tokenizer), [32],
+                               with_bfloat16="bfloat16" in args.formats)
+    runs = {name: run for name, run in runs.items() if name.split()[0] in args.formats}
     times = {(name, cache): [] for name in runs for cache in CACHES}
     answers = {}
     torch.set_num_threads(1)
@@ -102,6 +104,9 @@ def measure(preset: str, args: argparse.Namespace, rates: dict) -> list[dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["paper", "smol"], choices=["paper", "smol"])
+    parser.add_argument("--formats", nargs="+", default=["float32", "bfloat16", "int8", "int4"],
+                        choices=["float32", "bfloat16", "int8", "int4"],
+                        help="bfloat16 costs a bfloat16 mask forward first (minutes for paper without AVX-512 BF16)")
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after a warm-up round (median)")
     parser.add_argument("--note", action="append", default=[], help="a line added under the table")
@@ -121,7 +126,7 @@ def main() -> int:
         f"alone, {args.tokens} tokens, one thread's CPU time, median of {args.repeats} rounds after a warm-up, "
         "formats and caches interleaved in each round. dynamic: transformers' DynamicCache (grows by torch.cat, "
         "copying the whole cache every step); static: transformers' StaticCache preallocated for the answer "
-        "(model.answer_cache, the default; its one copy of the prompt's cache counted in the time). paper: random "
+        "(model.answer_cache = \"static\"; its one copy of the prompt's cache counted in the time). paper: random "
         "weights; smol: the real SmolLM2-135M-Instruct weights. Measured here, one thread "
         f"(bench/bench_memory.py): read {rates['read']:.1f} GB/s, copy {rates['copy']:.1f} GB/s, float32 matmul "
         f"{rates['float32']:.0f} GFLOP/s.",

@@ -100,7 +100,8 @@ def test_preallocated_copies_the_cache_and_leaves_the_room_empty():
     length = prompt.input_ids.shape[1]
     assert int(static.get_seq_length()) == length and static.get_max_length() == length + 5
     for own, copied in zip(cache.layers, static.layers):
-        assert torch.equal(copied.keys[:, :, :length], own.keys) and torch.equal(copied.values[:, :, :length], own.values)
+        assert torch.equal(copied.keys[:, :, :length], own.keys)
+        assert torch.equal(copied.values[:, :, :length], own.values)
         assert copied.keys.data_ptr() != own.keys.data_ptr()
         assert not copied.keys[:, :, length:].any()
 
