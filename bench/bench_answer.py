@@ -266,9 +266,9 @@ def decoding_times(runs: dict[str, tuple], prompt, tokens: int, repeats: int,
             for clock, by_name in times.items()}
 
 
-def format_runs(model, prompts, group_sizes: list[int]) -> tuple[dict[str, tuple], object]:
+def format_runs(model, prompts, group_sizes: list[int], with_bfloat16: bool = True) -> tuple[dict[str, tuple], object]:
     """Every format's decoding setup for one model (float32 on the CPU): float32, bfloat16 (a bfloat16 copy
-    of the model with its own KV cache), int8, and int4 at each group size."""
+    of the model with its own KV cache; skipped unless with_bfloat16), int8, and int4 at each group size."""
     import copy
 
     from georeason.model.answer_quant import decoding_copy
@@ -276,12 +276,15 @@ def format_runs(model, prompts, group_sizes: list[int]) -> tuple[dict[str, tuple
     size = model.config.image_size
     pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     prompt = prompts.batch([QUESTION], for_generation=True)
-    half = copy.deepcopy(model).to(torch.bfloat16)
     with torch.inference_mode():
         output = model._question_forward(model.encode_image(pixels), prompt, use_cache=True)
-        half_output = half._question_forward(half.encode_image(pixels.bfloat16()), prompt, use_cache=True)
-    runs = {"float32": (model, output, None), "bfloat16": (half, half_output, None),
-            "int8": (model, output, decoding_copy(model.llm, "int8"))}
+    runs = {"float32": (model, output, None)}
+    if with_bfloat16:
+        half = copy.deepcopy(model).to(torch.bfloat16)
+        with torch.inference_mode():
+            runs["bfloat16"] = (half, half._question_forward(half.encode_image(pixels.bfloat16()), prompt,
+                                                             use_cache=True), None)
+    runs["int8"] = (model, output, decoding_copy(model.llm, "int8"))
     for group_size in group_sizes:
         runs[f"int4 g{group_size}"] = (model, output, decoding_copy(model.llm, "int4", group_size))
     return runs, prompt

@@ -209,3 +209,22 @@ def test_predict_takes_answer_weights_and_keeps_answer_int8():
     assert parser.parse_args(base + ["--answer-weights", "int4"]).answer_weights == "int4"
     with pytest.raises(SystemExit):
         parser.parse_args(base + ["--answer-int8", "--answer-weights", "int4"])
+
+
+def test_one_list_of_answer_weight_formats_serves_the_cli_the_reasoner_and_the_model():
+    import argparse
+    import subprocess
+    import sys
+
+    from georeason import config, predict
+    from georeason.model import answer_quant
+
+    parser = argparse.ArgumentParser()
+    predict.add_arguments(parser)
+    choices = next(action.choices for action in parser._actions if action.dest == "answer_weights" and action.choices)
+    assert choices is config.ANSWER_WEIGHTS is answer_quant.ANSWER_WEIGHTS
+    # Building the parser must not import the model package (torch, transformers).
+    script = ("import argparse, sys; from georeason import predict; predict.add_arguments(argparse.ArgumentParser()); "
+              "print(any(m.startswith('georeason.model') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

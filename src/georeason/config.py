@@ -36,6 +36,9 @@ EMPTY_TARGET_ANSWER = "There is no target object in the image."
 # Image backbones the encoder can be built on (docs/model.md, "Image encoders").
 ENCODER_BACKBONES = ("swin", "efficientnet_lite0")
 
+# Weight formats of the quantised copy of the LLM that greedy answer steps can run (model.answer_quant).
+ANSWER_WEIGHTS = ("int8", "int4")
+
 
 @dataclass
 class EncoderConfig:

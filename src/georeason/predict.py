@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from georeason.config import ANSWER_WEIGHTS
 from georeason.errors import GeoreasonError
 from georeason.filenames import (
     inputs_among_outputs,
@@ -76,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="model precision (default float32; bfloat16 halves memory)")
     answers = parser.add_mutually_exclusive_group()
-    answers.add_argument("--answer-weights", choices=("int8", "int4"),
+    answers.add_argument("--answer-weights", choices=ANSWER_WEIGHTS,
                          help="answer steps with int8 or int4 (groups of 32) LLM weights (CPU, float32; the mask "
                               "unchanged, answers may differ in a few tokens; docs/performance.md)")
     answers.add_argument("--answer-int8", dest="answer_weights", action="store_const", const="int8",

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from georeason.config import ANSWER_WEIGHTS
 from georeason.data.pixels import open_pixels
 from georeason.errors import GeoreasonError
 from georeason.filenames import printable
@@ -271,8 +272,6 @@ def _check_num_beams(num_beams: Any) -> None:
 
 def _answer_weights(answer_weights: Any, answer_int8: bool) -> str | None:
     """The answer weight format asked for: None (float), "int8" or "int4"; answer_int8 is "int8"."""
-    from georeason.model.answer_quant import ANSWER_WEIGHTS
-
     if answer_weights is not None and answer_weights not in ANSWER_WEIGHTS:
         raise GeoreasonError(f"answer_weights: expected one of {', '.join(ANSWER_WEIGHTS)} or None, "
                              f"got {answer_weights!r}")

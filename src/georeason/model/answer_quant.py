@@ -23,9 +23,8 @@ import copy
 import torch
 from torch import nn
 
+from georeason.config import ANSWER_WEIGHTS
 from georeason.errors import GeoreasonError
-
-ANSWER_WEIGHTS = ("int8", "int4")
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what aten._weight_int4pack_mm_for_cpu accepts
 INT4_GROUP_SIZE = 32  # the finest steps, and as fast as 128 on an AVX2 CPU (bench/RESULTS.md, "Answer tokens, int4")
 

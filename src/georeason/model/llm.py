@@ -11,7 +11,7 @@ import inspect
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, StaticCache
 
 from georeason.config import LLMConfig
 
@@ -88,16 +88,34 @@ class LanguageModel(nn.Module):
         _, cache, hidden = stored
         return copy.deepcopy(cache), hidden
 
+    def preallocated(self, cache, extra: int) -> StaticCache:
+        """A copy of a dynamic KV cache (B rows, n positions) in transformers' StaticCache, with room for
+        `extra` more positions.
+
+        Each decoding step then writes its keys and values in place; a dynamic cache grows by
+        concatenation, which copies the whole cache at every step. Attention reads the n + extra positions
+        with the unwritten ones masked out, which can round differently from the dynamic cache (tokens equal
+        in the tests; one int4 SmolLM2 answer differed in bench/RESULTS.md, "Answer KV cache").
+        """
+        static = StaticCache(config=self.causal_lm.config, max_cache_len=cache.get_seq_length() + extra)
+        for index, layer in enumerate(cache.layers):
+            static.update(layer.keys, layer.values, index)
+        return static
+
     def beam_search(self, prompt_embeds: torch.Tensor, cache, num_beams: int, max_new_tokens: int,
-                    stop_ids: tuple[int, ...]) -> list[int]:
-        """Token ids of the best beam continuing one prompt [1,L,H], given the KV cache of its L positions.
+                    stop_ids: tuple[int, ...], preallocate: bool = True) -> list[int]:
+        """Token ids of the best beam continuing one prompt [1,L,H], given the (dynamic) KV cache of its L
+        positions.
 
         transformers' `generate` restarts from a cache and computes only the positions after it. It needs
         one position to compute the first logits, so the cache gives up the prompt's last position; each
-        beam then gets its own copy. With inputs_embeds, only the new tokens come back.
+        beam then gets its own copy, preallocated for the answer unless `preallocate` is False. With
+        inputs_embeds, only the new tokens come back.
         """
         cache.crop(-1)
         cache.batch_repeat_interleave(num_beams)
+        if preallocate:
+            cache = self.preallocated(cache, max_new_tokens + 1)
         ones = torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=prompt_embeds.device)
         generated = self.causal_lm.generate(
             inputs_embeds=prompt_embeds, attention_mask=ones, num_beams=num_beams, do_sample=False,
