@@ -112,5 +112,31 @@ def test_standardisation_changes_the_query_and_is_off_for_the_released_layout():
 def test_negative_sample_count_is_refused():
     config = preset("tiny")
     config.d_projector.standardise_samples = -1
-    with pytest.raises(GeoreasonError, match="d_projector.standardise_samples must be >= 0"):
+    with pytest.raises(GeoreasonError, match="d_projector.standardise_samples must be 0 .off. or at least 2"):
         config.validate()
+    config.d_projector.standardise_samples = 1
+    with pytest.raises(GeoreasonError, match="got 1"):
+        config.validate()
+
+
+def test_one_row_is_not_a_spread_and_an_exhausted_window_ignores_empty_batches():
+    data = rows(3)
+    norm = DescriptionStandardiser(6, samples=2).train()
+    assert torch.equal(norm(data[:1]), data[:1])  # one row seen: still the identity
+    norm(data[1:2])
+    assert int(norm.count) == 2
+    norm(data[:0])
+    assert int(norm.count) == 2 and torch.isfinite(norm.var).all()
+
+
+def test_a_checkpoint_from_before_the_new_fields_still_resumes(tmp_path):
+    from georeason.training.checkpoint import check_compatible
+
+    config = preset("tiny").to_dict()
+    older = {**config, "connector": {"depth": config["connector"]["depth"]},
+             "d_projector": {k: v for k, v in config["d_projector"].items() if k != "standardise_samples"}}
+    info = {"recipe_fingerprint": "f", "model_config": older}
+    check_compatible(tmp_path, info, {}, "f", config)  # the missing fields are at their defaults: accepted
+    changed = {**config, "connector": {**config["connector"], "depth": 1}}
+    with pytest.raises(GeoreasonError, match="different model configuration"):
+        check_compatible(tmp_path, info, {}, "f", changed)

@@ -75,7 +75,7 @@ class ConnectorConfig:
     # Which stride-32 map the connector reads: "encoder" = the map the encoder hands on (after a pretrained
     # backbone's adapter), as released; "backbone" = a pretrained backbone's own map, before the adapter, so
     # that with the backbone and the LLM frozen everything up to p is frozen and training can cache p
-    # (docs/training.md, "Cached description embeddings").
+    # (docs/train.md, "Cached description embeddings").
     source: str = "encoder"
 
 
@@ -220,9 +220,9 @@ class SegEarthConfig:
             raise GeoreasonError(
                 f"config mask_decoder.query must be 'description' or 'learned', got {self.mask_decoder.query!r}"
             )
-        if self.d_projector.standardise_samples < 0:
-            raise GeoreasonError("config d_projector.standardise_samples must be >= 0 (0 = off), got "
-                                 f"{self.d_projector.standardise_samples}")
+        if self.d_projector.standardise_samples < 0 or self.d_projector.standardise_samples == 1:
+            raise GeoreasonError("config d_projector.standardise_samples must be 0 (off) or at least 2 (a spread "
+                                 f"needs two rows), got {self.d_projector.standardise_samples}")
         if self.loss.mask_loss not in ("bce", "focal"):
             raise GeoreasonError(f"config loss.mask_loss must be 'bce' or 'focal', got {self.loss.mask_loss!r}")
         if self.llm.hf_config and "model_type" not in self.llm.hf_config:

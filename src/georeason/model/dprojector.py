@@ -70,10 +70,10 @@ class DescriptionStandardiser(nn.Module):
     """p [B,H] -> (p - mean) / (std + 1e-3) per dimension, with statistics fixed by the first training rows.
 
     A small LLM's last hidden state has a few dimensions hundreds of times larger than the rest, which
-    swamp what distinguishes one question from another once p is projected (docs/training.md, "Standardised
-    description embedding"). In training mode the first `samples` rows of p update an exact pooled mean and
+    swamp what distinguishes one question from another once p is projected (docs/model.md, "Image
+    encoders"). In training mode the first `samples` rows of p update an exact pooled mean and
     variance (batches merged as in Chan et al., 1979); after that they are fixed, saved with the weights as
-    buffers and used unchanged at inference. Before any row is seen the map is the identity. With several
+    buffers and used unchanged at inference. Until two rows are seen the map is the identity. With several
     processes the statistics are those of the rows rank 0 saw (buffers are broadcast from rank 0).
     """
 
@@ -91,6 +91,8 @@ class DescriptionStandardiser(nn.Module):
         seen = int(self.count)
         rows = p[: self.samples - seen].float()
         new = rows.shape[0]
+        if new == 0:
+            return
         batch_mean, batch_var = rows.mean(0), rows.var(0, unbiased=False)
         total = seen + new
         delta = batch_mean - self.mean.float()
@@ -102,7 +104,7 @@ class DescriptionStandardiser(nn.Module):
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         if self.training and int(self.count) < self.samples:
             self._update(p.detach())
-        if int(self.count) == 0:
+        if int(self.count) < 2:  # no spread yet: one row would give std 0 and a factor of 1000
             return p
         standardised = (p.float() - self.mean.float()) / (self.var.float().sqrt() + self.EPS)
         return standardised.to(p.dtype)

@@ -1,4 +1,4 @@
-"""Bounded in-memory caches for training (docs/training.md): a frozen backbone's features per image, and
+"""Bounded in-memory caches for training (docs/train.md): a frozen backbone's features per image, and
 the description embedding p per (image, prompt) when everything before p is frozen (paper Sec. 4.2).
 
 Keyed by the exact bytes of each normalised input image (and the prompt's tokens), so a hit returns what

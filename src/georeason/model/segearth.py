@@ -456,7 +456,10 @@ class SegEarthModel(nn.Module):
         """
         if not hasattr(torch, "compile"):
             raise GeoreasonError("compile: this torch has no torch.compile")
-        self.encoder.forward = torch.compile(self.encoder.forward, mode=mode, dynamic=False)
+        # An encoder with an adapter computes both its outputs in forward_with_backbone, which forward() and
+        # a connector reading the backbone both call; the Swin's forward_with_backbone calls forward.
+        name = "forward" if self.config.encoder.backbone == "swin" else "forward_with_backbone"
+        setattr(self.encoder, name, torch.compile(getattr(self.encoder, name), mode=mode, dynamic=False))
         self.pixel_decoder.forward = torch.compile(self.pixel_decoder.forward, mode=mode, dynamic=False)
 
     def quantise_answers(self, weights: str | None = "int8", group_size: int | None = None) -> None:

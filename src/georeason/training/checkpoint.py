@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from georeason.config import SegEarthConfig
 from georeason.errors import GeoreasonError
 from georeason.training.outputs import CHECKPOINT_DIR, commit_folder, remove_folder, writing
 
@@ -191,9 +192,18 @@ def check_compatible(folder: Path, info: dict[str, Any], recipe: dict[str, Any],
         raise GeoreasonError(
             f"{folder}: this checkpoint was written by a different training config{detail}; resume with the "
             "same config, or start a new run with --overwrite or another output_dir")
-    if info.get("model_config") != model_config:
+    if _normalised(info.get("model_config")) != _normalised(model_config):
         raise GeoreasonError(f"{folder}: this checkpoint was written for a different model configuration; "
                              "resume with the same model, or start a new run with --overwrite")
+
+
+def _normalised(model_config: Any) -> Any:
+    """A model config dict with every field present: a checkpoint written before a field was added (at its
+    default) still matches."""
+    try:
+        return SegEarthConfig.from_dict(model_config).to_dict()
+    except (GeoreasonError, TypeError, AttributeError):
+        return model_config
 
 
 def load_model_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
