@@ -12,21 +12,12 @@ Run: python bench/bench_memory.py [--gib 1] [--repeats 7] [--threads 1 2]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 
 import torch
 
-
-def _median(run, repeats: int, clock) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        started = clock()
-        run()
-        times.append(clock() - started)
-    return statistics.median(times)
+from _results import median_seconds  # noqa: E402 - bench/ is on sys.path when run as a script
 
 
 def _clock(threads: int):
@@ -40,8 +31,8 @@ def bandwidth_gbs(gib: float = 1.0, repeats: int = 7, threads: int = 1) -> dict[
     source = torch.rand(int(gib * 2**30) // 4)
     target = torch.empty_like(source)
     clock = _clock(threads)
-    read = _median(lambda: source.sum(), repeats, clock)
-    copy = _median(lambda: target.copy_(source), repeats, clock)
+    read = median_seconds(lambda: source.sum(), repeats, clock)
+    copy = median_seconds(lambda: target.copy_(source), repeats, clock)
     return {"read": source.nbytes / read / 1e9, "copy": 2 * source.nbytes / copy / 1e9}
 
 
@@ -51,7 +42,7 @@ def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 1024, repeats: in
     torch.set_num_threads(threads)
     a = torch.rand(n, n).to(dtype)
     b = torch.rand(n, n).to(dtype)
-    return 2 * n**3 / _median(lambda: a @ b, repeats, _clock(threads)) / 1e9
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeats, _clock(threads)) / 1e9
 
 
 def main() -> int:

@@ -15,13 +15,9 @@ import torch
 from georeason.model.prompt import PromptBatch, TokenKind
 
 
-class FeatureCache:
-    """Per-image feature maps of a frozen backbone, up to `max_bytes` in all (later images are recomputed).
-
-    `features(pixel_values, compute)`: [B,3,H,W] -> the list of maps `compute` returns ([B,C_i,h_i,w_i]),
-    taking cached rows from memory and calling `compute` on the other rows only. Raises ValueError for a
-    negative `max_bytes`.
-    """
+class BoundedCache:
+    """Entries keyed by digests, up to `max_bytes` in all (what does not fit is recomputed each time), with
+    hit and miss counts. Raises ValueError for a negative `max_bytes`."""
 
     def __init__(self, max_bytes: int):
         if max_bytes < 0:
@@ -30,10 +26,27 @@ class FeatureCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: dict[bytes, list[torch.Tensor]] = {}
+        self._entries: dict[bytes, object] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _keep(self, key: bytes, value: torch.Tensor | list[torch.Tensor]) -> None:
+        """Store `value` under `key` if it is new and fits the budget."""
+        tensors = value if isinstance(value, list) else [value]
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        if key not in self._entries and self.bytes + size <= self.max_bytes:
+            self._entries[key] = value
+            self.bytes += size
+
+
+class FeatureCache(BoundedCache):
+    """Per-image feature maps of a frozen backbone, up to `max_bytes` in all (later images are recomputed).
+
+    `features(pixel_values, compute)`: [B,3,H,W] -> the list of maps `compute` returns ([B,C_i,h_i,w_i]),
+    taking cached rows from memory and calling `compute` on the other rows only. Raises ValueError for a
+    negative `max_bytes`.
+    """
 
     @staticmethod
     def key(image: torch.Tensor) -> bytes:
@@ -55,15 +68,12 @@ class FeatureCache:
             for row, index in enumerate(missing):
                 # clone: a row of the batch would keep the whole batch's storage alive.
                 fresh[index] = [level[row].detach().clone() for level in computed]
-                size = sum(t.numel() * t.element_size() for t in fresh[index])
-                if keys[index] not in self._entries and self.bytes + size <= self.max_bytes:
-                    self._entries[keys[index]] = fresh[index]
-                    self.bytes += size
+                self._keep(keys[index], fresh[index])
         rows = [fresh[i] if i in fresh else self._entries[key] for i, key in enumerate(keys)]
         return [torch.stack([row[level] for row in rows]) for level in range(len(rows[0]))]
 
 
-class DescriptionCache:
+class DescriptionCache(BoundedCache):
     """p [H_llm] per (image, prompt up to its last description token), up to `max_bytes` in all.
 
     `descriptions(pixel_values, prompt, compute)`: images [B,3,H,W] and their B prompts -> p [B,H_llm],
@@ -71,18 +81,6 @@ class DescriptionCache:
     for the others. Positions after a row's description cannot change p under causal attention, so they
     are not part of the key. Raises ValueError for a negative `max_bytes`.
     """
-
-    def __init__(self, max_bytes: int):
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes: expected >= 0, got {max_bytes}")
-        self.max_bytes = int(max_bytes)
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self._entries: dict[bytes, torch.Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     @staticmethod
     def key(image: torch.Tensor, input_ids: torch.Tensor, token_kind: torch.Tensor) -> bytes:
@@ -106,8 +104,5 @@ class DescriptionCache:
             computed = compute(missing).detach()
             for row, index in enumerate(missing):
                 fresh[index] = computed[row].clone()
-                size = fresh[index].numel() * fresh[index].element_size()
-                if keys[index] not in self._entries and self.bytes + size <= self.max_bytes:
-                    self._entries[keys[index]] = fresh[index]
-                    self.bytes += size
+                self._keep(keys[index], fresh[index])
         return torch.stack([fresh[i] if i in fresh else self._entries[key] for i, key in enumerate(keys)])

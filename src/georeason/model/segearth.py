@@ -155,9 +155,10 @@ class SegEarthModel(nn.Module):
         """pixel_values [B,3,S,S] normalised; prompt from PromptBuilder; target_masks [B,S,S] 0/1."""
         features, connector_input = self._encode(pixel_values)
         stride32 = features[3]
-        if not (use_cache or return_lm_logits or return_intermediates):
+        mask_only = not (use_cache or return_lm_logits or return_intermediates)
+        if mask_only:
             prompt = cut_after_last_needed_position(prompt)
-        if self.description_cache is not None and not (use_cache or return_lm_logits or return_intermediates):
+        if self.description_cache is not None and mask_only:
             # Everything up to p is frozen (enable_description_cache checked it): p of a (image, prompt)
             # pair seen before comes from the cache, the LLM runs on the other rows only.
             description_embedding = self.description_cache.descriptions(
