@@ -92,6 +92,33 @@ def test_model_fixes_statistics_in_training_and_they_round_trip_with_the_weights
         assert torch.equal(model(pixels, prompt).mask_logits, loaded.eval()(pixels, prompt).mask_logits)
 
 
+def test_statistics_stay_float32_when_the_model_is_cast_or_loaded_in_bfloat16(tmp_path):
+    model, tokenizer = tiny_standardised(samples=4)
+    model.train()
+    with torch.no_grad():
+        model(*batch(model, tokenizer, 0))
+        model(*batch(model, tokenizer, 1))
+    norm = model.d_projector.description_norm
+    # Values bfloat16 cannot hold (8 bits of mantissa), so a cast would show.
+    norm.mean.add_(torch.linspace(300.0, 301.0, norm.mean.numel()))
+    mean, var = norm.mean.clone(), norm.var.clone()
+    assert not torch.equal(mean.to(torch.bfloat16).float(), mean)
+    model.save_pretrained(tmp_path / "m", tokenizer=tokenizer)
+    cast = tiny_standardised(samples=4)[0]
+    cast.load_state_dict(model.state_dict())
+    cast.to(torch.bfloat16)
+    loaded, _ = load_pretrained(tmp_path / "m", dtype=torch.bfloat16)
+    for other in (cast, loaded):
+        other_norm = other.d_projector.description_norm
+        assert other_norm.mean.dtype == torch.float32 and torch.equal(other_norm.mean, mean)
+        assert torch.equal(other_norm.var, var) and int(other_norm.count) == 4
+        assert other.d_projector.text_projector.weight.dtype == torch.bfloat16
+    pixels, prompt = batch(model, tokenizer, 3)
+    with torch.no_grad():
+        out = loaded.eval()(pixels.to(torch.bfloat16), prompt)
+    assert out.mask_logits.dtype == torch.bfloat16 and torch.isfinite(out.mask_logits.float()).all()
+
+
 def test_standardisation_changes_the_query_and_is_off_for_the_released_layout():
     model, tokenizer = tiny_standardised(samples=2)
     pixels, prompt = batch(model, tokenizer, 0)

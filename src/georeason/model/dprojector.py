@@ -78,6 +78,9 @@ class DescriptionStandardiser(nn.Module):
     """
 
     EPS = 1e-3
+    # Kept in float32 whatever the model's dtype: bfloat16 would round the mean of a dimension of size
+    # ~300 by about 1, which moves that standardised dimension by far more than its spread.
+    full_precision_buffers = ("mean", "var")
 
     def __init__(self, size: int, samples: int):
         super().__init__()
@@ -85,6 +88,13 @@ class DescriptionStandardiser(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.int64))
         self.register_buffer("mean", torch.zeros(size))
         self.register_buffer("var", torch.ones(size))
+
+    def _apply(self, fn, recurse=True):
+        kept = {name: getattr(self, name) for name in self.full_precision_buffers}
+        super()._apply(fn, recurse)
+        for name, value in kept.items():  # follow the device move, keep the float32 values
+            setattr(self, name, value.to(device=getattr(self, name).device, dtype=torch.float32))
+        return self
 
     @torch.no_grad()
     def _update(self, p: torch.Tensor) -> None:

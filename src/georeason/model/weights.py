@@ -241,7 +241,7 @@ def load_into(model: nn.Module, sources: dict[str, Path], dtype: torch.dtype | N
     """Fill a model built on the meta device (parameters only) from `sources`, tensor by tensor.
 
     Floating-point tensors arrive in `dtype` (default: the model's own, float32), so a bfloat16 load
-    never holds the float32 model. Tied parameters are loaded once and stay tied. Every missing,
+    never holds the float32 model; buffers a module names in `full_precision_buffers` stay float32. Tied parameters are loaded once and stay tied. Every missing,
     unexpected or wrong-shape tensor is an error naming it, raised before any data is read.
     """
     owners: dict[int, list[str]] = {}
@@ -260,6 +260,9 @@ def load_into(model: nn.Module, sources: dict[str, Path], dtype: torch.dtype | N
         name = next(a for a in names if a in stored)
         placeholder = tensors[name]
         target = dtype if dtype is not None and placeholder.is_floating_point() else placeholder.dtype
+        module_name, _, attribute = name.rpartition(".")
+        if attribute in getattr(model.get_submodule(module_name), "full_precision_buffers", ()):
+            target = placeholder.dtype  # statistics a module keeps in float32 whatever the model's dtype
         value = read_tensor(sources[name], name, target)
         for alias in names:
             module_name, _, attribute = alias.rpartition(".")
