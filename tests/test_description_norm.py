@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -167,3 +169,36 @@ def test_a_checkpoint_from_before_the_new_fields_still_resumes(tmp_path):
     changed = {**config, "connector": {**config["connector"], "depth": 1}}
     with pytest.raises(GeoreasonError, match="different model configuration"):
         check_compatible(tmp_path, info, {}, "f", changed)
+
+
+def test_training_fixes_the_statistics_from_the_first_stream_rows_whatever_the_batch(tmp_path):
+    from georeason.data.synth import generate_benchmark
+    from georeason.processor import SegEarthProcessor
+    from georeason.training.loop import build_model_for_recipe, open_training_data, train
+    from georeason.training.recipe import recipe_from_dict
+
+    generate_benchmark(tmp_path / "data", 5, 0, 0, seed=3, min_size=192, max_size=224, workers=1)
+    statistics = {}
+    for per_device in (4, 2):  # accumulation 1 and 2
+        recipe = recipe_from_dict({
+            "model": "tiny", "data": [{"path": str(tmp_path / "data")}], "output_dir": str(tmp_path / f"b{per_device}"),
+            "model_config": {"image_size": 128, "d_projector.standardise_samples": 6}, "max_steps": 1,
+            "global_batch_size": 4, "per_device_batch_size": per_device, "gradient_checkpointing": False,
+            "mixed_precision": "no"})
+        train(recipe, progress=False)
+        loaded, _ = load_pretrained(tmp_path / f"b{per_device}" / "final")
+        statistics[per_device] = loaded.d_projector.description_norm
+        summary = json.loads((tmp_path / f"b{per_device}" / "train_summary.json").read_text())
+        assert summary["description_statistics_rows"] == 6  # one step reads only 4 rows: filled before it
+    # The same statistics computed by hand from stream positions 0..5 of the untrained model.
+    model, tokenizer = build_model_for_recipe(recipe)
+    processor = SegEarthProcessor(tokenizer, model.config)
+    data = open_training_data(recipe, processor.sample_transform())
+    samples = [data[position] for position in range(6)]
+    prompt = processor.prompt([s["question"] for s in samples], [s["answer"] for s in samples],
+                              [s["task"] for s in samples], for_generation=model.config.llm.frozen)
+    p = model.description_embedding(torch.stack([s["pixel_values"] for s in samples]), prompt)
+    for norm in statistics.values():
+        assert int(norm.count) == 6
+        torch.testing.assert_close(norm.mean, p.mean(0), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(norm.var, p.var(0, unbiased=False), rtol=1e-4, atol=1e-5)

@@ -26,7 +26,9 @@ def synth_data(tmp_path_factory) -> Path:
     return synth_benchmark(tmp_path_factory, num_train=8, num_test=2, max_size=256)
 
 
-recipe_file = functools.partial(write_recipe, per_device_batch_size=1, warmup_ratio=0.2)
+# With standardised description embeddings: their statistics (4 rows) must not depend on the world size.
+recipe_file = functools.partial(write_recipe, per_device_batch_size=1, warmup_ratio=0.2,
+                                model_config={"image_size": 128, "d_projector.standardise_samples": 4})
 
 
 def environment() -> dict[str, str]:
@@ -86,6 +88,8 @@ def test_two_processes_equal_one_process_with_double_accumulation(reference_run,
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     info = json.loads((output / "checkpoints" / f"step-{MAX_STEPS:08d}" / "checkpoint.json").read_text())
     assert info["world_size"] == 2
+    assert int(two["d_projector.description_norm.count"]) == 4
+    assert torch.equal(two["d_projector.description_norm.mean"], one["d_projector.description_norm.mean"])
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(reference_run, synth_data, tmp_path):

@@ -73,8 +73,9 @@ class DescriptionStandardiser(nn.Module):
     swamp what distinguishes one question from another once p is projected (docs/model.md, "Image
     encoders"). In training mode the first `samples` rows of p update an exact pooled mean and
     variance (batches merged as in Chan et al., 1979); after that they are fixed, saved with the weights as
-    buffers and used unchanged at inference. Until two rows are seen the map is the identity. With several
-    processes the statistics are those of the rows rank 0 saw (buffers are broadcast from rank 0).
+    buffers and used unchanged at inference. Until two rows are seen the map is the identity. `georeason
+    train` fills them before step 0 from the first `samples` positions of its sample stream (`observe`), so
+    they do not depend on the number of processes, the batch size or the accumulation.
     """
 
     EPS = 1e-3
@@ -96,8 +97,14 @@ class DescriptionStandardiser(nn.Module):
             setattr(self, name, value.to(device=getattr(self, name).device, dtype=torch.float32))
         return self
 
+    @property
+    def rows_missing(self) -> int:
+        """How many more rows the statistics take before they are fixed."""
+        return max(0, self.samples - int(self.count))
+
     @torch.no_grad()
-    def _update(self, p: torch.Tensor) -> None:
+    def observe(self, p: torch.Tensor) -> None:
+        """Merge the rows of p [B,H] into the statistics, up to `samples` rows in all; later rows are ignored."""
         seen = int(self.count)
         rows = p[: self.samples - seen].float()
         new = rows.shape[0]
@@ -112,8 +119,8 @@ class DescriptionStandardiser(nn.Module):
         self.count.fill_(total)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        if self.training and int(self.count) < self.samples:
-            self._update(p.detach())
+        if self.training and self.rows_missing:
+            self.observe(p.detach())
         if int(self.count) < 2:  # no spread yet: one row would give std 0 and a factor of 1000
             return p
         standardised = (p.float() - self.mean.float()) / (self.var.float().sqrt() + self.EPS)

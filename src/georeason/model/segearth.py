@@ -159,11 +159,7 @@ class SegEarthModel(nn.Module):
         if mask_only:
             prompt = cut_after_last_needed_position(prompt)
         if self.description_cache is not None and mask_only:
-            # Everything up to p is frozen (enable_description_cache checked it): p of a (image, prompt)
-            # pair seen before comes from the cache, the LLM runs on the other rows only.
-            description_embedding = self.description_cache.descriptions(
-                pixel_values, prompt,
-                lambda rows: self._describe(connector_input[rows], select_rows(prompt, rows), False, False)[0])
+            description_embedding = self._cached_description(pixel_values, connector_input, prompt)
             hidden = cache = visual_tokens = embeds = None
         else:
             description_embedding, hidden, cache, visual_tokens, embeds = self._describe(
@@ -192,6 +188,24 @@ class SegEarthModel(nn.Module):
         if target_masks is not None:
             self._add_losses(output, decoded, hidden, prompt, target_masks, point_coords, generator)
         return output
+
+    @torch.no_grad()
+    def description_embedding(self, pixel_values: torch.Tensor, prompt: PromptBatch) -> torch.Tensor:
+        """p [B,H_llm] of normalised pixel_values [B,3,S,S] and `prompt`, as forward computes it before the
+        D-Projector (unstandardised), through the description cache when one is enabled; no gradients."""
+        _, connector_input = self._encode(pixel_values)
+        prompt = cut_after_last_needed_position(prompt)
+        if self.description_cache is not None:
+            return self._cached_description(pixel_values, connector_input, prompt)
+        return self._describe(connector_input, prompt, False, False)[0]
+
+    def _cached_description(self, pixel_values: torch.Tensor, connector_input: torch.Tensor,
+                            prompt: PromptBatch) -> torch.Tensor:
+        # Everything up to p is frozen (enable_description_cache checked it): p of a (image, prompt) pair
+        # seen before comes from the cache, the LLM runs on the other rows only.
+        return self.description_cache.descriptions(
+            pixel_values, prompt,
+            lambda rows: self._describe(connector_input[rows], select_rows(prompt, rows), False, False)[0])
 
     def _encode(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(the encoder's 4 maps, the stride-32 map the connector reads: config.connector.source)."""

@@ -83,6 +83,27 @@ def enable_description_cache(model, recipe: TrainRecipe):
     return model.enable_description_cache(int(recipe.feature_cache_mb * 2**20))
 
 
+def fill_description_statistics(model, data: StreamDataset, processor, recipe: TrainRecipe, device) -> int:
+    """Fix the description standardiser's statistics (config d_projector.standardise_samples = N) from
+    stream positions [0, N) before step 0; returns the number of rows computed (0 when there is nothing to do).
+
+    Every process computes the same N rows, so the statistics are the same for any number of processes,
+    batch size or accumulation, and equal to those of a single process reading the stream in order. With
+    the description cache on, these rows' p are kept and the first steps reuse them.
+    """
+    norm = model.d_projector.description_norm
+    if norm is None or not norm.rows_missing:
+        return 0
+    start = int(norm.count)  # a model folder trained before, with its statistics part-filled
+    positions = list(range(start, start + norm.rows_missing))
+    for first in range(0, len(positions), recipe.per_device_batch_size):
+        batch = collate_samples([data[p] for p in positions[first : first + recipe.per_device_batch_size]])
+        prompt = processor.prompt(batch["question"], batch["answer"], batch["task"],
+                                  for_generation=model.config.llm.frozen).to(device)
+        norm.observe(model.description_embedding(batch["pixel_values"].to(device), prompt))
+    return len(positions)
+
+
 def apply_lora(model, lora) -> Any:
     """LoRA adapters on the LLM's attention projections; base LLM weights frozen except embeddings/head."""
     try:
@@ -292,6 +313,7 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
             ckpt.set_rng_state(point.rng)
         point = None  # the checkpoint's tensors are not needed any more
     else:
+        fill_description_statistics(accelerator.unwrap_model(model), data, processor, recipe, accelerator.device)
         torch.manual_seed(recipe.seed + rank)
 
     positions = list(rank_positions(start_step, recipe.max_steps, recipe.global_batch_size,
@@ -407,6 +429,9 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         if cache is not None:
             summary["feature_cache"] = {"hits": cache.hits, "misses": cache.misses, "images": len(cache),
                                         "megabytes": round(cache.bytes / 2**20, 1)}
+        norm = unwrapped.d_projector.description_norm
+        if norm is not None:
+            summary["description_statistics_rows"] = int(norm.count)
         cache = unwrapped.description_cache
         if cache is not None:
             summary["description_cache"] = {"hits": cache.hits, "misses": cache.misses, "pairs": len(cache),
