@@ -40,7 +40,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--presets", default="smol-pretrained,smol",
                         help="comma-separated presets to train at equal wall time; the first also gets a text-blind "
                         "twin (default smol-pretrained,smol)")
-    parser.add_argument("--steps", type=int, default=600, help="optimizer steps per model (cosine schedule length)")
+    parser.add_argument("--steps", default="600",
+                        help="optimizer steps (cosine schedule length): one number for every model, or one per "
+                             "preset, comma-separated, so each schedule fits the time budget (the text-blind "
+                             "twin takes the first preset's)")
     parser.add_argument("--minutes", type=float, default=30.0, help="wall-clock training budget per model")
     parser.add_argument("--batch", type=int, default=4, help="global batch (one micro-batch of 4, or accumulation)")
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -226,6 +229,16 @@ def environment_line(args: argparse.Namespace) -> str:
             f"(1-min load average {load:.1f} at the end: other jobs shared the machine), {time.strftime('%Y-%m-%d')}.")
 
 
+def preset_steps(text: str, count: int) -> list[int]:
+    """--steps "600" or "1200,500" -> one step count per preset."""
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise SystemExit(f"--steps: give one number or one per preset ({count}), got {text!r}")
+    return values
+
+
 def main() -> None:
     args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -245,10 +258,11 @@ def main() -> None:
         subsection = "ablation"
     else:
         presets = [name.strip() for name in args.presets.split(",") if name.strip()]
-        runs = {f"{name} ({description(name)})": (name, recipe(args, data, name, args.steps, args.minutes, model=name))
+        steps = dict(zip(presets, preset_steps(args.steps, len(presets))))
+        runs = {f"{name} ({description(name)})": (name, recipe(args, data, name, steps[name], args.minutes, model=name))
                 for name in presets}
         blind = f"{presets[0]} text-blind (constant question)"
-        runs[blind] = (f"{presets[0]}-text-blind", recipe(args, data, f"{presets[0]}-text-blind", args.steps,
+        runs[blind] = (f"{presets[0]}-text-blind", recipe(args, data, f"{presets[0]}-text-blind", steps[presets[0]],
                                                           args.minutes, model=presets[0], text_blind=True))
         if not args.eval_only:
             train_all([job for _, job in runs.values()], args.parallel)
@@ -269,7 +283,7 @@ def main() -> None:
                  f"empty), sides 256-{args.max_size} px.",
                  f"Training: presets {', '.join(presets)} (SmolLM2-135M from the GGUF; "
                  f"{args.image_size} px input; {trained_parts}), AdamW lr {args.lr:g}, 5% warmup + cosine over "
-                 f"{args.steps} steps, global batch {args.batch} ({min(4, args.batch)} per micro-batch), fp32, "
+                 f"{', '.join(f'{count} steps ({name})' for name, count in steps.items())}, global batch {args.batch} ({min(4, args.batch)} per micro-batch), fp32, "
                  f"budget {args.minutes:g} min per model"
                  + (f" (all {len(runs)} models trained at the same time, 1 thread each, so they shared the "
                     "same load)" if args.parallel else "") + ".",
