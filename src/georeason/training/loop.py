@@ -312,7 +312,10 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
         if point.rng is not None:
             ckpt.set_rng_state(point.rng)
         point = None  # the checkpoint's tensors are not needed any more
+        started = time.perf_counter()
     else:
+        # Part of training: its time counts against max_minutes and is in train_seconds.
+        started = time.perf_counter()
         fill_description_statistics(accelerator.unwrap_model(model), data, processor, recipe, accelerator.device)
         torch.manual_seed(recipe.seed + rank)
 
@@ -340,13 +343,14 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     with outputs.removed_if_untrained(out, created) if fresh else contextlib.nullcontext():
         return _run_steps(recipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, processor, loader,
                           data, trainable, recipe_dict, fingerprint, model_config, mixed, accumulation, start_step,
-                          overwrite, progress)
+                          overwrite, progress, started)
 
 
 def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, processor,
                loader, data, trainable, recipe_dict: dict, fingerprint: str, model_config: dict, mixed: str,
-               accumulation: int, start_step: int, overwrite: bool, progress: bool) -> Path:
-    """The optimizer steps from `start_step` with logs and checkpoints, then final/ and train_summary.json."""
+               accumulation: int, start_step: int, overwrite: bool, progress: bool, started: float) -> Path:
+    """The optimizer steps from `start_step` with logs and checkpoints, then final/ and train_summary.json;
+    max_minutes and train_seconds count from `started` (time.perf_counter)."""
     out = Path(recipe.output_dir)
     world = accelerator.num_processes
     batches = iter(loader)
@@ -361,11 +365,11 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
     device = accelerator.device
     replace_checkpoints = overwrite  # the earlier run's checkpoints go once this run's first one is written
 
-    loop_started = time.perf_counter()
+    loop_started = started
     stopped_by_time = False
     done = start_step
     for step in range(start_step, recipe.max_steps):
-        started = time.perf_counter()
+        step_started = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(accumulation):
             batch = next(batches)
@@ -392,7 +396,7 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - step_started
         record = {"step": done, "lr": scheduler.get_last_lr()[0], "samples_per_s": recipe.global_batch_size / seconds,
                   "epoch": batch["epoch"][-1], **totals}
         if done % recipe.log_every == 0 or done == recipe.max_steps or done == start_step + 1:
