@@ -242,9 +242,40 @@ def test_cli_bands_and_max_side_reach_the_workers(tmp_path):
     assert float(row["R_e"]) == 1.0 and float(row["R_s"]) == 1.0
     summary = json.loads((out / "redundancy.json").read_text())
     assert summary["collections"][0]["resized"] == 1 and summary["settings"]["bands"] == [4]
-    assert main(["redundancy", str(folder), "--patch", "8", "--workers", "1", "--out", str(out)]) == 0
+    assert main(["redundancy", str(folder), "--patch", "8", "--workers", "1", "--out", str(out), "--overwrite"]) == 0
     (row,) = list(csv.DictReader((out / "redundancy.csv").open()))
     assert row["width"] == "64" and float(row["R_e"]) < 0.1  # bands 1-3 are noise
+
+
+def test_cli_never_overwrites_an_earlier_report_unless_asked(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _save(folder / "a.png", _random_gray(32, 32, seed=1))
+    out = tmp_path / "report"
+    assert main(["redundancy", str(folder), "--patch", "8", "--workers", "1", "--out", str(out)]) == 0
+    before = {name: (out / name).read_bytes() for name in ("redundancy.csv", "redundancy.json", "redundancy.png")}
+    _save(folder / "b.png", _random_gray(32, 32, seed=2))
+    capsys.readouterr()
+    assert main(["redundancy", str(folder), "--patch", "8", "--workers", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: already holds redundancy.csv, redundancy.json, redundancy.png from an earlier run" in err
+    assert "pass --overwrite" in err
+    assert {name: (out / name).read_bytes() for name in before} == before
+    # A run that fails while writing leaves the earlier report whole and no temporary folder.
+    import georeason.redundancy as redundancy
+
+    def broken_chart(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(redundancy, "plot_chart", broken_chart)
+    assert main(["redundancy", str(folder), "--patch", "8", "--workers", "1", "--out", str(out), "--overwrite"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "report"]
+    monkeypatch.undo()
+    assert main(["redundancy", str(folder), "--patch", "8", "--workers", "1", "--out", str(out), "--overwrite"]) == 0
+    assert len(list(csv.DictReader((out / "redundancy.csv").open()))) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["redundancy.csv", "redundancy.json", "redundancy.png"]
 
 
 def test_cli_missing_and_empty_folders(tmp_path, capsys):

@@ -347,17 +347,40 @@ def analyse_collections(
     return results, summaries
 
 
-def write_report(results: Sequence[ImageResult], summaries: Sequence[CollectionSummary], out: Path,
-                 settings: dict) -> dict[str, Path]:
-    """Write redundancy.csv, redundancy.json and redundancy.png into `out`; return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out / "redundancy.csv", "json": out / "redundancy.json", "chart": out / "redundancy.png"}
-    write_csv(results, paths["csv"])
-    summary = {"settings": settings, "collections": [asdict(s) for s in summaries]}
-    from georeason.filenames import printable_tree
+REPORT_FILES = {"csv": "redundancy.csv", "json": "redundancy.json", "chart": "redundancy.png"}
 
-    paths["json"].write_text(json.dumps(printable_tree(summary), indent=2) + "\n", encoding="utf-8")
-    plot_chart(summaries, paths["chart"], title=f"Image redundancy (patch {settings['patch']})")
+
+def check_report_folder(out: Path, overwrite: bool) -> None:
+    """Raise GeoreasonError before any work if `out` already holds a report and overwrite was not asked for."""
+    from georeason.filenames import printable
+
+    if out.exists() and not out.is_dir():
+        raise GeoreasonError(f"--out {printable(out)}: exists and is not a folder")
+    found = [name for name in REPORT_FILES.values() if (out / name).exists() or (out / name).is_symlink()]
+    if found and not overwrite:
+        raise GeoreasonError(f"--out {printable(out)}: already holds {', '.join(found)} from an earlier run; "
+                             "choose another --out or pass --overwrite to replace them")
+
+
+def write_report(results: Sequence[ImageResult], summaries: Sequence[CollectionSummary], out: Path,
+                 settings: dict, overwrite: bool = False) -> dict[str, Path]:
+    """Write redundancy.csv, redundancy.json and redundancy.png into `out`; return their paths.
+
+    The three are written into a hidden folder beside `out` and moved in together, so a failed run leaves
+    the earlier report (or nothing); existing ones are replaced only with `overwrite`, else GeoreasonError.
+    """
+    from georeason.filenames import printable_tree
+    from georeason.geo.atomic import commit_folder, staging_folder
+
+    check_report_folder(out, overwrite)
+    paths = {key: out / name for key, name in REPORT_FILES.items()}
+    summary = {"settings": settings, "collections": [asdict(s) for s in summaries]}
+    with staging_folder(out) as staging:
+        write_csv(results, staging / REPORT_FILES["csv"])
+        (staging / REPORT_FILES["json"]).write_text(json.dumps(printable_tree(summary), indent=2) + "\n",
+                                                     encoding="utf-8")
+        plot_chart(summaries, staging / REPORT_FILES["chart"], title=f"Image redundancy (patch {settings['patch']})")
+        commit_folder(staging, out, set(paths.values()) if overwrite else set())
     return paths
 
 
@@ -394,17 +417,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="1-based band(s) to read as R G B (1 or 3; default the first three)")
     parser.add_argument("--names", nargs="+", default=None, metavar="NAME",
                         help="collection labels, one per DIR (default: the folder names)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the report files of an earlier run in --out (refused otherwise)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise GeoreasonError(f"--workers: expected at least 1, got {args.workers}")
     workers = args.workers or os.cpu_count() or 1
+    check_report_folder(Path(args.out), args.overwrite)  # before the analysis, which can take long
     results, summaries = analyse_collections(args.dirs, args.names, args.patch, args.max_side, workers, args.bands)
     settings = {"patch": args.patch, "max_side": args.max_side, "bands": args.bands, "workers": workers,
                 "gray": "BT.601 luma, integer-rounded", "covariance": "sample (divide by P-1)",
                 "C1": C1, "C2": C2, "levels": LEVELS}
-    paths = write_report(results, summaries, Path(args.out), settings)
+    paths = write_report(results, summaries, Path(args.out), settings, args.overwrite)
     print(format_table(summaries))
     failed = sum(s.failed for s in summaries)
     for s in summaries:
