@@ -209,18 +209,24 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def write_section(lines: list[str], subsection: str) -> None:
-    """Replace this script's section (main or ablation part) of bench/RESULTS.md, keeping the other part
-    (the shared writer, bench/_results.py)."""
-    body = "\n".join(section_lines(SECTION) or [])
-    parts = {"main": body, "ablation": ""}
-    marker = "\n### Ablation"
-    if marker in body:
-        parts["main"], parts["ablation"] = body.split(marker, 1)
-        parts["ablation"] = "### Ablation" + parts["ablation"]
-    parts[subsection] = "\n".join(lines)
-    text = parts["main"].strip() + ("\n\n" + parts["ablation"].strip() if parts["ablation"].strip() else "")
-    replace_section(SECTION, text.splitlines())
+def write_section(lines: list[str]) -> None:
+    """Put `lines` (a "### " subsection, heading first) into this script's section of bench/RESULTS.md: in
+    place of the subsection with the same heading, or first; earlier runs' subsections are kept."""
+    body = section_lines(SECTION) or []
+    preamble: list[str] = []
+    subsections: list[list[str]] = []
+    for line in body:
+        if line.startswith("### "):
+            subsections.append([line])
+        elif subsections:
+            subsections[-1].append(line)
+        else:
+            preamble.append(line)
+    kept = [part for part in subsections if part[0] != lines[0]]
+    text = [*preamble, *lines, ""]
+    for part in kept:
+        text += [*part]
+    replace_section(SECTION, [line for line in "\n".join(text).strip().splitlines()])
 
 
 def environment_line(args: argparse.Namespace) -> str:
@@ -251,11 +257,10 @@ def main() -> None:
         train_all(list(jobs.values()), parallel=args.parallel)
         rows = [evaluate_row(name, data, args, args.workdir / "runs" / f"ablation-{k}" / "final")
                 for k, name in enumerate(jobs)]
-        lines = ["### Ablation (paper Table 5 rows, shorter budget)", "",
+        lines = [f"### Ablation (paper Table 5 rows, shorter budget, {time.strftime('%Y-%m-%d')})", "",
                  f"Each row: smol preset, {args.ablation_steps} steps or {args.ablation_minutes:g} minutes, whichever "
                  f"comes first, global batch {args.batch}, lr {args.lr:g}; test split of the same benchmark.", ""]
         lines += table(rows)
-        subsection = "ablation"
     else:
         presets = [name.strip() for name in args.presets.split(",") if name.strip()]
         steps = dict(zip(presets, preset_steps(args.steps, len(presets))))
@@ -275,7 +280,8 @@ def main() -> None:
         trained_parts = {"frozen": "LLM and connector frozen, everything else trainable",
                          "lora": f"LoRA r={args.lora} on the LLM attention, everything else trainable",
                          "full": "everything trainable"}[args.llm]
-        lines = [environment_line(args), "",
+        lines = [f"### {' vs '.join(presets)} at equal wall time, {args.minutes:g} minutes "
+                 f"({time.strftime('%Y-%m-%d %H:%M')})", "", environment_line(args), "",
                  f"Data: `georeason synth` seed 0, {meta['train']['samples']} train images "
                  f"({meta['train']['empty']} empty targets, held-out categories absent), "
                  f"{meta['test']['samples']} test images ({meta['test']['heldout_phrasing']} with held-out "
@@ -298,10 +304,9 @@ def main() -> None:
         lines.append(f"- Reproduce a row: `georeason eval --model {args.workdir}/runs/{presets[0]}/final --data {data} "
                      "--split test` (the bench calls the same georeason.evaluate.evaluate).")
         lines.append(f"- Total bench time {(time.time() - started) / 60:.0f} min.")
-        subsection = "main"
     print("\n".join(lines))
     if not args.no_results:
-        write_section(lines, subsection)
+        write_section(lines)
         print(f"wrote the '{SECTION}' section of {RESULTS}", file=sys.stderr)
 
 
