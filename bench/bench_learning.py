@@ -294,8 +294,9 @@ def main() -> None:
                  + (f" (all {len(runs)} models trained at the same time, 1 thread each, so they shared the "
                     "same load)" if args.parallel else "") + ".",
                  f"Scores: released protocol (padded {args.image_size} x {args.image_size}, probability > 0.5), "
-                 "question 0 of each test image, percent. Rows marked (diagnostic) are not the released protocol: their probability threshold is "
-                 "the best of 0.1..0.5 on the first 24 train images.", ""]
+                 "question 0 of each test image, percent." + ("" if args.no_diagnostic else
+                 " Rows marked (diagnostic) are not the released protocol: their probability threshold is the best "
+                 "of 0.1..0.5 on the first 24 train images."), ""]
         lines += table(rows)
         for row in rows:
             if "loss" in row:
