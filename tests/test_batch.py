@@ -280,6 +280,33 @@ def test_a_corrupt_scene_fails_alone(ray_cluster, tiny_model_dir, tmp_path, caps
     assert (_summary(run)["batch"]["computed"], _summary(run)["batch"]["finished_before"]) == (0, 1)
 
 
+def test_a_local_crs_scene_beside_a_projected_one(ray_cluster, tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    _write(tmp_path / "in" / "utm.tif", _scene(80, 90))
+    local = 'LOCAL_CS["site grid",LOCAL_DATUM["site",32767],UNIT["metre",1],AXIS["Easting",EAST],AXIS["Northing",NORTH]]'
+    with rasterio.open(tmp_path / "in" / "site.tif", "w", driver="GTiff", width=90, height=80, count=3, dtype="uint8",
+                       crs=rasterio.crs.CRS.from_wkt(local), transform=Affine(1.0, 0, 100.0, 0, -1.0, 500.0)) as out:
+        out.write(_scene(80, 90, seed=1))
+    # GeoJSON cannot hold a local CRS: that pair fails before any model work, naming its real output file.
+    run = tmp_path / "geojson"
+    arguments = ["--model", tiny_model_dir, tmp_path / "in", "--question", QUESTIONS[0], *TILING]
+    assert _batch(*arguments, "--out", run, "--vector-format", "geojson") == 3
+    summary = _summary(run)
+    site, utm = summary["inputs"]
+    assert site["status"] == "failed" and utm["status"] == "ok"
+    assert site["error"].startswith(f"{run / 'scenes' / 'site.geojson'}: ") and "local" in site["error"]
+    assert summary["batch"]["tiles_encoded"] == 4  # the UTM scene's 2 x 2 tiles: the local one was never encoded
+    assert sorted(p.name for p in (run / "scenes").iterdir()) == ["utm.geojson", "utm.mask.png", "utm.mask.tif",
+                                                                   "utm.overlay.png"]
+    capsys.readouterr()
+    # GeoPackage takes both; the region layer keeps the projected scene and lists the local one as left out.
+    run = tmp_path / "gpkg"
+    assert _batch(*arguments, "--out", run) == 0
+    region = _summary(run)["region"]
+    (left_out,) = region["layer"]["left_out"]
+    assert left_out["name"] == "site" and "cannot be transformed to the layer's" in left_out["reason"]
+
+
 def test_stac_item_collection_with_local_hrefs(ray_cluster, tiny_model_dir, tmp_path):
     """The docs' STAC example (docs/batch.md): an ItemCollection whose assets are files next to it."""
     (tmp_path / "data").mkdir()

@@ -79,3 +79,39 @@ def test_vrt_mosaic_reads_back_as_the_whole_mask(tmp_path):
                            ["roads?", "fields?"], own={tmp_path / "mosaic.vrt"})
     assert [m["path"] for m in second["mosaics"]] == [str(tmp_path / "mosaic-q1.vrt")]
     assert second["left_out"] == [{"name": "photo", "reason": "no mask GeoTIFF"}]
+
+
+LOCAL_WKT = ('LOCAL_CS["site grid",LOCAL_DATUM["site",32767],UNIT["metre",1],AXIS["Easting",EAST],'
+             'AXIS["Northing",NORTH]]')
+
+
+def _scene_with_crs(tmp_path, name, crs):
+    """A 20 x 20 scene in `crs` (None: a geotransform without one) with one square, as batch writes it."""
+    path = tmp_path / f"{name}.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=20, height=20, count=1, dtype="uint8", crs=crs,
+                       transform=Affine(PIXEL, 0.0, ORIGIN_X, 0.0, -PIXEL, ORIGIN_Y)) as out:
+        out.write(np.zeros((1, 20, 20), np.uint8))
+    with rasterio.open(path) as src:
+        info = raster_info(src)
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[4:10, 4:10] = True
+    vectors = tmp_path / f"{name}.gpkg"
+    save_mask_vectors(vectors, mask, info, {"question": "stockpiles?", "answer": ""})
+    return Finished(name, "stockpiles?", "", None, vectors)
+
+
+def test_a_local_crs_beside_a_projected_one_is_left_out_not_a_crash(tmp_path):
+    finished = [_scene_with_crs(tmp_path, "site", rasterio.crs.CRS.from_wkt(LOCAL_WKT)),
+                _scene_with_crs(tmp_path, "utm", CRS), _scene_with_crs(tmp_path, "plain", None)]
+    result = write_region_layer(tmp_path / "region.gpkg", finished, overwrite=False)
+    # The layer takes the first CRS that is not a local one, so the projected scene is kept.
+    assert result["crs"] == CRS and result["polygons"] == 1
+    reasons = {item["name"]: item["reason"] for item in result["left_out"]}
+    assert sorted(reasons) == ["plain", "site"]
+    assert reasons["site"].startswith("its CRS (site grid) cannot be transformed to the layer's (WGS 84 / UTM")
+    assert reasons["plain"].startswith("polygons without a CRS")
+    meta, _, wkb, fields = pyogrio.raw.read(tmp_path / "region.gpkg")
+    assert list(dict(zip(meta["fields"], fields))["scene"]) == ["utm"]
+    # Local scenes alone still make a layer, in their CRS.
+    alone = write_region_layer(tmp_path / "local.gpkg", finished[:1], overwrite=False)
+    assert alone["polygons"] == 1 and alone["left_out"] == [] and "site grid" in alone["crs"]

@@ -262,7 +262,7 @@ def _raster_summary(raster) -> dict[str, Any] | None:
             "georeferencing": raster.georef.to_dict()}
 
 
-def _check_vector_format(raster, job: Job, out: Path, vector_format: str) -> None:
+def check_vector_format(raster, job: Job, out: Path, vector_format: str) -> None:
     """Fail a pair before any model work when its polygons cannot be written in --vector-format."""
     if raster is not None:
         driver = "GeoJSON" if vector_format == "geojson" else "GPKG"
@@ -363,7 +363,7 @@ def process(reasoner, jobs: list[Job], out: Path, args: argparse.Namespace, rank
         for job in batch:
             try:
                 item = load_input(job.image, bands, reasoner.max_pixels)
-                _check_vector_format(item.raster, job, out, args.vector_format)
+                check_vector_format(item.raster, job, out, args.vector_format)
                 loaded.append((job, item))
             except Exception as error:  # noqa: BLE001
                 _fail(job, error, rank, debug)
@@ -416,7 +416,7 @@ def _process_scene(reasoner, group: list[Job], out: Path, args: argparse.Namespa
     ready = []
     for job in group:
         try:
-            _check_vector_format(info, job, out, args.vector_format)
+            check_vector_format(info, job, out, args.vector_format)
             ready.append((job, staging_paths(output_paths(out, job, args.vector_format))))
         except Exception as error:  # noqa: BLE001 - this pair fails alone
             fail(job, error)
@@ -452,7 +452,7 @@ def _process_questions(reasoner, group: list[Job], out: Path, args: argparse.Nam
     try:
         item = load_input(group[0].image, bands, reasoner.max_pixels)
         for job in group:
-            _check_vector_format(item.raster, job, out, args.vector_format)
+            check_vector_format(item.raster, job, out, args.vector_format)
         predictions = reasoner.predict_questions(item, [job.checked or job.question for job in group],
                                                  answer=not args.no_answer)
     except Exception as error:  # noqa: BLE001 - this image's pairs fail, the other images go on

@@ -16,6 +16,7 @@ import pyogrio.raw
 import shapely
 from pyproj import CRS as ProjCRS
 from pyproj import Transformer
+from pyproj.exceptions import CRSError, ProjError
 
 from georeason.errors import GeoreasonError
 from georeason.filenames import printable
@@ -78,19 +79,28 @@ def write_region_layer(path: Path, finished: list[Finished], overwrite: bool) ->
 
     Attributes: scene (the names of the scenes a polygon lies in, comma-separated), question, answer
     (the distinct answers of those scenes, " | "-separated), area and area_unit in the layer's CRS, which
-    is the first scene's; other CRSs are reprojected. Scenes in pixel coordinates are left out and listed.
+    is the first scene's that is not a local (engineering) CRS, else the first scene's; other CRSs are
+    reprojected. Scenes without a CRS, or whose CRS cannot be transformed to the layer's (a local CRS beside
+    a geographic one), are left out and listed with the reason.
     """
-    region_crs: ProjCRS | None = None
+    polygons_of = [(entry, *_read_polygons(entry.vectors)) for entry in finished]
+    crss = [crs for _, _, crs in polygons_of if crs is not None]
+    region_crs = next((crs for crs in crss if not crs.is_engineering), crss[0] if crss else None)
     by_question: dict[str, list[tuple[Any, Finished]]] = {}
     left_out = []
-    for entry in finished:
-        geometries, crs = _read_polygons(entry.vectors)
+    for entry, geometries, crs in polygons_of:
         if crs is None:
-            left_out.append({"name": entry.name, "reason": "polygons in pixel coordinates (no CRS)"})
+            left_out.append({"name": entry.name, "reason": "polygons without a CRS (pixel coordinates, or the map "
+                                                           "coordinates of a geotransform without one)"})
             continue
-        region_crs = region_crs or crs
+        try:
+            moved = _to_crs(geometries, crs, region_crs)
+        except (CRSError, ProjError) as error:
+            left_out.append({"name": entry.name, "reason": f"its CRS ({crs.name}) cannot be transformed to the "
+                                                           f"layer's ({region_crs.name}): {printable(error)}"})
+            continue
         by_question.setdefault(entry.question, [])
-        by_question[entry.question] += [(g, entry) for g in _to_crs(geometries, crs, region_crs)]
+        by_question[entry.question] += [(g, entry) for g in moved]
     polygons, scenes, questions, answers = [], [], [], []
     for question, items in by_question.items():
         merged, members = merge_polygons([geometry for geometry, _ in items])

@@ -47,6 +47,7 @@ def compute(args: argparse.Namespace, folder: RunFolder, todo: list[Pair], actor
     from georeason.predict import parse_bands
 
     bands = parse_bands(args.bands)
+    todo = _refuse_unwritable_vectors(args, folder, todo, results)
     passes = plan_passes(todo, getattr(args, "questions_per_pass", None))
     started = time.perf_counter()
     counts = {"tiles": 0, "encoded": 0}
@@ -70,6 +71,33 @@ def compute(args: argparse.Namespace, folder: RunFolder, todo: list[Pair], actor
     seconds = time.perf_counter() - started
     return {"tiles": counts["tiles"], "tiles_encoded": counts["encoded"], "tile_seconds": round(seconds, 3),
             "tiles_per_second": round(counts["tiles"] / seconds, 3) if seconds > 0 else None}
+
+
+def _refuse_unwritable_vectors(args, folder: RunFolder, todo: list[Pair],
+                               results: dict[str, dict[str, Any]]) -> list[Pair]:
+    """The pairs whose polygons can be written in --vector-format; the others fail here, before any model
+    work, as in `georeason predict` (GeoJSON needs coordinates that go to EPSG:4326: not a local CRS)."""
+    if args.vector_format != "geojson":
+        return todo  # a GeoPackage takes any CRS, or none
+    from georeason.geo import open_raster, raster_info
+    from georeason.predict import Job, check_vector_format
+
+    debug = bool(getattr(args, "debug", False))
+    infos: dict[str, Any] = {}
+    kept = []
+    for number, pair in enumerate(todo):
+        try:
+            source = pair.scene.source
+            if source not in infos:
+                with open_raster(source) as src:
+                    infos[source] = raster_info(src)
+            check_vector_format(infos[source], Job(number, source, pair.question, pair.name), folder.scenes,
+                                args.vector_format)
+            kept.append(pair)
+        except Exception as error:  # noqa: BLE001 - this pair fails alone, the others go on
+            results[pair.name] = _failure(error, debug)
+            print(f"georeason batch: {printable(pair.name)}: error: {results[pair.name]['error']}", file=sys.stderr)
+    return kept
 
 
 def _write_pass(args, folder: RunFolder, scheduler, index: int, pairs: list[Pair], first: int, bands,
