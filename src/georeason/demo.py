@@ -99,7 +99,7 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
     precision = _training_precision(args.precision)
     settings = {"steps": args.steps, "batch": args.batch_size, "lr": args.lr, "seed": args.seed,
                 "scenes": args.train_scenes, "image_size": args.image_size, "precision": precision,
-                "preset": args.preset, "version": 6}
+                "preset": args.preset, "version": 7}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     run_dir = args.cache / f"demo-{args.preset}-{key}"
     final = run_dir / "final"
