@@ -222,11 +222,14 @@ def write_section(lines: list[str]) -> None:
             subsections[-1].append(line)
         else:
             preamble.append(line)
-    kept = [part for part in subsections if part[0] != lines[0]]
-    text = [*preamble, *lines, ""]
-    for part in kept:
-        text += [*part]
-    replace_section(SECTION, [line for line in "\n".join(text).strip().splitlines()])
+    new = [*lines, ""]
+    headings = [part[0] for part in subsections]
+    if lines[0] in headings:  # a rerun: in place
+        subsections[headings.index(lines[0])] = new
+    else:
+        subsections.insert(0, new)
+    text = preamble + [line for part in subsections for line in part]
+    replace_section(SECTION, "\n".join(text).strip().splitlines())
 
 
 def environment_line(args: argparse.Namespace) -> str:

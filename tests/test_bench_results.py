@@ -59,7 +59,12 @@ def test_tiling_and_learning_merges_write_back_identically(results, monkeypatch)
 
     learning = importlib.import_module("bench_learning")
     body = "\n".join(module.section_lines(learning.SECTION))
-    main, ablation = re.split(r"\n(?=### Ablation)", body, maxsplit=1)
-    learning.write_section(main.strip().splitlines(), "main")
-    learning.write_section(ablation.strip().splitlines(), "ablation")
+    subsections = re.split(r"\n(?=### )", body.strip())
+    assert len(subsections) >= 2  # each run keeps its own dated subsection
+    for subsection in reversed(subsections):  # a rerun replaces its subsection in place
+        learning.write_section(subsection.strip().splitlines())
     assert copy.read_bytes() == original
+    learning.write_section(["### a new run (2026-12-02)", "", "its table"])  # a new run goes first
+    after = re.split(r"\n(?=### )", "\n".join(module.section_lines(learning.SECTION)).strip())
+    assert after[0].splitlines() == ["### a new run (2026-12-02)", "", "its table"]
+    assert [part.strip() for part in after[1:]] == [part.strip() for part in subsections]
