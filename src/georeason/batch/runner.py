@@ -21,6 +21,12 @@ def _failure(error: BaseException, debug: bool) -> dict[str, Any]:
     return {"status": "failed", "error": failure_message(error, debug)}
 
 
+def _record_failure(results: dict[str, dict[str, Any]], pair: Pair, error: BaseException, debug: bool) -> None:
+    """Record `pair` as failed with `error` and say so on stderr; the other pairs go on."""
+    results[pair.name] = _failure(error, debug)
+    print(f"georeason batch: {printable(pair.name)}: error: {results[pair.name]['error']}", file=sys.stderr)
+
+
 def plan_passes(pairs: list[Pair], per_pass: int | None = None) -> list[list[Pair]]:
     """The pairs grouped by scene (source), in order of each scene's first pair; a scene with more than
     `per_pass` questions (None: no limit) is split into passes of at most that many, in order."""
@@ -95,8 +101,7 @@ def _refuse_unwritable_vectors(args, folder: RunFolder, todo: list[Pair],
                                 args.vector_format)
             kept.append(pair)
         except Exception as error:  # noqa: BLE001 - this pair fails alone, the others go on
-            results[pair.name] = _failure(error, debug)
-            print(f"georeason batch: {printable(pair.name)}: error: {results[pair.name]['error']}", file=sys.stderr)
+            _record_failure(results, pair, error, debug)
     return kept
 
 
@@ -111,8 +116,7 @@ def _write_pass(args, folder: RunFolder, scheduler, index: int, pairs: list[Pair
     debug = bool(getattr(args, "debug", False))
 
     def fail(pair: Pair, error: BaseException) -> None:
-        results[pair.name] = _failure(error, debug)
-        print(f"georeason batch: {printable(pair.name)}: error: {results[pair.name]['error']}", file=sys.stderr)
+        _record_failure(results, pair, error, debug)
 
     try:
         overviews = scheduler.overview(index)

@@ -241,8 +241,9 @@ def load_into(model: nn.Module, sources: dict[str, Path], dtype: torch.dtype | N
     """Fill a model built on the meta device (parameters only) from `sources`, tensor by tensor.
 
     Floating-point tensors arrive in `dtype` (default: the model's own, float32), so a bfloat16 load
-    never holds the float32 model; buffers a module names in `full_precision_buffers` stay float32. Tied parameters are loaded once and stay tied. Every missing,
-    unexpected or wrong-shape tensor is an error naming it, raised before any data is read.
+    never holds the float32 model; buffers a module names in `full_precision_buffers` stay float32. Tied
+    parameters are loaded once and stay tied. Every missing, unexpected or wrong-shape tensor is an error
+    naming it, raised before any data is read.
     """
     owners: dict[int, list[str]] = {}
     tensors: dict[str, torch.Tensor] = {}
