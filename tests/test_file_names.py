@@ -73,6 +73,20 @@ def test_gdal_opens_a_non_utf8_name_with_its_world_file(tmp_path):
         assert tuple(src.transform)[:6] == (2.0, 0.0, 100.0, 0.0, -2.0, 200.0)
 
 
+@pytest.mark.input_kind("file names", "name with a newline (predict)",
+                        "the pair runs; stdout reports it on one line, the newline shown as \\x0a, outputs named %0A")
+def test_predict_reports_a_name_with_a_newline_on_one_line(tiny_model_dir, tmp_path, capsys):
+    image = write_geotiff(tmp_path / "two\nlines.tif", position_image(40, 50))
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_model_dir), str(image), "--question", QUESTION, "--out", str(out),
+                 "--no-progress", "--no-answer"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("1 of 1 predictions written; 0 failed")
+    assert lines[0].startswith(str(tmp_path / "two\\x0alines.tif") + ": (no answer) -> ")
+    assert lines[0].endswith("-> two%0Alines.mask.png, two%0Alines.overlay.png, two%0Alines.mask.tif, "
+                             "two%0Alines.gpkg")  # outputs are named portably (docs/predict.md)
+
+
 @pytest.mark.input_kind("file names", "name that is not valid UTF-8 in a batch (predict, whole and --tile)",
                         "the pair runs, outputs named with %NN, summary.json written with the name printable")
 def test_predict_reads_a_non_utf8_name_and_writes_the_summary(tiny_model_dir, tmp_path):

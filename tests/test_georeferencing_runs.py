@@ -141,7 +141,10 @@ def test_service_answers_200_without_geojson_for_a_local_crs(client, tmp_path):
     body = response.json()
     assert body["georeferencing"] == "crs_transform" and body["georeferenced"] is True
     assert "Unknown" in body["crs"] and body["geojson"] is None and body["downloads"]["vectors_geojson"] is None
-    assert f"no GeoJSON: {LOCAL_ERROR}" in body["warnings"]
+    # The service always writes the GeoPackage, so its warning says so instead of the CLI's --vector-format advice.
+    service_wording = LOCAL_ERROR.split("; write a GeoPackage")[0] + "; vectors.gpkg has the polygons"
+    assert f"no GeoJSON: {service_wording}" in body["warnings"]
+    assert not any("--vector-format" in warning for warning in body["warnings"])
     mask_tif = client.get(body["downloads"]["mask_tif"])
     (tmp_path / "mask.tif").write_bytes(mask_tif.content)
     with rasterio.open(tmp_path / "mask.tif") as written, rasterio.open(local) as source:
@@ -170,6 +173,8 @@ def test_service_gcps_and_transform_without_crs(client, tmp_path):
     assert (body["georeferencing"], body["georeferenced"], body["crs"], body["geojson"]) == (
         "transform_only", False, None, None)
     assert any(w.startswith("no GeoJSON: the input's geotransform has no CRS") for w in body["warnings"])
+    assert any(w.endswith("; vectors.gpkg has the polygons") for w in body["warnings"])
+    assert not any("--vector-format" in warning for warning in body["warnings"])
     assert any(w.startswith("vectors.gpkg: the input has a geotransform but no CRS") for w in body["warnings"])
     (tmp_path / "world.mask.tif").write_bytes(client.get(body["downloads"]["mask_tif"]).content)
     with rasterio.open(tmp_path / "world.mask.tif") as written:

@@ -544,15 +544,16 @@ def _report(summary: dict[str, Any], path: Path) -> None:
         if entry["status"] != "ok":
             continue
         answer = "(no answer)" if entry["answer"] is None else repr(entry["answer"])
-        print(f"{entry['image']}: {answer}{' [empty mask]' if entry['empty'] else ''} -> "
-              + ", ".join(Path(p).name for p in entry["outputs"].values()))
+        print(f"{printable(entry['image'])}: {answer}{' [empty mask]' if entry['empty'] else ''} -> "
+              + ", ".join(printable(Path(p).name) for p in entry["outputs"].values()))
         for note in entry.get("notes", []):
             print(f"  note: {note}")
         warning = entry["vectors"].get("warning")
         if warning:
             print(f"  note: {warning}")
     counts = summary["counts"]
-    print(f"{counts['ok']} of {counts['inputs']} predictions written; {counts['failed']} failed; summary: {path}")
+    print(f"{counts['ok']} of {counts['inputs']} predictions written; {counts['failed']} failed; "
+          f"summary: {printable(path)}")
 
 
 def run(args: argparse.Namespace) -> int:

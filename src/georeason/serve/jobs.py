@@ -64,6 +64,12 @@ class JobResult:
     model_seconds: dict[str, float]
 
 
+def _without_cli_advice(message: str) -> str:
+    """The writer's advice names the CLI's --vector-format; the service has already written vectors.gpkg."""
+    advice = message.find("; write a GeoPackage instead")
+    return message if advice < 0 else message[:advice] + "; vectors.gpkg has the polygons"
+
+
 def _save_preview(image: np.ndarray, path: Path, max_side: int) -> None:
     from PIL import Image
 
@@ -97,7 +103,7 @@ def _geojson(prediction: Any, georef: Georeferencing, folder: Path, written: dic
     try:
         prediction.save_vectors(target, driver="GeoJSON")
     except GeoreasonError as error:  # e.g. a local/engineering CRS: the GeoPackage keeps it
-        warnings.append("no GeoJSON: " + str(error).replace(f"{target}: ", ""))
+        warnings.append("no GeoJSON: " + _without_cli_advice(str(error).replace(f"{target}: ", "")))
         return None
     size = target.stat().st_size
     if size > MAX_INLINE_GEOJSON_BYTES:
