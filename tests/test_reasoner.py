@@ -250,6 +250,9 @@ def test_bad_inputs_raise_clear_errors(reasoner, tmp_path):
     (tmp_path / "cut.tif").write_bytes(big.read_bytes()[: big.stat().st_size // 2])
     Image.fromarray(np.moveaxis(_textured(300, 300), 0, -1)).save(tmp_path / "full.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:3000])
+    # Cut at half, GDAL's PNG driver used to return wrong pixels without any error.
+    full_png = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "half.png").write_bytes(full_png[: len(full_png) // 2])
     _bomb_png(tmp_path / "bomb.png")
     cases = [
         (tmp_path / "missing.tif", "missing.tif: no such image file"),
@@ -257,7 +260,9 @@ def test_bad_inputs_raise_clear_errors(reasoner, tmp_path):
         (tmp_path / "noise.png", "noise.png: cannot read this image"),
         (tmp_path / "empty.png", r"empty.png: the image file is empty"),
         (tmp_path / "cut.tif", r"cut.tif: cannot read the pixels \(truncated or corrupt file\?\)"),
-        (tmp_path / "cut.png", "cut.png: the image is unreadable or truncated"),
+        (tmp_path / "cut.png", r"cut.png: the PNG file ends before its image data does \(no IEND chunk\)"),
+        (tmp_path / "half.png", r"half.png: the PNG file ends before its image data does \(no IEND chunk\): a "
+                                r"partial download or copy\? Copy the file again"),
         (tmp_path / "bomb.png", r"bomb.png: the scene is 100000 x 100000 px .* above the limit of 64.0 Mpx .* --tile"),
     ]
     for source, message in cases:

@@ -283,7 +283,27 @@ def open_with_gdal(path: Path) -> DatasetReader:
     if dataset.width <= 0 or dataset.height <= 0 or dataset.count <= 0:
         dataset.close()
         raise NoPixels()
+    if dataset.driver == "PNG" and not _png_has_end(path):
+        dataset.close()
+        raise GeoreasonError(f"{printable(path)}: the PNG file ends before its image data does (no IEND chunk): "
+                             "a partial download or copy? Copy the file again")
     return dataset
+
+
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC, always the same bytes
+
+
+def _png_has_end(path: Path, tail_bytes: int = 4096) -> bool:
+    """Whether a PNG file's last bytes hold its IEND chunk. GDAL's PNG driver reads a file cut short
+    without an error, giving wrong pixels; the chunk is searched in the tail, not only at the very end,
+    so that bytes some tools append after it are accepted. A path GDAL reads but Python cannot
+    (a /vsi... name) is not checked."""
+    if not Path(path).is_file():
+        return True
+    with open(path, "rb") as file:
+        file.seek(0, 2)
+        file.seek(max(0, file.tell() - tail_bytes))
+        return PNG_END in file.read()
 
 
 def _gdal_header(path: Path) -> DatasetReader:
