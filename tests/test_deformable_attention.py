@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.models.mask2former import modeling_mask2former as m2f
 
-from georeason.model.deformable_attention import DeformableAttention, multi_scale_deformable_attention
+from georeason.model.deformable_attention import DeformableAttention, WeightedRowSum, multi_scale_deformable_attention
 
 SHAPES = [(6, 7), (3, 4), (2, 2)]
 
@@ -61,3 +61,23 @@ def test_module_is_a_drop_in_replacement():
     torch.testing.assert_close(ours(hidden, **kwargs)[0], reference(hidden, **kwargs)[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="reference points"):
         ours(hidden, **{**kwargs, "reference_points": torch.rand(2, values, len(SHAPES), 4)})
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_weighted_row_sum_gradients(index_dtype, monkeypatch):
+    # Small chunks, so the weights' gradient is assembled from several pieces (one ragged).
+    monkeypatch.setattr(WeightedRowSum, "CHUNK_VALUES", 5 * 6 * 3)
+    g = torch.Generator().manual_seed(3)
+    table = torch.randn(9, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    rows = torch.randint(0, 7, (13, 6), generator=g).to(index_dtype)  # table rows 7 and 8 are never read
+    weights = torch.rand(13, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, w: WeightedRowSum.apply(t, rows, w), (table, weights))
+    output = WeightedRowSum.apply(table, rows, weights)
+    reference = torch.nn.functional.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+    torch.testing.assert_close(output, reference, rtol=0, atol=0)
+    grad = torch.randn_like(output)
+    mine = torch.autograd.grad(output, (table, weights), grad)
+    theirs = torch.autograd.grad(reference, (table, weights), grad)
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert mine[0][7:].abs().max() == 0  # rows nobody read get no gradient

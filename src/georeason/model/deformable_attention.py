@@ -61,9 +61,53 @@ def multi_scale_deformable_attention(value: torch.Tensor, spatial_shapes: list[t
     corner_weights = torch.stack([left * (1 - fy), right * (1 - fy), left * fy, right * fy], -1)
 
     bag = levels * points * 4
-    output = F.embedding_bag(indices.view(-1, bag), table.reshape(-1, head_dim),
-                             per_sample_weights=corner_weights.view(-1, bag), mode="sum")
+    rows, flat_table, flat_weights = indices.view(-1, bag), table.reshape(-1, head_dim), corner_weights.view(-1, bag)
+    if flat_table.device.type == "cpu":
+        output = WeightedRowSum.apply(flat_table, rows, flat_weights)
+    else:
+        output = F.embedding_bag(rows, flat_table, per_sample_weights=flat_weights, mode="sum")
     return output.view(batch, queries, heads * head_dim).to(out_dtype)
+
+
+class WeightedRowSum(torch.autograd.Function):
+    """table [T,D], rows [R,K] (int32/int64 row numbers of table), weights [R,K] -> out [R,D] with
+    out[r] = sum_k weights[r,k] * table[rows[r,k]]: F.embedding_bag(mode="sum") with a faster CPU backward.
+
+    embedding_bag's own CPU backward builds the table's gradient densely; in a CPU training step of the
+    smol-pretrained preset it was a quarter of the whole step (docs/performance.md, "Training on the CPU"). Here the
+    table's gradient is the same weighted sum read the other way round: for each table row, the output rows
+    that read it, gathered by one embedding_bag over the (r, k) pairs sorted by table row (a stable sort,
+    so the sums are reproducible). The weights' gradient, dot(grad[r], table[rows[r,k]]), is computed in
+    chunks of rows so that the gathered table rows stay a few MB.
+    """
+
+    CHUNK_VALUES = 2**22  # table values gathered at once for the weights' gradient (16 MB in float32)
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(table, rows, weights)
+        return F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        table, rows, weights = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_table = grad_weights = None
+        count, bag = rows.shape
+        if ctx.needs_input_grad[0]:
+            flat = rows.reshape(-1)
+            by_table_row = torch.sort(flat, stable=True).indices  # [R*K] positions of (r, k) pairs
+            readers = torch.bincount(flat.long(), minlength=table.shape[0])  # pairs that read each table row
+            offsets = torch.cumsum(readers, 0) - readers
+            grad_table = F.embedding_bag(torch.div(by_table_row, bag, rounding_mode="floor"), grad, offsets,
+                                         per_sample_weights=weights.reshape(-1)[by_table_row], mode="sum")
+        if ctx.needs_input_grad[2]:
+            grad_weights = torch.empty_like(weights)
+            chunk = max(1, WeightedRowSum.CHUNK_VALUES // (bag * table.shape[1]))
+            for first in range(0, count, chunk):
+                read = F.embedding(rows[first : first + chunk], table)  # [c,K,D]
+                grad_weights[first : first + chunk] = torch.bmm(read, grad[first : first + chunk, :, None])[..., 0]
+        return grad_table, None, grad_weights
 
 
 def _split_levels(value: torch.Tensor, spatial_shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
