@@ -156,10 +156,12 @@ def main() -> int:
         op, step = statistics.median(gather[name]), statistics.median(steps[name])
         lines.append(f"| {name} | {1000 * op:.0f} | {op / floor:.1f}x | {step:.3f} | "
                      f"{statistics.median(steps[old]) / step:.2f}x |")
-    lines += ["", f"Rounds (ms): " + "; ".join(f"{n}: {', '.join(f'{1000 * s:.0f}' for s in gather[n])}"
-                                               for n in IMPLEMENTATIONS),
-              f"Runs (s/step): " + "; ".join(f"{n}: {', '.join(f'{s:.3f}' for s in steps[n])}" for n in IMPLEMENTATIONS),
-              f"Gather speed-up, median of rounds: {statistics.median(gather[old]) / statistics.median(gather[new]):.2f}x."]
+    def listed(values: dict[str, list[float]], scale: float, digits: int) -> str:
+        return "; ".join(f"{n}: {', '.join(f'{scale * v:.{digits}f}' for v in values[n])}" for n in IMPLEMENTATIONS)
+
+    speed_up = statistics.median(gather[old]) / statistics.median(gather[new])
+    lines += ["", f"Rounds (ms): {listed(gather, 1000, 0)}", f"Runs (s/step): {listed(steps, 1, 3)}",
+              f"Gather speed-up, median of rounds: {speed_up:.2f}x."]
     publish(SECTION, lines, write=not args.no_results)
     return 0
 

@@ -45,3 +45,30 @@ def test_training_precision_keeps_an_explicit_choice():
     assert _training_precision("fp32") == "fp32"
     assert _training_precision("bf16") == "bf16"
     assert _training_precision("auto") in ("bf16", "fp32")
+
+
+def test_demo_data_is_reused_only_with_the_same_settings(tmp_path, capsys):
+    from argparse import Namespace
+
+    from georeason.demo import _prepare_data
+    from georeason.errors import GeoreasonError
+
+    settings = Namespace(seed=0, train_scenes=6, test_scenes=3)
+    data = _prepare_data(tmp_path, settings)
+    assert "6 train + 3 test scenes" in capsys.readouterr().out
+    assert _prepare_data(tmp_path, settings) == data and "reusing" in capsys.readouterr().out
+    # Another test count or seed regenerates the set in place of the old one, with no stale files left.
+    for changed in (Namespace(seed=0, train_scenes=6, test_scenes=2), Namespace(seed=1, train_scenes=4, test_scenes=2)):
+        _prepare_data(tmp_path, changed)
+        assert "reusing" not in capsys.readouterr().out
+        meta = json.loads((data / "synth_meta.json").read_text())
+        assert (meta["seed"], meta["counts"]["train"]["samples"], meta["counts"]["test"]["samples"]) == (
+            changed.seed, changed.train_scenes, changed.test_scenes)
+        assert len(list((data / "test" / "images").iterdir())) == changed.test_scenes
+        assert len(list((data / "train" / "images").iterdir())) == changed.train_scenes
+    foreign = tmp_path / "other"
+    (foreign / "data").mkdir(parents=True)
+    (foreign / "data" / "notes.txt").write_text("mine")
+    with pytest.raises(GeoreasonError, match=r"--out .*other: its data/ folder is not the demo's synthetic set"):
+        _prepare_data(foreign, settings)
+    assert (foreign / "data" / "notes.txt").read_text() == "mine"
