@@ -62,7 +62,9 @@ def multi_scale_deformable_attention(value: torch.Tensor, spatial_shapes: list[t
 
     bag = levels * points * 4
     rows, flat_table, flat_weights = indices.view(-1, bag), table.reshape(-1, head_dim), corner_weights.view(-1, bag)
-    if flat_table.device.type == "cpu":
+    # Training on the CPU only; inference (and torch.compile of it) keeps the plain embedding_bag.
+    if flat_table.device.type == "cpu" and torch.is_grad_enabled() and (
+            flat_table.requires_grad or flat_weights.requires_grad):
         output = WeightedRowSum.apply(flat_table, rows, flat_weights)
     else:
         output = F.embedding_bag(rows, flat_table, per_sample_weights=flat_weights, mode="sum")
