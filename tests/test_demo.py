@@ -66,6 +66,11 @@ def test_demo_data_is_reused_only_with_the_same_settings(tmp_path, capsys):
             changed.seed, changed.train_scenes, changed.test_scenes)
         assert len(list((data / "test" / "images").iterdir())) == changed.test_scenes
         assert len(list((data / "train" / "images").iterdir())) == changed.train_scenes
+    # A generation interrupted before synth_meta.json (written last) is started again.
+    (data / "synth_meta.json").unlink()
+    _prepare_data(tmp_path, settings)
+    assert "6 train + 3 test scenes" in capsys.readouterr().out
+    assert len(list((data / "train" / "images").iterdir())) == 6
     foreign = tmp_path / "other"
     (foreign / "data").mkdir(parents=True)
     (foreign / "data" / "notes.txt").write_text("mine")

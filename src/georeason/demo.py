@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smol-pretrained: frozen ImageNet EfficientNet-Lite0 encoder; smol: a small Swin "
                              "trained from scratch (default smol-pretrained)")
     # 1,600 scenes for 400 steps of 4: each scene is seen about once. With 500 (each seen 3 times) the test
-    # score depended on the seed, 25 to 42 gIoU (README, "What the demo shows").
+    # score depended on the seed, 25 to 42 gIoU (bench/RESULTS.md, "The demo's training set").
     parser.add_argument("--train-scenes", type=int, default=1600, help="synthetic training scenes (default 1600)")
     parser.add_argument("--test-scenes", type=int, default=100, help="synthetic test scenes (default 100)")
     parser.add_argument("--steps", type=int, default=400, help="optimizer steps (default 400)")
@@ -81,9 +81,12 @@ def _prepare_data(root: Path, args: argparse.Namespace) -> Path:
             print(f"[1/4] synthetic data: reusing {data}")
             return data
         shutil.rmtree(data)  # the demo's own synthetic set from other settings: its files would mix with the new
-    elif data.exists() and any(data.iterdir()):
-        raise GeoreasonError(f"--out {root}: its data/ folder is not the demo's synthetic set (no "
-                             "synth_meta.json); choose another --out")
+    elif data.exists():
+        # Without synth_meta.json (written last): a generation that was interrupted, or someone else's folder.
+        if not {child.name for child in data.iterdir()} <= {"train", "val", "test"}:
+            raise GeoreasonError(f"--out {root}: its data/ folder is not the demo's synthetic set (no "
+                                 "synth_meta.json); choose another --out")
+        shutil.rmtree(data)
     started = time.perf_counter()
     generate_benchmark(data, args.train_scenes, 0, args.test_scenes, seed=args.seed, min_size=256, max_size=384)
     print(f"[1/4] synthetic data: {args.train_scenes} train + {args.test_scenes} test scenes in {data} "
