@@ -179,3 +179,25 @@ def test_pil_images_and_arrays_read_like_their_files(tmp_path):
     assert loaded.rgb[1, 1, 0] < loaded.rgb[2, 2, 0] and loaded.rgb[0, 0, 0] == 0
     assert loaded.notes == ["array: complex samples (complex64) are read as their amplitude |z|, stretched 2-98 %, "
                             "not as the real part"]
+
+
+@pytest.mark.input_kind("pixels", "PNG cut short (partial download), or with bytes after IEND / without IEND",
+                        "cut inside a chunk: refused naming the file (GDAL would read wrong pixels); junk after "
+                        "IEND or a missing IEND after whole chunks: read as the complete file")
+def test_a_png_cut_inside_a_chunk_is_refused_and_whole_ones_are_read(tmp_path):
+    pixels = (np.random.default_rng(0).random((120, 90, 3)) * 255).astype(np.uint8)  # incompressible: several IDATs
+    whole = tmp_path / "whole.png"
+    Image.fromarray(pixels).save(whole)
+    data = whole.read_bytes()
+    assert data.endswith(b"IEND\xaeB`\x82")
+    variants = {"junk.png": data + b"\x00junk" * 1200,  # 6 KB after IEND (some tools append metadata)
+                "no_iend.png": data[:-12]}  # every chunk whole, only IEND missing
+    for name, content in variants.items():
+        (tmp_path / name).write_bytes(content)
+        np.testing.assert_array_equal(load_input(tmp_path / name).rgb, pixels, err_msg=name)
+    expected = (r"cut.png: the PNG file ends before its image data does \(its last chunk is cut short\): a partial "
+                r"download or copy\? Copy the file again")
+    for cut in (len(data) // 2, len(data) - 20):  # inside an IDAT chunk; 8 bytes short of the last IDAT's end
+        (tmp_path / "cut.png").write_bytes(data[:cut])
+        with pytest.raises(GeoreasonError, match=expected):
+            load_input(tmp_path / "cut.png")

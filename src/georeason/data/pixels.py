@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shlex
+import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -283,27 +285,30 @@ def open_with_gdal(path: Path) -> DatasetReader:
     if dataset.width <= 0 or dataset.height <= 0 or dataset.count <= 0:
         dataset.close()
         raise NoPixels()
-    if dataset.driver == "PNG" and not _png_has_end(path):
+    if dataset.driver == "PNG" and _png_cut_short(path):
         dataset.close()
-        raise GeoreasonError(f"{printable(path)}: the PNG file ends before its image data does (no IEND chunk): "
-                             "a partial download or copy? Copy the file again")
+        raise GeoreasonError(f"{printable(path)}: the PNG file ends before its image data does (its last chunk is "
+                             "cut short): a partial download or copy? Copy the file again")
     return dataset
 
 
-PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC, always the same bytes
-
-
-def _png_has_end(path: Path, tail_bytes: int = 4096) -> bool:
-    """Whether a PNG file's last bytes hold its IEND chunk. GDAL's PNG driver reads a file cut short
-    without an error, giving wrong pixels; the chunk is searched in the tail, not only at the very end,
-    so that bytes some tools append after it are accepted. A path GDAL reads but Python cannot
-    (a /vsi... name) is not checked."""
+def _png_cut_short(path: Path) -> bool:
+    """Whether a PNG file ends inside a chunk: GDAL's PNG driver reads such a file without an error,
+    giving wrong pixels. Walks the chunk headers (8 bytes each, the data skipped) up to IEND, so bytes
+    appended after IEND are ignored; a file that ends exactly between two chunks (IEND missing) is
+    accepted, as its last chunk is whole. A path Python cannot open (a /vsi... name) is not checked."""
     if not Path(path).is_file():
-        return True
+        return False
     with open(path, "rb") as file:
-        file.seek(0, 2)
-        file.seek(max(0, file.tell() - tail_bytes))
-        return PNG_END in file.read()
+        size = os.fstat(file.fileno()).st_size
+        position = 8  # after the signature
+        while position + 8 <= size:
+            file.seek(position)
+            length, kind = struct.unpack(">I4s", file.read(8))
+            position += 12 + length  # header, data, CRC
+            if kind == b"IEND":
+                return False
+    return position != size
 
 
 def _gdal_header(path: Path) -> DatasetReader:
