@@ -1,7 +1,8 @@
 """Where a training step's time goes with the demo's settings: data loading, fp32 vs bf16, loader workers.
 
-Runs `georeason.training.loop.train` (the code of `georeason train` and `georeason demo`) on the smol preset
-with the LLM frozen, 256 px, batch 4, for a few steps per setting, and reads each step's time from
+Runs `georeason.training.loop.train` (the code of `georeason train` and `georeason demo`) on the demo's
+smol-pretrained preset with the LLM frozen, 256 px, batch 4, lr 1e-3, for a few steps per setting (every step
+on new scenes, as the demo's 1,600 scenes in 400 steps are), and reads each step's time from
 metrics.jsonl. Separately times the data pipeline alone (decode, resize, collate) over the same samples.
 Prints a table and replaces the "## Training step" section of bench/RESULTS.md.
 
@@ -51,8 +52,8 @@ def parse_args() -> argparse.Namespace:
 
 def recipe_for(data: Path, output: Path, args: argparse.Namespace, precision: str, workers: int) -> TrainRecipe:
     """The demo's recipe (georeason/demo.py), shortened to `args.steps`."""
-    return TrainRecipe(model="smol", model_config={"llm.frozen": True, "image_size": args.image_size},
-                       data=[DataSource(path=str(data))], output_dir=str(output), max_steps=args.steps, lr=1e-4,
+    return TrainRecipe(model="smol-pretrained", model_config={"llm.frozen": True, "image_size": args.image_size},
+                       data=[DataSource(path=str(data))], output_dir=str(output), max_steps=args.steps, lr=1e-3,
                        warmup_ratio=0.05, global_batch_size=args.batch_size, per_device_batch_size=args.batch_size,
                        gradient_checkpointing=False, mixed_precision=precision, save_every=10**9, keep_last=1,
                        log_every=1, seed=0, num_workers=workers)
@@ -103,8 +104,8 @@ def main() -> int:
     lines = [
         f"`python bench/bench_train_step.py` on {platform.machine()}, {os.cpu_count()} cores, {date.today()}, "
         f"torch {torch.__version__}; oneDNN native bf16: {torch.ops.mkldnn._is_mkldnn_bf16_supported()} "
-        f"(`mixed_precision: auto` resolves to `{resolve_mixed_precision('auto')}` here). The demo's recipe: smol "
-        f"preset, LLM frozen, {args.image_size} px, batch {args.batch_size}, {args.steps} steps per row; "
+        f"(`mixed_precision: auto` resolves to `{resolve_mixed_precision('auto')}` here). The demo's recipe: "
+        f"smol-pretrained preset, LLM frozen, {args.image_size} px, batch {args.batch_size}, {args.steps} steps per row; "
         f"s/step is the median after {WARMUP_STEPS} warm-up steps, data loading included.",
         "",
         f"Data pipeline alone (decode, augment, resize, collate one batch on the main process): {loading:.3f} s.",
