@@ -25,6 +25,8 @@ CLI_EPILOG = """examples:
   georeason demo --retrain            # ignore the cached model
 """
 
+# Sides of the synthetic scenes in px (the model sees them resized to --image-size).
+SCENE_MIN_SIDE, SCENE_MAX_SIDE = 256, 384
 GEOTIFF_QUESTION = "Where could hikers find open ground to set up a camp in this scene?"
 NOTICE = """\
 This demo model is SMALL (SmolLM2-135M + {encoder}, 256 px input) and was trained for a few minutes on
@@ -88,7 +90,8 @@ def _prepare_data(root: Path, args: argparse.Namespace) -> Path:
                                  "synth_meta.json); choose another --out")
         shutil.rmtree(data)
     started = time.perf_counter()
-    generate_benchmark(data, args.train_scenes, 0, args.test_scenes, seed=args.seed, min_size=256, max_size=384)
+    generate_benchmark(data, args.train_scenes, 0, args.test_scenes, seed=args.seed,
+                       min_size=SCENE_MIN_SIDE, max_size=SCENE_MAX_SIDE)
     print(f"[1/4] synthetic data: {args.train_scenes} train + {args.test_scenes} test scenes in {data} "
           f"({time.perf_counter() - started:.0f} s)")
     return data
@@ -103,9 +106,22 @@ def _training_precision(choice: str) -> str:
     return "fp32" if resolve_mixed_precision("auto") == "no" else "bf16"
 
 
+def demo_recipe(data: Path, run_dir: Path, args: argparse.Namespace, precision: str):
+    """The demo's TrainRecipe for the synthetic set `data`, writing to `run_dir` (bench/bench_demo_seeds.py
+    trains the same); `args` as parsed by add_arguments, `precision` "fp32" or "bf16"."""
+    from georeason.training.recipe import DataSource, TrainRecipe
+
+    # The LLM stays frozen: on 2 CPU cores its backward pass would take three quarters of every step.
+    return TrainRecipe(model=args.preset, model_config={"llm.frozen": True, "image_size": args.image_size},
+                       data=[DataSource(path=str(data))], output_dir=str(run_dir),
+                       max_steps=args.steps, lr=args.lr, warmup_ratio=0.05, global_batch_size=args.batch_size,
+                       per_device_batch_size=min(4, args.batch_size), gradient_checkpointing=False,
+                       mixed_precision="no" if precision == "fp32" else precision,
+                       save_every=max(args.steps, 1), keep_last=1, log_every=5, seed=args.seed)
+
+
 def _train(data: Path, args: argparse.Namespace) -> Path:
     from georeason.training.loop import train
-    from georeason.training.recipe import DataSource, TrainRecipe
 
     precision = _training_precision(args.precision)
     settings = {"steps": args.steps, "batch": args.batch_size, "lr": args.lr, "seed": args.seed,
@@ -117,13 +133,7 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
     if (final / "model.safetensors").is_file() and not args.retrain:
         print(f"[2/4] training: reusing the cached demo model {final}")
         return final
-    # The LLM stays frozen: on 2 CPU cores its backward pass would take three quarters of every step.
-    recipe = TrainRecipe(model=args.preset, model_config={"llm.frozen": True, "image_size": args.image_size},
-                         data=[DataSource(path=str(data))], output_dir=str(run_dir),
-                         max_steps=args.steps, lr=args.lr, warmup_ratio=0.05, global_batch_size=args.batch_size,
-                         per_device_batch_size=min(4, args.batch_size), gradient_checkpointing=False,
-                         mixed_precision="no" if precision == "fp32" else precision,
-                         save_every=max(args.steps, 1), keep_last=1, log_every=5, seed=args.seed)
+    recipe = demo_recipe(data, run_dir, args, precision)
     started = time.perf_counter()
     trained = ("encoder adapter" if args.preset == "smol-pretrained" else "Swin") + ", D-Projector and decoders"
     print(f"[2/4] training the {args.preset} preset for {args.steps} steps of {args.batch_size} scenes "
