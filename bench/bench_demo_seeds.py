@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import shutil
 import sys
 import time
@@ -37,18 +38,19 @@ def parse_args() -> argparse.Namespace:
                         help="also score the mean weights of the last 4 and 8 checkpoints (saved every 25 steps)")
     parser.add_argument("--common-seed", type=int, default=100, help="seed of the common test set")
     parser.add_argument("--common-scenes", type=int, default=400)
+    parser.add_argument("--demo-args", default="", help="other `georeason demo` options, e.g. \"--steps 600\"")
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table from --workdir")
     parser.add_argument("--no-write", action="store_true", help="print the table without updating RESULTS.md")
     return parser.parse_args()
 
 
-def demo_args(seed: int) -> argparse.Namespace:
-    """The demo's defaults (georeason demo's parser) for `seed`."""
+def demo_args(seed: int, extra: str) -> argparse.Namespace:
+    """The demo's settings (georeason demo's parser and defaults) for `seed` and the options in `extra`."""
     from georeason.demo import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return parser.parse_args(["--seed", str(seed)])
+    return parser.parse_args(["--seed", str(seed), *extra.split()])
 
 
 def synthetic_set(folder: Path, train: int, test: int, seed: int) -> Path:
@@ -86,9 +88,12 @@ def run_seed(args: argparse.Namespace, seed: int, common: Path) -> None:
     from georeason.training.checkpoint import list_checkpoints
     from georeason.training.loop import train
 
-    settings = demo_args(seed)
+    settings = demo_args(seed, args.demo_args)
     data = synthetic_set(args.workdir / "data" / f"seed{seed}", settings.train_scenes, settings.test_scenes, seed)
     root = args.workdir / args.arm / f"seed{seed}"
+    root.mkdir(parents=True, exist_ok=True)
+    (root.parent / "arm.json").write_text(json.dumps({"command": shlex.join(["python"] + sys.argv),
+                                                      "max_grad_norm": args.max_grad_norm}) + "\n")
     run = root / "run"
     recipe = demo_recipe(data, run, settings, "fp32")
     recipe = dataclasses.replace(recipe, max_grad_norm=args.max_grad_norm,
@@ -111,18 +116,19 @@ def run_seed(args: argparse.Namespace, seed: int, common: Path) -> None:
 
 
 def table(args: argparse.Namespace) -> list[str]:
-    lines = ["The demo's recipe (georeason.demo.demo_recipe: smol-pretrained, 400 steps of 4 at lr 1e-3, fp32, "
-             "1,600 training scenes) trained once per seed; each model scored on its own 100 test scenes and on "
+    lines = ["The demo's recipe (georeason.demo.demo_recipe; by default smol-pretrained, 400 steps of 4 at lr 1e-3, "
+             "fp32, 1,600 training scenes; each arm's command below) trained once per seed on 2 cores; each model "
+             "scored on its own test scenes (100 by default) and on "
              f"{args.common_scenes} common test scenes (`georeason synth` seed {args.common_seed}), question 0, "
              "gIoU / cIoU in percent. avgN: the mean weights of the last N checkpoints (every 25 steps).", "",
-             "| arm | seed | model | own 100 scenes | common scenes |", "|---|---|---|---|---|"]
+             "| arm | seed | model | own test scenes | common test scenes |", "|---|---|---|---|---|"]
     summary = []
     for arm in sorted(p for p in args.workdir.iterdir() if p.is_dir() and p.name != "data"):
         common_scores = []
         for seed_dir in sorted(arm.glob("seed*/results.json")):
             results = json.loads(seed_dir.read_text())
             seed = seed_dir.parent.name.removeprefix("seed")
-            for model in sorted({key.split("/")[0] for key in results if "/" in key}, key=lambda m: m != "final"):
+            for model in sorted({key.split("/")[0] for key in results if "/" in key}, key=lambda m: (m != "final", m)):
                 own, common = results[f"{model}/own"], results[f"{model}/common"]
                 lines.append(f"| {arm.name} | {seed} | {model} | {100 * own['gIoU']:.1f} / {100 * own['cIoU']:.1f} | "
                              f"{100 * common['gIoU']:.1f} / {100 * common['cIoU']:.1f} |")
@@ -130,8 +136,12 @@ def table(args: argparse.Namespace) -> list[str]:
                     common_scores.append(100 * common["gIoU"])
         if common_scores:
             mean = sum(common_scores) / len(common_scores)
-            summary.append(f"- {arm.name}: common-set gIoU of the final models, mean {mean:.1f}, range "
-                           f"{min(common_scores):.1f}-{max(common_scores):.1f} over {len(common_scores)} seeds")
+            settings = json.loads((arm / "arm.json").read_text()) if (arm / "arm.json").is_file() else {}
+            clip = settings.get("max_grad_norm")
+            summary.append(f"- {arm.name} ({'gradient norm clipped at ' + str(clip) if clip else 'no clipping'}; "
+                           f"`{settings.get('command', 'command not recorded')}`): common-set gIoU of the final "
+                           f"models, mean {mean:.1f}, range {min(common_scores):.1f}-{max(common_scores):.1f} over "
+                           f"{len(common_scores)} seeds")
     return lines + [""] + summary
 
 
