@@ -7,6 +7,7 @@ by the test; the expected coordinates come from the mapping the raster was built
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pyogrio
@@ -18,7 +19,15 @@ from rasterio.transform import from_origin
 from shapely.geometry import Polygon, box
 
 from georeason.errors import GeoreasonError
-from georeason.geo import mask_to_polygons, open_raster, raster_info, run_tiled, write_mask_geotiff, write_vectors
+from georeason.geo import (
+    NoLonLatError,
+    mask_to_polygons,
+    open_raster,
+    raster_info,
+    run_tiled,
+    write_mask_geotiff,
+    write_vectors,
+)
 from georeason.reasoner import load_input, save_mask_vectors
 from tests._georef_fixtures import HEIGHT, KINDS, ROTATED, WIDTH, curved, skewed, write_kind
 
@@ -218,7 +227,7 @@ def test_transform_without_crs(tmp_path):
     assert str(error.value) == (
         f"{tmp_path / 'wld.geojson'}: the input's geotransform has no CRS, so its map coordinates cannot be "
         "expressed in EPSG:4326 (lon/lat), which GeoJSON (RFC 7946) requires; write a GeoPackage instead "
-        "(--vector-format gpkg; driver='GPKG' in Python), which keeps the coordinates without a CRS")
+        "(driver='GPKG'), which keeps the coordinates without a CRS")
     assert not (tmp_path / "wld.geojson").exists()
 
 
@@ -232,7 +241,7 @@ def test_local_crs_geojson_is_a_clear_error(tmp_path):
     assert polygon.normalize().equals_exact(box(51.25, 65.0, 53.75, 67.5).normalize(), 1e-9)
     expected = ('the CRS "Unknown" is a local/engineering CRS, not tied to the Earth, so the polygons cannot be '
                 "expressed in EPSG:4326 (lon/lat), which GeoJSON (RFC 7946) requires; write a GeoPackage instead "
-                "(--vector-format gpkg; driver='GPKG' in Python), which keeps the source CRS")
+                "(driver='GPKG'), which keeps the source CRS")
     with pytest.raises(GeoreasonError) as error:
         save_mask_vectors(tmp_path / "site.geojson", _mask(), info, ATTRIBUTES, "GeoJSON")
     assert str(error.value) == f"{tmp_path / 'site.geojson'}: {expected}"
@@ -241,6 +250,11 @@ def test_local_crs_geojson_is_a_clear_error(tmp_path):
         write_vectors(tmp_path / "direct.geojson", [box(0, 0, 1, 1)], ATTRIBUTES, crs=info.crs)
     assert str(direct.value) == f"{tmp_path / 'direct.geojson'}: {expected}"
     assert not (tmp_path / "site.geojson").exists() and not (tmp_path / "direct.geojson").exists()
+    # Ray workers pickle a failed pair's error: it comes back with its fields, so the CLI can word its advice.
+    again = pickle.loads(pickle.dumps(error.value))
+    assert type(again) is NoLonLatError and str(again) == str(error.value)
+    assert again.advising("--vector-format gpkg") == (f"{tmp_path / 'site.geojson'}: {expected}".replace(
+        "(driver='GPKG')", "(--vector-format gpkg)"))
 
 
 def test_vertices_outside_the_crs_domain_are_a_clear_error(tmp_path):

@@ -22,7 +22,7 @@ from tests._georef_fixtures import skewed, textured, write_kind
 QUESTION = "Which area is water?"
 LOCAL_ERROR = ('the CRS "Unknown" is a local/engineering CRS, not tied to the Earth, so the polygons cannot be '
                "expressed in EPSG:4326 (lon/lat), which GeoJSON (RFC 7946) requires; write a GeoPackage instead "
-               "(--vector-format gpkg; driver='GPKG' in Python), which keeps the source CRS")
+               "(--vector-format gpkg), which keeps the source CRS")
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
 

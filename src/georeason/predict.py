@@ -320,8 +320,12 @@ def _record(job: Job, prediction, tiled: bool, files: dict[str, Any], rank: int)
 
 
 def failure_message(error: BaseException, debug: bool = False) -> str:
-    """A failed pair's message: a GeoreasonError's own text; anything else named as an internal error (with
-    its traceback on stderr when `debug`)."""
+    """A failed pair's message: a GeoreasonError's own text (GeoJSON refusals advising --vector-format gpkg);
+    anything else named as an internal error (with its traceback on stderr when `debug`)."""
+    from georeason.geo import NoLonLatError
+
+    if isinstance(error, NoLonLatError):  # its message advises the Python API's driver='GPKG'
+        return printable(error.advising("--vector-format gpkg"), multiline=True)
     if isinstance(error, GeoreasonError):
         return printable(error, multiline=True)
     if debug:

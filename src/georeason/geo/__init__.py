@@ -3,7 +3,7 @@
 GeoTIFF inference (docs/predict.md); never imports georeason.model. The public API is re-exported here.
 """
 
-from georeason.geo.georef import Georeferencing, georeferencing
+from georeason.geo.georef import Georeferencing, NoLonLatError, georeferencing
 from georeason.geo.output import (
     MASK_NODATA,
     GeoTiffWindowWriter,
@@ -34,7 +34,7 @@ from georeason.geo.tiling import (
 from georeason.geo.vectors import PolygonResult, VectorResult, mask_to_polygons, write_vectors
 
 __all__ = [
-    "MASK_NODATA", "GeoTiffWindowWriter", "Georeferencing", "PolygonResult", "PredictFn", "PredictManyFn",
+    "MASK_NODATA", "GeoTiffWindowWriter", "Georeferencing", "NoLonLatError", "PolygonResult", "PredictFn", "PredictManyFn",
     "RasterInfo", "TiledOutput", "TiledResult", "VectorResult", "blend_weights", "check_scene_size",
     "georeferencing", "mask_to_polygons", "open_raster", "plan_tiles", "raster_info", "read_mask_geotiff",
     "read_rgb", "resolve_bands", "run_tiled", "run_tiled_outputs", "scene_limits", "weight_sum",

@@ -78,8 +78,29 @@ def crs_kind(crs: Any) -> str | None:
     return "geographic" if proj.is_geographic else "projected" if proj.is_projected else "other"
 
 
+class NoLonLatError(GeoreasonError):
+    """Polygons that cannot be written as GeoJSON, whose coordinates are EPSG:4326 lon/lat (RFC 7946); a
+    GeoPackage can hold them.
+
+    `where`: the file or input named; `reason`: why, without advice; `keeps`: what a GeoPackage keeps. The
+    message advises the Python API (driver='GPKG'); a front end words its own advice with `advising` (its
+    option's name), and one that writes a GeoPackage anyway can use `reason` alone.
+    """
+
+    def __init__(self, where: str, reason: str, keeps: str):
+        self.where, self.reason, self.keeps = where, reason, keeps
+        super().__init__(self.advising("driver='GPKG'"))
+
+    def __reduce__(self):  # rebuilt from its fields when it crosses processes (Ray workers)
+        return type(self), (self.where, self.reason, self.keeps)
+
+    def advising(self, how: str) -> str:
+        """The message with `how` as the way to write a GeoPackage."""
+        return f"{self.where}: {self.reason}; write a GeoPackage instead ({how}), which keeps {self.keeps}"
+
+
 def wgs84_transformer(crs: Any, what: str) -> Transformer:
-    """A pyproj transformer from `crs` to EPSG:4326 lon/lat, or a GeoreasonError naming `what` and why not.
+    """A pyproj transformer from `crs` to EPSG:4326 lon/lat, or NoLonLatError naming `what` and why not.
 
     A local/engineering CRS (LOCAL_CS / ENGCRS, as drone, CAD and some GIS tools write) has no relation
     to the Earth, so PROJ refuses it; the message suggests a GeoPackage, which keeps any CRS.
@@ -91,11 +112,8 @@ def wgs84_transformer(crs: Any, what: str) -> Transformer:
         kind = crs_kind(crs)
         why = ("a local/engineering CRS, not tied to the Earth" if kind == "engineering"
                else f"not transformable by PROJ ({exc})")
-        raise GeoreasonError(
-            f"{what}: the CRS {crs_label(crs)} is {why}, so the polygons cannot be expressed in EPSG:4326 "
-            "(lon/lat), which GeoJSON (RFC 7946) requires; write a GeoPackage instead (--vector-format gpkg; "
-            "driver='GPKG' in Python), which keeps the source CRS"
-        ) from exc
+        raise NoLonLatError(what, f"the CRS {crs_label(crs)} is {why}, so the polygons cannot be expressed in "
+                            "EPSG:4326 (lon/lat), which GeoJSON (RFC 7946) requires", "the source CRS") from exc
 
 
 class GcpMapping:
@@ -163,7 +181,7 @@ class Georeferencing:
 
     @functools.cached_property
     def wgs84_problem(self) -> str | None:
-        """Why the map coordinates cannot be expressed in EPSG:4326 lon/lat, or None when they can.
+        """Why the map coordinates cannot be expressed in EPSG:4326 lon/lat (no advice), or None when they can.
 
         Pixel-coordinate kinds (rpcs, crs_only, none) return None: they have no map coordinates to convert.
         """
@@ -172,12 +190,11 @@ class Georeferencing:
         if self.crs is None:
             placed_by = "GCPs have" if self.kind == "gcps" else "geotransform has"
             return (f"the input's {placed_by} no CRS, so its map coordinates cannot be expressed in EPSG:4326 "
-                    "(lon/lat), which GeoJSON (RFC 7946) requires; write a GeoPackage instead "
-                    "(--vector-format gpkg; driver='GPKG' in Python), which keeps the coordinates without a CRS")
+                    "(lon/lat), which GeoJSON (RFC 7946) requires")
         try:
             wgs84_transformer(self.crs, "the input")
-        except GeoreasonError as error:
-            return str(error).removeprefix("the input: ")
+        except NoLonLatError as error:
+            return error.reason
         return None
 
     def describe(self) -> str:
@@ -247,10 +264,11 @@ class Georeferencing:
     def vector_note(self, path: Any, driver: str) -> str | None:
         """What the user must be told about the polygons written to `path` (None for plain CRS + transform).
 
-        Raises GeoreasonError when `driver` is GeoJSON and the map coordinates cannot be put in EPSG:4326.
+        Raises NoLonLatError when `driver` is GeoJSON and the map coordinates cannot be put in EPSG:4326.
         """
         if driver == "GeoJSON" and self.wgs84_problem is not None:
-            raise GeoreasonError(f"{path}: {self.wgs84_problem}")
+            keeps = "the coordinates without a CRS" if self.crs is None else "the source CRS"
+            raise NoLonLatError(str(path), self.wgs84_problem, keeps)
         geojson_pixels = ("; GeoJSON readers will assume lon/lat degrees, so prefer .gpkg for pixel coordinates"
                           if driver == "GeoJSON" else "")
         if self.kind == "crs_transform":

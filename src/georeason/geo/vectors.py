@@ -23,7 +23,7 @@ from shapely.geometry import Polygon, shape
 
 from georeason.errors import GeoreasonError
 from georeason.geo.atomic import atomic_output
-from georeason.geo.georef import PIXEL_AXES, PixelToMap, wgs84_transformer
+from georeason.geo.georef import PIXEL_AXES, NoLonLatError, PixelToMap, wgs84_transformer
 
 DRIVERS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 
@@ -181,17 +181,16 @@ def write_vectors(
             if driver == "GeoJSON":
                 warning += "; GeoJSON readers will assume lon/lat degrees, so prefer .gpkg for pixel coordinates"
         elif driver == "GeoJSON" and coordinates == "map":
-            raise GeoreasonError(f"{path}: the polygons are in the map coordinates of a geotransform without a CRS, "
-                                 "which cannot be expressed in EPSG:4326 (lon/lat) as GeoJSON (RFC 7946) requires; "
-                                 "write a GeoPackage instead (--vector-format gpkg; driver='GPKG' in Python)")
+            raise NoLonLatError(str(path), "the polygons are in the map coordinates of a geotransform without a "
+                                "CRS, which cannot be expressed in EPSG:4326 (lon/lat) as GeoJSON (RFC 7946) requires",
+                                "the coordinates without a CRS")
     elif driver == "GeoJSON":
         to_wgs84 = wgs84_transformer(source_crs, str(path))
         geometries = list(shapely.transform(np.asarray(geometries, dtype=object),
                                             lambda xy: np.column_stack(to_wgs84.transform(xy[:, 0], xy[:, 1]))))
         if geometries and not np.isfinite(shapely.get_coordinates(np.asarray(geometries, dtype=object))).all():
-            raise GeoreasonError(f"{path}: some polygon vertices lie where the CRS {source_crs.name!r} has no "
-                                 "EPSG:4326 (lon/lat) equivalent; write a GeoPackage instead (--vector-format gpkg), "
-                                 "which keeps the source CRS")
+            raise NoLonLatError(str(path), f"some polygon vertices lie where the CRS {source_crs.name!r} has no "
+                                "EPSG:4326 (lon/lat) equivalent", "the source CRS")
         written_crs = "EPSG:4326"
         layer_options["RFC7946"] = "YES"
     else:

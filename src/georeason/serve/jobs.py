@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from georeason.errors import GeoreasonError
-from georeason.geo.georef import NONE, Georeferencing
+from georeason.geo.georef import NONE, Georeferencing, NoLonLatError
 from georeason.geo.prediction_files import write_prediction_files
 
 # The result folder's names of the files the shared prediction writer produces.
@@ -64,12 +64,6 @@ class JobResult:
     model_seconds: dict[str, float]
 
 
-def _without_cli_advice(message: str) -> str:
-    """The writer's advice names the CLI's --vector-format; the service has already written vectors.gpkg."""
-    advice = message.find("; write a GeoPackage instead")
-    return message if advice < 0 else message[:advice] + "; vectors.gpkg has the polygons"
-
-
 def _save_preview(image: np.ndarray, path: Path, max_side: int) -> None:
     from PIL import Image
 
@@ -102,8 +96,11 @@ def _geojson(prediction: Any, georef: Georeferencing, folder: Path, written: dic
     target = folder / "vectors.geojson"
     try:
         prediction.save_vectors(target, driver="GeoJSON")
-    except GeoreasonError as error:  # e.g. a local/engineering CRS: the GeoPackage keeps it
-        warnings.append("no GeoJSON: " + _without_cli_advice(str(error).replace(f"{target}: ", "")))
+    except NoLonLatError as error:  # e.g. a local/engineering CRS: the GeoPackage already written keeps it
+        warnings.append(f"no GeoJSON: {error.reason}; vectors.gpkg has the polygons")
+        return None
+    except GeoreasonError as error:  # any other refusal of the GeoJSON writer: the request keeps the GeoPackage
+        warnings.append("no GeoJSON: " + str(error).replace(f"{target}: ", ""))
         return None
     size = target.stat().st_size
     if size > MAX_INLINE_GEOJSON_BYTES:
