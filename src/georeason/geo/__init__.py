@@ -34,8 +34,8 @@ from georeason.geo.tiling import (
 from georeason.geo.vectors import PolygonResult, VectorResult, mask_to_polygons, write_vectors
 
 __all__ = [
-    "MASK_NODATA", "GeoTiffWindowWriter", "Georeferencing", "NoLonLatError", "PolygonResult", "PredictFn", "PredictManyFn",
-    "RasterInfo", "TiledOutput", "TiledResult", "VectorResult", "blend_weights", "check_scene_size",
+    "MASK_NODATA", "GeoTiffWindowWriter", "Georeferencing", "NoLonLatError", "PolygonResult", "PredictFn",
+    "PredictManyFn", "RasterInfo", "TiledOutput", "TiledResult", "VectorResult", "blend_weights", "check_scene_size",
     "georeferencing", "mask_to_polygons", "open_raster", "plan_tiles", "raster_info", "read_mask_geotiff",
     "read_rgb", "resolve_bands", "run_tiled", "run_tiled_outputs", "scene_limits", "weight_sum",
     "write_mask_geotiff", "write_mask_png", "write_vectors",
