@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from georeason.cli import main
+from georeason.errors import GeoreasonError
 from georeason.training.outputs import TEMPORARY, commit_folder, interrupted_writes, temporary_folder
 from tests._train_helpers import MAX_STEPS, synth_benchmark, write_recipe
 
@@ -136,6 +137,97 @@ def test_failed_start_leaves_nothing_and_the_same_command_runs(synth_data, tmp_p
     assert (output / "final" / "model.safetensors").is_file()
 
 
+# -- unreadable training samples ------------------------------------------------------------------
+def first_sample_files(data: Path) -> tuple[str, Path]:
+    """(id, image file) of the training sample at stream position 0 (seed 0)."""
+    from georeason.data import open_dataset
+    from georeason.training.sampling import SampleStream
+
+    dataset = open_dataset(data, "train", mode="eval")
+    _, _, index = SampleStream([len(dataset)], [1.0], seed=0).locate(0)
+    sample = dataset[index]
+    return sample["id"], Path(sample["image_path"])
+
+
+def test_unreadable_sample_is_replaced_by_the_next_one_in_the_stream(synth_data, tmp_path):
+    from georeason.data import open_dataset
+    from georeason.training.sampling import SampleStream, StreamDataset
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    sample_id, image = first_sample_files(data)
+    image.write_bytes(b"not an image")
+    dataset = open_dataset(data, "train", mode="train")
+    stream = SampleStream([len(dataset)], [1.0], seed=0)
+    _, _, index = stream.locate(0)
+
+    tolerant = StreamDataset([dataset], stream, stand_ins=True)
+    sample = tolerant[0]
+    dataset.set_epoch(0)  # what the stand-in was read as: the next index, at the same stream position
+    expected = dataset[(index + 1) % len(dataset)]
+    assert sample["id"] == expected["id"] and sample["question"] == expected["question"]
+    assert (sample["image"] == expected["image"]).all() and (sample["mask"] == expected["mask"]).all()
+    assert [(e["index"], e["id"]) for e in sample["unreadable"]] == [(index, sample_id)]
+    assert str(image) in sample["unreadable"][0]["error"]
+    assert tolerant[1]["unreadable"] == []
+
+    with pytest.raises(GeoreasonError, match="cannot read this image") as strict:
+        StreamDataset([dataset], stream, stand_ins=False)[0]
+    assert str(image) in str(strict.value)
+
+
+@pytest.mark.input_kind("runs", "train on data with one unreadable image among readable ones",
+                        "the sample is replaced by its neighbour, said once on stderr, listed in "
+                        "train_summary.json; over max_unreadable_fraction the run checkpoints and stops, and "
+                        "--resume after mending the file finishes it")
+def test_unreadable_training_sample_is_skipped_said_and_limited(synth_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    sample_id, image = first_sample_files(data)
+    good = image.read_bytes()
+    image.write_bytes(b"not an image")
+
+    # 4 samples, max 2 unreadable: the run goes on. 4 steps of 2 = two epochs; said once all the same.
+    output = tmp_path / "tolerant"
+    code, error = train(capsys, recipe_file(tmp_path, data, output, max_unreadable_fraction=0.5))
+    assert code == 0, error
+    warnings = [line for line in error.splitlines() if line.startswith("warning: training sample")]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        f"warning: training sample {sample_id} skipped, a readable neighbour stands in: {image}: cannot read this image")
+    assert "1 unreadable training sample(s) skipped" in error
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["steps_done"] == MAX_STEPS
+    assert [e["id"] for e in summary["unreadable_samples"]] == [sample_id]
+    assert str(image) in summary["unreadable_samples"][0]["error"]
+
+    # Default limit (1 % of 4 samples): the first one is too many; the step is kept in a checkpoint.
+    output = tmp_path / "strict"
+    code, error = train(capsys, recipe_file(tmp_path, data, output))
+    assert code == 2 and "internal error" not in error
+    assert (f"training stopped after step 1 (checkpoint written): 1 unreadable training samples so far, more "
+            f"than max_unreadable_fraction=0.01 of the 4 in an epoch allows: {sample_id}: {image}") in error
+    assert "then train again with --resume" in error
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step-00000001"]
+    assert not (output / "final").exists()
+    image.write_bytes(good)
+    code, error = train(capsys, recipe_file(tmp_path, data, output), "--resume")
+    assert code == 0, error
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["steps_done"] == MAX_STEPS and "unreadable_samples" not in summary
+
+    # 0: no stand-ins; the first unreadable sample stops the run before its first step (nothing left).
+    image.write_bytes(b"not an image")
+    output = tmp_path / "none" / "run"
+    code, error = train(capsys, recipe_file(tmp_path, data, output, max_unreadable_fraction=0))
+    assert code == 2 and f"{image}: cannot read this image" in error and "stands in" not in error
+    assert not (tmp_path / "none").exists()
+
+
+def test_max_unreadable_fraction_is_checked(tmp_path, synth_data, capsys):
+    code, error = train(capsys, recipe_file(tmp_path, synth_data, tmp_path / "run", max_unreadable_fraction=1))
+    assert code == 2 and "recipe max_unreadable_fraction: expected a number in [0, 1), got 1" in error
+
+
 # -- SIGKILL during writes, then --resume ------------------------------------------------------------
 KILLER = r"""
 import json, os, signal, sys
@@ -182,6 +274,7 @@ elif point == "final":  # the final model written into its temporary folder, not
 
     SegEarthModel.save_pretrained = save
 from georeason.cli import main
+from georeason.errors import GeoreasonError
 
 sys.exit(main(sys.argv[1:]))
 """

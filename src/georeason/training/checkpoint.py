@@ -21,6 +21,7 @@ import torch
 from georeason.config import SegEarthConfig
 from georeason.errors import GeoreasonError
 from georeason.training.outputs import CHECKPOINT_DIR, commit_folder, remove_folder, writing
+from georeason.training.recipe import NOT_TRAJECTORY
 
 STEP_PATTERN = re.compile(r"^step-(\d{8})$")
 MODEL_FILE = "model.safetensors"
@@ -186,8 +187,7 @@ def check_compatible(folder: Path, info: dict[str, Any], recipe: dict[str, Any],
     """Refuse a checkpoint written by a different recipe or model configuration."""
     if info.get("recipe_fingerprint") != recipe_fingerprint:
         theirs = info.get("recipe", {})
-        ignored = {"output_dir", "save_every", "keep_last", "log_every", "num_workers", "max_minutes"}
-        changed = sorted(k for k in (set(theirs) | set(recipe)) - ignored if theirs.get(k) != recipe.get(k))
+        changed = sorted(k for k in (set(theirs) | set(recipe)) - set(NOT_TRAJECTORY) if theirs.get(k) != recipe.get(k))
         detail = f" (different: {', '.join(changed)})" if changed else ""
         raise GeoreasonError(
             f"{folder}: this checkpoint was written by a different training config{detail}; resume with the "

@@ -21,7 +21,8 @@ from georeason.errors import GeoreasonError
 from georeason.training import checkpoint as ckpt
 from georeason.training import outputs
 from georeason.training.recipe import TrainRecipe, apply_model_overrides
-from georeason.training.sampling import SampleStream, StreamDataset, collate_samples, rank_positions
+from georeason.training.sampling import (SampleStream, StreamDataset, UnreadableTally, collate_samples,
+                                         rank_positions)
 
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int) -> float:
@@ -136,7 +137,7 @@ def open_training_data(recipe: TrainRecipe, transform):
         datasets.append(open_dataset(source.path, recipe.split, mode="train", transforms=transform, seed=recipe.seed))
     stream = SampleStream([len(d) for d in datasets], [s.weight for s in recipe.data], recipe.seed)
     blind = recipe.blind_question if recipe.text_blind else None
-    return StreamDataset(datasets, stream, blind)
+    return StreamDataset(datasets, stream, blind, stand_ins=recipe.max_unreadable_fraction > 0)
 
 
 class Logger:
@@ -367,12 +368,15 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
 
     loop_started = started
     stopped_by_time = False
+    unreadable = UnreadableTally(recipe.max_unreadable_fraction, data.stream.epoch_length,
+                                 announce=accelerator.is_main_process or world > 1)
     done = start_step
     for step in range(start_step, recipe.max_steps):
         step_started = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(accumulation):
             batch = next(batches)
+            unreadable.add(batch["unreadable"])
             # A frozen LLM cannot learn from the answer, and under causal attention the answer positions
             # cannot change the description embedding: they are left out (about a quarter of its time).
             prompt = processor.prompt(batch["question"], batch["answer"], batch["task"],
@@ -406,13 +410,17 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
                             img_s=f"{record['samples_per_s']:.2f}")
             bar.update(1)
         over_time = recipe.max_minutes is not None and time.perf_counter() - loop_started > 60 * recipe.max_minutes
-        # Every process must agree to stop at the same step.
-        stopped_by_time = bool(accelerator.reduce(torch.tensor([float(over_time)], device=device), "max")[0]) \
-            if world > 1 else over_time
-        if done % recipe.save_every == 0 or done == recipe.max_steps or stopped_by_time:
+        stops = [over_time, unreadable.over_limit]
+        if world > 1:  # every process must agree to stop at the same step (unreadable samples: counted per process)
+            flags = torch.tensor(stops, dtype=torch.float32, device=device)
+            stops = [bool(v) for v in accelerator.reduce(flags, "max")]
+        stopped_by_time, too_many_unreadable = stops
+        if done % recipe.save_every == 0 or done == recipe.max_steps or stopped_by_time or too_many_unreadable:
             save_checkpoint(accelerator, model, optimizer, scheduler, recipe, recipe_dict, fingerprint,
                             model_config, done, world, data.stream.epoch_length, replace_checkpoints)
             replace_checkpoints = False
+        if too_many_unreadable:  # the steps so far are kept in the checkpoint: mend the data, then --resume
+            raise unreadable.error(done)
         if stopped_by_time:
             break
     if bar is not None:
@@ -425,6 +433,11 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
             for parameter in unwrapped.parameters():
                 parameter.requires_grad_(True)
         write_final(unwrapped, tokenizer, recipe_dict, final)
+    skipped = unreadable.summary()
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        skipped = list({e["id"]: e for e in gather_object(skipped)}.values())
     if accelerator.is_main_process:
         summary = {"steps_done": done, "max_steps": recipe.max_steps, "stopped_by_max_minutes": stopped_by_time,
                    "train_seconds": time.perf_counter() - loop_started, "processes": world,
@@ -440,6 +453,10 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         if cache is not None:
             summary["description_cache"] = {"hits": cache.hits, "misses": cache.misses, "pairs": len(cache),
                                             "megabytes": round(cache.bytes / 2**20, 1)}
+        if skipped:
+            summary["unreadable_samples"] = skipped
+            print(f"{len(skipped)} unreadable training sample(s) skipped (listed in {out / outputs.SUMMARY_FILE})",
+                  file=sys.stderr)
         outputs.write_json(out / outputs.SUMMARY_FILE, summary)
         if stopped_by_time:
             print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",

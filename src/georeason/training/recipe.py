@@ -41,6 +41,12 @@ class LoraRecipe:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
+# Recipe fields that change where or how often a run saves, or how it copes, but not the weights it trains:
+# a run may be resumed with other values.
+NOT_TRAJECTORY = ("output_dir", "save_every", "keep_last", "log_every", "num_workers", "max_minutes",
+                  "feature_cache_mb", "max_unreadable_fraction")
+
+
 @dataclass
 class TrainRecipe:
     """Everything a training run depends on. Saved as output_dir/recipe.json and in every checkpoint."""
@@ -73,6 +79,10 @@ class TrainRecipe:
     # Memory for the features of a frozen pretrained image backbone, computed once per training image
     # (georeason.training.loop.enable_feature_cache); 0 recomputes them every step.
     feature_cache_mb: float = 1024.0
+    # A training sample whose image or label cannot be read is replaced by the next readable one and listed
+    # in train_summary.json; the run stops once more than this fraction of one epoch's samples were
+    # unreadable (0: stop at the first one).
+    max_unreadable_fraction: float = 0.01
 
     def validate(self) -> None:
         if not self.data:
@@ -106,6 +116,9 @@ class TrainRecipe:
             raise GeoreasonError(f"recipe max_grad_norm: expected a positive number or null, got {self.max_grad_norm}")
         if self.feature_cache_mb < 0:
             raise GeoreasonError(f"recipe feature_cache_mb: expected a number >= 0, got {self.feature_cache_mb}")
+        if not 0 <= self.max_unreadable_fraction < 1:
+            raise GeoreasonError("recipe max_unreadable_fraction: expected a number in [0, 1), got "
+                                 f"{self.max_unreadable_fraction}")
         if self.text_blind and not self.blind_question.strip():
             raise GeoreasonError("recipe blind_question: expected a non-empty question")
 
@@ -129,8 +142,7 @@ class TrainRecipe:
     def trajectory_fingerprint(self) -> str:
         """sha256 of the fields that decide the training trajectory (not where or how often it saves)."""
         values = self.to_dict()
-        for name in ("output_dir", "save_every", "keep_last", "log_every", "num_workers", "max_minutes",
-                     "feature_cache_mb"):
+        for name in NOT_TRAJECTORY:
             values.pop(name)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 

@@ -7,9 +7,12 @@ stream depends only on the seed, so 1 process with accumulation 2 sees exactly w
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from georeason.errors import GeoreasonError
 
 
 class SampleStream:
@@ -78,12 +81,21 @@ class StreamDataset:
 
     The question/answer of a training sample is drawn from a generator seeded by the stream position (the
     dataset's own per-visit draw is reset through set_epoch), so it does not depend on worker or rank.
+
+    With `stand_ins`, a sample whose files cannot be read (GeoreasonError from the dataset) is replaced by the
+    next readable one of the same dataset (index + 1, + 2, ... up to STAND_IN_TRIES), so batches keep their size
+    and the replacement is the same in every process and after a resume; the returned sample lists what it
+    replaced under "unreadable" (dataset number, index, id, error). Without it, the error propagates.
     """
 
-    def __init__(self, datasets: Sequence[Any], stream: SampleStream, text_blind_question: str | None = None):
+    STAND_IN_TRIES = 16
+
+    def __init__(self, datasets: Sequence[Any], stream: SampleStream, text_blind_question: str | None = None,
+                 stand_ins: bool = False):
         self.datasets = list(datasets)
         self.stream = stream
         self.text_blind_question = text_blind_question
+        self.stand_ins = stand_ins
 
     def __len__(self) -> int:  # positions are unbounded; the sampler decides which are read
         return 2**62
@@ -92,12 +104,66 @@ class StreamDataset:
         epoch, source, index = self.stream.locate(position)
         dataset = self.datasets[source]
         dataset.set_epoch(int(position))  # seeds the question choice by position (and clears visit counts)
-        sample = dataset[index]
+        sample, unreadable = self._read(dataset, source, index)
         if self.text_blind_question is not None:
             sample["question"] = self.text_blind_question
         sample["position"] = int(position)
         sample["epoch"] = epoch
+        sample["unreadable"] = unreadable
         return sample
+
+    def _read(self, dataset: Any, source: int, index: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        unreadable: list[dict[str, Any]] = []
+        tries = min(self.STAND_IN_TRIES, len(dataset)) if self.stand_ins else 1
+        for step in range(tries):
+            candidate = (index + step) % len(dataset)
+            try:
+                return dataset[candidate], unreadable
+            except GeoreasonError as error:
+                if not self.stand_ins:
+                    raise
+                sample_id = dataset.sample_id(candidate) if hasattr(dataset, "sample_id") else f"item {candidate}"
+                unreadable.append({"dataset": source, "index": candidate, "id": sample_id, "error": str(error)})
+        others = f"; the {tries - 1} samples after it in the same dataset are unreadable too" if tries > 1 else ""
+        raise GeoreasonError(f"{unreadable[0]['error']}{others} (check the data: georeason data check)")
+
+
+class UnreadableTally:
+    """The distinct unreadable training samples met so far (replaced by stand-ins, see StreamDataset), each
+    said once on stderr (with `announce`); `over_limit` once there are more than `max_fraction` of one epoch's
+    `epoch_length` samples."""
+
+    def __init__(self, max_fraction: float, epoch_length: int, announce: bool):
+        self.limit = max_fraction * epoch_length
+        self.epoch_length = epoch_length
+        self.announce = announce
+        self.samples: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def add(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            key = (entry["dataset"], entry["index"])
+            if key not in self.samples:
+                self.samples[key] = entry
+                if self.announce:
+                    print(f"warning: training sample {entry['id']} skipped, a readable neighbour stands in: "
+                          f"{entry['error']}", file=sys.stderr)
+
+    @property
+    def over_limit(self) -> bool:
+        return len(self.samples) > self.limit
+
+    def error(self, step: int) -> GeoreasonError:
+        shown = "; ".join(f"{e['id']}: {e['error']}" for e in list(self.samples.values())[:5])
+        more = f" (and {len(self.samples) - 5} more)" if len(self.samples) > 5 else ""
+        fraction = self.limit / self.epoch_length
+        return GeoreasonError(
+            f"training stopped after step {step} (checkpoint written): {len(self.samples)} unreadable training "
+            f"samples so far, more than max_unreadable_fraction={fraction:g} of the {self.epoch_length} in an epoch "
+            f"allows: {shown}{more}. Mend or remove them (georeason data check lists them all), then train again "
+            "with --resume")
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [{"id": e["id"], "error": e["error"]} for e in self.samples.values()]
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,4 +179,5 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "id": [s["id"] for s in samples],
         "position": [s["position"] for s in samples],
         "epoch": [s["epoch"] for s in samples],
+        "unreadable": [entry for s in samples for entry in s.get("unreadable", [])],
     }
