@@ -45,6 +45,13 @@ def test_check_reports_counts_sizes_and_problems(tmp_path, capsys):
     assert any("extra_9.png: label without an image" in p for p in problems)
     assert any("road_1.jpg" in p for p in problems) and report["layout"] == "earthreason"
 
+    # A mask of another size than its image: the message names both files.
+    Image.fromarray(np.zeros((40, 50), np.uint8)).save(tmp_path / "train" / "labels" / "lake_1.png")
+    assert main(["data", "check", str(tmp_path), "--split", "train", "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["splits"][0]["problems"]
+    label, image = tmp_path / "train" / "labels" / "lake_1.png", tmp_path / "train" / "images" / "lake_1.jpg"
+    assert any(f"sample lake_1: mask ({label}) is 50x40 but the image {image} is 50x30 (WxH)" in p for p in problems)
+
 
 def test_check_unknown_folder_is_an_error(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path)]) == 2

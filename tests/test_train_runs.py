@@ -20,7 +20,6 @@ import torch
 from safetensors.torch import load_file
 
 from georeason.cli import main
-from georeason.errors import GeoreasonError
 from georeason.training.outputs import TEMPORARY, commit_folder, interrupted_writes, temporary_folder
 from tests._train_helpers import MAX_STEPS, synth_benchmark, write_recipe
 
@@ -161,25 +160,20 @@ def test_unreadable_sample_is_replaced_by_the_next_one_in_the_stream(synth_data,
     stream = SampleStream([len(dataset)], [1.0], seed=0)
     _, _, index = stream.locate(0)
 
-    tolerant = StreamDataset([dataset], stream, stand_ins=True)
-    sample = tolerant[0]
+    sample = StreamDataset([dataset], stream)[0]
     dataset.set_epoch(0)  # what the stand-in was read as: the next index, at the same stream position
     expected = dataset[(index + 1) % len(dataset)]
     assert sample["id"] == expected["id"] and sample["question"] == expected["question"]
     assert (sample["image"] == expected["image"]).all() and (sample["mask"] == expected["mask"]).all()
     assert [(e["index"], e["id"]) for e in sample["unreadable"]] == [(index, sample_id)]
-    assert str(image) in sample["unreadable"][0]["error"]
-    assert tolerant[1]["unreadable"] == []
-
-    with pytest.raises(GeoreasonError, match="cannot read this image") as strict:
-        StreamDataset([dataset], stream, stand_ins=False)[0]
-    assert str(image) in str(strict.value)
+    assert f"{image}: cannot read this image" in sample["unreadable"][0]["error"]
+    assert StreamDataset([dataset], stream)[1]["unreadable"] == []
 
 
 @pytest.mark.input_kind("runs", "train on data with one unreadable image among readable ones",
                         "the sample is replaced by its neighbour, said once on stderr, listed in "
-                        "train_summary.json; over max_unreadable_fraction the run checkpoints and stops, and "
-                        "--resume after mending the file finishes it")
+                        "train_summary.json; over max_unreadable_fraction the run checkpoints and stops, --resume "
+                        "is refused until the file is mended, then finishes the run")
 def test_unreadable_training_sample_is_skipped_said_and_limited(synth_data, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(synth_data, data)
@@ -187,7 +181,7 @@ def test_unreadable_training_sample_is_skipped_said_and_limited(synth_data, tmp_
     good = image.read_bytes()
     image.write_bytes(b"not an image")
 
-    # 4 samples, max 2 unreadable: the run goes on. 4 steps of 2 = two epochs; said once all the same.
+    # 4 samples, at most 2 unreadable: the run goes on. 4 steps of 2 = two epochs; said once all the same.
     output = tmp_path / "tolerant"
     code, error = train(capsys, recipe_file(tmp_path, data, output, max_unreadable_fraction=0.5))
     assert code == 0, error
@@ -196,31 +190,50 @@ def test_unreadable_training_sample_is_skipped_said_and_limited(synth_data, tmp_
         f"warning: training sample {sample_id} skipped, a readable neighbour stands in: {image}: cannot read this image")
     assert "1 unreadable training sample(s) skipped" in error
     summary = json.loads((output / "train_summary.json").read_text())
-    assert summary["steps_done"] == MAX_STEPS
+    assert summary["steps_done"] == MAX_STEPS and not summary["stopped_by_unreadable_samples"]
     assert [e["id"] for e in summary["unreadable_samples"]] == [sample_id]
-    assert str(image) in summary["unreadable_samples"][0]["error"]
+    assert f"{image}: cannot read this image" in summary["unreadable_samples"][0]["error"]
 
-    # Default limit (1 % of 4 samples): the first one is too many; the step is kept in a checkpoint.
+    # The default limit (1 % of 4 samples; 0 would do the same): the first one is too many. The step that
+    # met it is kept in a checkpoint, the summary says why the run stopped, no final model.
     output = tmp_path / "strict"
     code, error = train(capsys, recipe_file(tmp_path, data, output))
-    assert code == 2 and "internal error" not in error
-    assert (f"training stopped after step 1 (checkpoint written): 1 unreadable training samples so far, more "
-            f"than max_unreadable_fraction=0.01 of the 4 in an epoch allows: {sample_id}: {image}") in error
-    assert "then train again with --resume" in error
+    stop = (f"training stopped after step 1 (checkpoint written): 1 unreadable training sample, more than "
+            f"max_unreadable_fraction=0.01 of the 4 in an epoch allows: {sample_id}: {image}: cannot read this image")
+    assert code == 2 and stop in error and "then train again with --resume" in error
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step-00000001"]
     assert not (output / "final").exists()
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["stopped_by_unreadable_samples"] and summary["steps_done"] == 1
+    assert [e["id"] for e in summary["unreadable_samples"]] == [sample_id]
+
+    # --resume with the file still broken: refused before any step; mended: the run finishes, and the
+    # summary keeps the sample, marked mended.
+    code, error = train(capsys, recipe_file(tmp_path, data, output), "--resume")
+    assert code == 2 and ("--resume: the checkpoint of step 1 lists unreadable training samples that still cannot "
+                          f"be read: 1 unreadable training sample, more than max_unreadable_fraction=0.01") in error
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["step-00000001"]
     image.write_bytes(good)
     code, error = train(capsys, recipe_file(tmp_path, data, output), "--resume")
     assert code == 0, error
     summary = json.loads((output / "train_summary.json").read_text())
-    assert summary["steps_done"] == MAX_STEPS and "unreadable_samples" not in summary
+    assert summary["steps_done"] == MAX_STEPS and not summary["stopped_by_unreadable_samples"]
+    assert [(e["id"], e.get("mended")) for e in summary["unreadable_samples"]] == [(sample_id, True)]
+    assert (output / "final" / "model.safetensors").is_file()
 
-    # 0: no stand-ins; the first unreadable sample stops the run before its first step (nothing left).
-    image.write_bytes(b"not an image")
-    output = tmp_path / "none" / "run"
-    code, error = train(capsys, recipe_file(tmp_path, data, output, max_unreadable_fraction=0))
-    assert code == 2 and f"{image}: cannot read this image" in error and "stands in" not in error
-    assert not (tmp_path / "none").exists()
+
+def test_unreadable_data_mid_run_names_the_step_and_the_checkpoint(synth_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    output = tmp_path / "run"
+    code, error = train(capsys, recipe_file(tmp_path, data, output, max_minutes=0))  # stops after step 1
+    assert code == 0, error
+    for image in (data / "train" / "images").iterdir():  # every sample unreadable: no stand-in left
+        image.write_bytes(b"")
+    code, error = train(capsys, recipe_file(tmp_path, data, output), "--resume")
+    assert code == 2 and "internal error" not in error
+    assert "training stopped in step 2; --resume continues from step 1: " in error
+    assert "the image file is empty (0 bytes); the 3 samples after it in the same dataset are unreadable too" in error
 
 
 def test_max_unreadable_fraction_is_checked(tmp_path, synth_data, capsys):
@@ -274,7 +287,6 @@ elif point == "final":  # the final model written into its temporary folder, not
 
     SegEarthModel.save_pretrained = save
 from georeason.cli import main
-from georeason.errors import GeoreasonError
 
 sys.exit(main(sys.argv[1:]))
 """

@@ -114,8 +114,9 @@ class ReasoningDataset:
         label = self.read_label(record, image.shape[:2])
         mask = label.mask
         if mask.shape != image.shape[:2]:
+            label_file = f" ({record.mask_source})" if isinstance(record.mask_source, (str, Path)) else ""
             raise GeoreasonError(
-                f"{self.name} sample {record.id}: mask is {mask.shape[1]}x{mask.shape[0]} but the image "
+                f"{self.name} sample {record.id}: mask{label_file} is {mask.shape[1]}x{mask.shape[0]} but the image "
                 f"{record.image_path} is {image.shape[1]}x{image.shape[0]} (WxH)"
             )
         sample = {

@@ -137,7 +137,7 @@ def open_training_data(recipe: TrainRecipe, transform):
         datasets.append(open_dataset(source.path, recipe.split, mode="train", transforms=transform, seed=recipe.seed))
     stream = SampleStream([len(d) for d in datasets], [s.weight for s in recipe.data], recipe.seed)
     blind = recipe.blind_question if recipe.text_blind else None
-    return StreamDataset(datasets, stream, blind, stand_ins=recipe.max_unreadable_fraction > 0)
+    return StreamDataset(datasets, stream, blind)
 
 
 class Logger:
@@ -307,6 +307,7 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it once
     # per process); the DataLoader is ours, already sharded by rank.
     model, optimizer = accelerator.prepare(model, optimizer)
+    earlier_unreadable = point.info.get("unreadable_samples", []) if point is not None else []
     if point is not None:
         optimizer.load_state_dict(point.training_state["optimizer"])
         scheduler.load_state_dict(point.training_state["scheduler"])
@@ -344,14 +345,16 @@ def train(recipe: TrainRecipe, resume: bool = False, overwrite: bool = False, pr
     with outputs.removed_if_untrained(out, created) if fresh else contextlib.nullcontext():
         return _run_steps(recipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, processor, loader,
                           data, trainable, recipe_dict, fingerprint, model_config, mixed, accumulation, start_step,
-                          overwrite, progress, started)
+                          overwrite, progress, started, earlier_unreadable)
 
 
 def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lora_wrapper, tokenizer, processor,
                loader, data, trainable, recipe_dict: dict, fingerprint: str, model_config: dict, mixed: str,
-               accumulation: int, start_step: int, overwrite: bool, progress: bool, started: float) -> Path:
+               accumulation: int, start_step: int, overwrite: bool, progress: bool, started: float,
+               earlier_unreadable: list[dict[str, Any]]) -> Path:
     """The optimizer steps from `start_step` with logs and checkpoints, then final/ and train_summary.json;
-    max_minutes and train_seconds count from `started` (time.perf_counter)."""
+    max_minutes and train_seconds count from `started` (time.perf_counter); `earlier_unreadable`: the
+    unreadable samples listed by the checkpoint resumed from."""
     out = Path(recipe.output_dir)
     world = accelerator.num_processes
     batches = iter(loader)
@@ -370,12 +373,22 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
     stopped_by_time = False
     unreadable = UnreadableTally(recipe.max_unreadable_fraction, data.stream.epoch_length,
                                  announce=accelerator.is_main_process or world > 1)
+    unreadable.restore(earlier_unreadable, data.datasets)
+    if unreadable.over_limit:  # resumed without mending: refuse before training on stand-ins again
+        raise unreadable.error(f"--resume: the checkpoint of step {start_step} lists unreadable training samples "
+                               "that still cannot be read")
+    last_checkpoint = start_step if start_step else None
+    too_many_unreadable = False
     done = start_step
     for step in range(start_step, recipe.max_steps):
         step_started = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(accumulation):
-            batch = next(batches)
+            try:
+                batch = next(batches)
+            except GeoreasonError as error:  # 16 unreadable samples in a row: no stand-in
+                kept = f"; --resume continues from step {last_checkpoint}" if last_checkpoint else ""
+                raise GeoreasonError(f"training stopped in step {step + 1}{kept}: {error}") from None
             unreadable.add(batch["unreadable"])
             # A frozen LLM cannot learn from the answer, and under causal attention the answer positions
             # cannot change the description embedding: they are left out (about a quarter of its time).
@@ -417,17 +430,18 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         stopped_by_time, too_many_unreadable = stops
         if done % recipe.save_every == 0 or done == recipe.max_steps or stopped_by_time or too_many_unreadable:
             save_checkpoint(accelerator, model, optimizer, scheduler, recipe, recipe_dict, fingerprint,
-                            model_config, done, world, data.stream.epoch_length, replace_checkpoints)
+                            model_config, done, world, data.stream.epoch_length, unreadable.state(),
+                            replace_checkpoints)
             replace_checkpoints = False
-        if too_many_unreadable:  # the steps so far are kept in the checkpoint: mend the data, then --resume
-            raise unreadable.error(done)
-        if stopped_by_time:
+            last_checkpoint = done
+        if stopped_by_time or too_many_unreadable:  # the latter: mend the data, then --resume
             break
     if bar is not None:
         bar.close()
     logger.close()
     final = out / outputs.FINAL_DIR
-    if (done == recipe.max_steps or stopped_by_time) and accelerator.is_main_process:
+    finished = (done == recipe.max_steps or stopped_by_time) and not too_many_unreadable
+    if finished and accelerator.is_main_process:
         if lora_wrapper is not None:
             lora_wrapper.merge_and_unload()
             for parameter in unwrapped.parameters():
@@ -440,6 +454,7 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         skipped = list({e["id"]: e for e in gather_object(skipped)}.values())
     if accelerator.is_main_process:
         summary = {"steps_done": done, "max_steps": recipe.max_steps, "stopped_by_max_minutes": stopped_by_time,
+                   "stopped_by_unreadable_samples": too_many_unreadable,
                    "train_seconds": time.perf_counter() - loop_started, "processes": world,
                    "gradient_accumulation": accumulation, "mixed_precision": mixed}
         cache = getattr(unwrapped.encoder, "feature_cache", None)
@@ -455,22 +470,26 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
                                             "megabytes": round(cache.bytes / 2**20, 1)}
         if skipped:
             summary["unreadable_samples"] = skipped
-            print(f"{len(skipped)} unreadable training sample(s) skipped (listed in {out / outputs.SUMMARY_FILE})",
-                  file=sys.stderr)
+            if not too_many_unreadable:
+                print(f"{len(skipped)} unreadable training sample(s) skipped (listed in {out / outputs.SUMMARY_FILE})",
+                      file=sys.stderr)
         outputs.write_json(out / outputs.SUMMARY_FILE, summary)
         if stopped_by_time:
             print(f"stopped by max_minutes={recipe.max_minutes} after step {done} of {recipe.max_steps}",
                   file=sys.stderr)
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if too_many_unreadable:
+        raise unreadable.error(f"training stopped after step {done} (checkpoint written)")
     return final
 
 
 def save_checkpoint(accelerator, model, optimizer, scheduler, recipe: TrainRecipe, recipe_dict: dict,
                     fingerprint: str, model_config: dict, step: int, world: int, stream_length: int,
-                    replace_others: bool = False) -> None:
+                    unreadable: list[dict[str, Any]], replace_others: bool = False) -> None:
     """Atomic checkpoint: every rank writes its RNG state into the temporary folder, then the main
-    process writes weights/optimizer/info and renames the folder into place."""
+    process writes weights/optimizer/info and renames the folder into place. `unreadable`: this
+    process's UnreadableTally.state(), merged over processes into checkpoint.json."""
     folder = ckpt.temporary_folder(recipe.output_dir, step)
     if accelerator.is_main_process:
         with outputs.writing(folder):
@@ -481,6 +500,10 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, recipe: TrainRecip
     # get_state_dict gathers a full state dict under FSDP/DeepSpeed (a collective: every rank calls it).
     # Their sharded optimizer states are not gathered here: exact resume is for single-process and DDP runs.
     model_state = accelerator.get_state_dict(model)
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        unreadable = list({(e["dataset"], e["index"]): e for e in gather_object(unreadable)}.values())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         consumed = step * recipe.global_batch_size
@@ -488,7 +511,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, recipe: TrainRecip
         info = {"step": step, "world_size": world, "recipe": recipe_dict, "recipe_fingerprint": fingerprint,
                 "model_config": model_config,
                 "sampler": {"consumed_samples": consumed, "epoch": epoch, "offset_in_epoch": offset,
-                            "seed": recipe.seed}}
+                            "seed": recipe.seed}, "unreadable_samples": unreadable}
         state = ckpt.unique_tensors(model_state)
         ckpt.write_checkpoint(folder, ckpt.step_folder(recipe.output_dir, step), state, optimizer.state_dict(),
                               scheduler.state_dict(), info, recipe.keep_last, replace_others)

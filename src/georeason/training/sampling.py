@@ -82,20 +82,18 @@ class StreamDataset:
     The question/answer of a training sample is drawn from a generator seeded by the stream position (the
     dataset's own per-visit draw is reset through set_epoch), so it does not depend on worker or rank.
 
-    With `stand_ins`, a sample whose files cannot be read (GeoreasonError from the dataset) is replaced by the
-    next readable one of the same dataset (index + 1, + 2, ... up to STAND_IN_TRIES), so batches keep their size
-    and the replacement is the same in every process and after a resume; the returned sample lists what it
-    replaced under "unreadable" (dataset number, index, id, error). Without it, the error propagates.
+    A sample whose files cannot be read (GeoreasonError from the dataset) is replaced by the next readable
+    one of the same dataset (index + 1, + 2, ... up to STAND_IN_TRIES), so batches keep their size and the
+    replacement is the same in every process and after a resume; the returned sample lists what it replaced
+    under "unreadable" (dataset number, index, id, error), for UnreadableTally.
     """
 
     STAND_IN_TRIES = 16
 
-    def __init__(self, datasets: Sequence[Any], stream: SampleStream, text_blind_question: str | None = None,
-                 stand_ins: bool = False):
+    def __init__(self, datasets: Sequence[Any], stream: SampleStream, text_blind_question: str | None = None):
         self.datasets = list(datasets)
         self.stream = stream
         self.text_blind_question = text_blind_question
-        self.stand_ins = stand_ins
 
     def __len__(self) -> int:  # positions are unbounded; the sampler decides which are read
         return 2**62
@@ -114,56 +112,81 @@ class StreamDataset:
 
     def _read(self, dataset: Any, source: int, index: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         unreadable: list[dict[str, Any]] = []
-        tries = min(self.STAND_IN_TRIES, len(dataset)) if self.stand_ins else 1
+        tries = min(self.STAND_IN_TRIES, len(dataset))
         for step in range(tries):
             candidate = (index + step) % len(dataset)
             try:
                 return dataset[candidate], unreadable
             except GeoreasonError as error:
-                if not self.stand_ins:
-                    raise
-                sample_id = dataset.sample_id(candidate) if hasattr(dataset, "sample_id") else f"item {candidate}"
-                unreadable.append({"dataset": source, "index": candidate, "id": sample_id, "error": str(error)})
+                unreadable.append(_entry(dataset, source, candidate, error))
         others = f"; the {tries - 1} samples after it in the same dataset are unreadable too" if tries > 1 else ""
         raise GeoreasonError(f"{unreadable[0]['error']}{others} (check the data: georeason data check)")
 
 
+def _entry(dataset: Any, source: int, index: int, error: Exception) -> dict[str, Any]:
+    sample_id = dataset.sample_id(index) if hasattr(dataset, "sample_id") else f"item {index}"
+    return {"dataset": source, "index": index, "id": sample_id, "error": str(error)}
+
+
 class UnreadableTally:
-    """The distinct unreadable training samples met so far (replaced by stand-ins, see StreamDataset), each
-    said once on stderr (with `announce`); `over_limit` once there are more than `max_fraction` of one epoch's
-    `epoch_length` samples."""
+    """The distinct unreadable training samples met by a run (replaced by stand-ins, see StreamDataset),
+    each said once on stderr (with `announce`); `over_limit` once more than `max_fraction` of one epoch's
+    `epoch_length` samples are unreadable. Kept in checkpoints: on --resume, the earlier ones that read
+    now count as mended, the others still count.
+    """
 
     def __init__(self, max_fraction: float, epoch_length: int, announce: bool):
         self.limit = max_fraction * epoch_length
         self.epoch_length = epoch_length
         self.announce = announce
-        self.samples: dict[tuple[int, int], dict[str, Any]] = {}
+        self.samples: dict[tuple[int, int], dict[str, Any]] = {}  # unreadable when last tried
+        self.mended: dict[tuple[int, int], dict[str, Any]] = {}  # unreadable before a resume, readable since
 
     def add(self, entries: list[dict[str, Any]]) -> None:
         for entry in entries:
             key = (entry["dataset"], entry["index"])
             if key not in self.samples:
                 self.samples[key] = entry
+                self.mended.pop(key, None)
                 if self.announce:
                     print(f"warning: training sample {entry['id']} skipped, a readable neighbour stands in: "
                           f"{entry['error']}", file=sys.stderr)
+
+    def restore(self, entries: list[dict[str, Any]], datasets: Sequence[Any]) -> None:
+        """Take over a checkpoint's list (state()), reading each sample again to see whether it was mended."""
+        for entry in entries:
+            key = (entry["dataset"], entry["index"])
+            if entry.get("mended"):
+                self.mended[key] = {k: v for k, v in entry.items() if k != "mended"}
+                continue
+            try:
+                datasets[key[0]][key[1]]
+                self.mended[key] = entry
+            except GeoreasonError as error:
+                self.samples[key] = _entry(datasets[key[0]], key[0], key[1], error)
+
+    def state(self) -> list[dict[str, Any]]:
+        return list(self.samples.values()) + [{**entry, "mended": True} for entry in self.mended.values()]
 
     @property
     def over_limit(self) -> bool:
         return len(self.samples) > self.limit
 
-    def error(self, step: int) -> GeoreasonError:
+    def error(self, lead: str) -> GeoreasonError:
+        """The stop message: `lead`, then the count against the limit and the first few samples."""
         shown = "; ".join(f"{e['id']}: {e['error']}" for e in list(self.samples.values())[:5])
         more = f" (and {len(self.samples) - 5} more)" if len(self.samples) > 5 else ""
+        count = len(self.samples)
         fraction = self.limit / self.epoch_length
         return GeoreasonError(
-            f"training stopped after step {step} (checkpoint written): {len(self.samples)} unreadable training "
-            f"samples so far, more than max_unreadable_fraction={fraction:g} of the {self.epoch_length} in an epoch "
-            f"allows: {shown}{more}. Mend or remove them (georeason data check lists them all), then train again "
-            "with --resume")
+            f"{lead}: {count} unreadable training sample{'s' if count != 1 else ''}, more than "
+            f"max_unreadable_fraction={fraction:g} of the {self.epoch_length} in an epoch allows: {shown}{more}. "
+            "Mend or remove them (georeason data check lists them all), then train again with --resume")
 
     def summary(self) -> list[dict[str, Any]]:
-        return [{"id": e["id"], "error": e["error"]} for e in self.samples.values()]
+        """What train_summary.json lists: id and error of each, "mended": true for those read again since."""
+        return [{"id": e["id"], "error": e["error"], **({"mended": True} if e.get("mended") else {})}
+                for e in self.state()]
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
