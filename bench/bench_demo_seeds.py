@@ -116,8 +116,9 @@ def run_seed(args: argparse.Namespace, seed: int, common: Path) -> None:
 
 
 def table(args: argparse.Namespace) -> list[str]:
-    lines = ["The demo's recipe (georeason.demo.demo_recipe; by default smol-pretrained, 400 steps of 4 at lr 1e-3, "
-             "fp32, 1,600 training scenes; each arm's command below) trained once per seed on 2 cores; each model "
+    lines = ["The demo's recipe (georeason.demo.demo_recipe; by default smol-pretrained, 400 steps of 4 at lr 5e-4 "
+             "(1e-3 until 2026-12-02), fp32, 1,600 training scenes; each arm's command below) trained once per seed "
+             "on 2 cores; each model "
              "scored on its own test scenes (100 by default) and on "
              f"{args.common_scenes} common test scenes (`georeason synth` seed {args.common_seed}), question 0, "
              "gIoU / cIoU in percent. avgN: the mean weights of the last N checkpoints (every 25 steps).", "",

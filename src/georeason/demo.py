@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-scenes", type=int, default=100, help="synthetic test scenes (default 100)")
     parser.add_argument("--steps", type=int, default=400, help="optimizer steps (default 400)")
     parser.add_argument("--batch-size", type=int, default=4, help="global batch size (default 4)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    # 5e-4 rather than 1e-3: over 4 seeds, scored on one common test set, 45.4 against 43.5 gIoU (2e-3: 31.7);
+    # bench/RESULTS.md, "What moves the demo's score".
+    parser.add_argument("--lr", type=float, default=5e-4, help="learning rate (default 5e-4)")
     parser.add_argument("--image-size", type=int, default=256, help="model input side in px (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and training (default 0)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
@@ -126,7 +128,7 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
     precision = _training_precision(args.precision)
     settings = {"steps": args.steps, "batch": args.batch_size, "lr": args.lr, "seed": args.seed,
                 "scenes": args.train_scenes, "image_size": args.image_size, "precision": precision,
-                "preset": args.preset, "version": 8}
+                "preset": args.preset, "version": 9}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     run_dir = args.cache / f"demo-{args.preset}-{key}"
     final = run_dir / "final"
