@@ -230,10 +230,14 @@ def test_unreadable_data_mid_run_names_the_step_and_the_checkpoint(synth_data, t
     assert code == 0, error
     for image in (data / "train" / "images").iterdir():  # every sample unreadable: no stand-in left
         image.write_bytes(b"")
-    code, error = train(capsys, recipe_file(tmp_path, data, output), "--resume")
-    assert code == 2 and "internal error" not in error
-    assert "training stopped in step 2; --resume continues from step 1: " in error
-    assert "the image file is empty (0 bytes); the 3 samples after it in the same dataset are unreadable too" in error
+    for workers in (0, 1):  # from a DataLoader worker too, the message arrives whole, without a traceback
+        code, error = train(capsys, recipe_file(tmp_path, data, output, num_workers=workers), "--resume")
+        assert code == 2 and "internal error" not in error and "Traceback" not in error
+        lines = [line for line in error.splitlines() if "error:" in line]
+        assert len(lines) == 1 and lines[0].startswith("georeason train: error: training stopped in step 2; "
+                                                       "--resume continues from step 1: ")
+        assert lines[0].endswith("the image file is empty (0 bytes); the 3 samples after it in the same dataset "
+                                 "are unreadable too (check the data: georeason data check)")
 
 
 def test_max_unreadable_fraction_is_checked(tmp_path, synth_data, capsys):

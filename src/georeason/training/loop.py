@@ -99,6 +99,8 @@ def fill_description_statistics(model, data: StreamDataset, processor, recipe: T
     positions = list(range(start, start + norm.rows_missing))
     for first in range(0, len(positions), recipe.per_device_batch_size):
         batch = collate_samples([data[p] for p in positions[first : first + recipe.per_device_batch_size]])
+        if "error" in batch:
+            raise GeoreasonError(batch["error"])
         prompt = processor.prompt(batch["question"], batch["answer"], batch["task"],
                                   for_generation=model.config.llm.frozen).to(device)
         norm.observe(model.description_embedding(batch["pixel_values"].to(device), prompt))
@@ -384,11 +386,10 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
         step_started = time.perf_counter()
         totals: dict[str, float] = {}
         for micro in range(accumulation):
-            try:
-                batch = next(batches)
-            except GeoreasonError as error:  # 16 unreadable samples in a row: no stand-in
+            batch = next(batches)
+            if "error" in batch:  # 16 unreadable samples in a row: no stand-in
                 kept = f"; --resume continues from step {last_checkpoint}" if last_checkpoint else ""
-                raise GeoreasonError(f"training stopped in step {step + 1}{kept}: {error}") from None
+                raise GeoreasonError(f"training stopped in step {step + 1}{kept}: {batch['error']}")
             unreadable.add(batch["unreadable"])
             # A frozen LLM cannot learn from the answer, and under causal attention the answer positions
             # cannot change the description embedding: they are left out (about a quarter of its time).

@@ -85,7 +85,9 @@ class StreamDataset:
     A sample whose files cannot be read (GeoreasonError from the dataset) is replaced by the next readable
     one of the same dataset (index + 1, + 2, ... up to STAND_IN_TRIES), so batches keep their size and the
     replacement is the same in every process and after a resume; the returned sample lists what it replaced
-    under "unreadable" (dataset number, index, id, error), for UnreadableTally.
+    under "unreadable" (dataset number, index, id, error), for UnreadableTally. When none of those can be
+    read, the sample is {"error": message, ...}: returned, not raised, so that the message reaches the
+    training loop whole from a DataLoader worker (which would wrap a raised error in its traceback).
     """
 
     STAND_IN_TRIES = 16
@@ -103,24 +105,27 @@ class StreamDataset:
         dataset = self.datasets[source]
         dataset.set_epoch(int(position))  # seeds the question choice by position (and clears visit counts)
         sample, unreadable = self._read(dataset, source, index)
-        if self.text_blind_question is not None:
+        if sample is None:
+            others = f"; the {len(unreadable) - 1} samples after it in the same dataset are unreadable too" \
+                if len(unreadable) > 1 else ""
+            sample = {"error": f"{unreadable[0]['error']}{others} (check the data: georeason data check)"}
+        elif self.text_blind_question is not None:
             sample["question"] = self.text_blind_question
         sample["position"] = int(position)
         sample["epoch"] = epoch
         sample["unreadable"] = unreadable
         return sample
 
-    def _read(self, dataset: Any, source: int, index: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _read(self, dataset: Any, source: int, index: int) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """(the first readable sample from `index` on, or None, and the unreadable ones before it)."""
         unreadable: list[dict[str, Any]] = []
-        tries = min(self.STAND_IN_TRIES, len(dataset))
-        for step in range(tries):
+        for step in range(min(self.STAND_IN_TRIES, len(dataset))):
             candidate = (index + step) % len(dataset)
             try:
                 return dataset[candidate], unreadable
             except GeoreasonError as error:
                 unreadable.append(_entry(dataset, source, candidate, error))
-        others = f"; the {tries - 1} samples after it in the same dataset are unreadable too" if tries > 1 else ""
-        raise GeoreasonError(f"{unreadable[0]['error']}{others} (check the data: georeason data check)")
+        return None, unreadable
 
 
 def _entry(dataset: Any, source: int, index: int, error: Exception) -> dict[str, Any]:
@@ -190,9 +195,13 @@ class UnreadableTally:
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack model tensors; keep the text and identity fields as lists."""
+    """Stack model tensors; keep the text and identity fields as lists. A batch holding a sample that could
+    not be read (StreamDataset) is {"error": its message}."""
     import torch
 
+    failed = [s["error"] for s in samples if "error" in s]
+    if failed:
+        return {"error": failed[0]}
     return {
         "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
         "target": torch.stack([s["target"] for s in samples]),
