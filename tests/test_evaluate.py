@@ -5,6 +5,7 @@ answer scores, saved outputs, the report, and the error messages for bad input.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,14 @@ def test_error_messages(tiny_model_dir, jsonl_data, tmp_path):
     (bad / "config.json").write_text(json.dumps(config))
     with pytest.raises(GeoreasonError, match=r"connector.depth: expected an integer"):
         evaluate(bad, jsonl_data, "test")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unreadable_test_image_stops_with_its_name_not_a_worker_traceback(tiny_model_dir, jsonl_data, tmp_path,
+                                                                           workers):
+    data = tmp_path / "data"
+    shutil.copytree(jsonl_data, data)
+    (data / "img2.png").write_bytes(b"")
+    with pytest.raises(GeoreasonError) as caught:
+        evaluate(tiny_model_dir, data, "test", num_workers=workers)
+    assert str(caught.value) == f"{data / 'img2.png'}: the image file is empty (0 bytes)"

@@ -227,9 +227,29 @@ def _state():
 
 
 # -- the evaluation ---------------------------------------------------------------------------------
+class _ErrorsAsData:
+    """`dataset` whose read errors (GeoreasonError) are returned as samples {"error": message}: a DataLoader
+    worker would wrap a raised one in its own traceback; the evaluation loop raises it whole."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return self.dataset[index]
+        except GeoreasonError as error:
+            return {"error": str(error)}
+
+
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
 
+    failed = [s["error"] for s in samples if "error" in s]
+    if failed:
+        return {"error": failed[0]}
     batch = {key: [s[key] for s in samples] for key in samples[0] if key not in ("pixel_values", "target")}
     batch["pixel_values"] = torch.stack([s["pixel_values"] for s in samples])
     batch["target"] = torch.stack([s["target"] for s in samples])
@@ -271,8 +291,8 @@ def run_evaluation(dataset, predictor: Predictor, flags: list[dict[str, bool]], 
 
     count = len(dataset) if limit is None else min(limit, len(dataset))  # limit: the first items only
     indices = list(range(rank, count, world_size))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
-                                         collate_fn=_collate, num_workers=num_workers)
+    share = _ErrorsAsData(torch.utils.data.Subset(dataset, indices))
+    loader = torch.utils.data.DataLoader(share, batch_size=batch_size, collate_fn=_collate, num_workers=num_workers)
     state = EvalState(MetricAccumulator())
     names: list[str] = []
     replaceable: set[Path] = set()
@@ -288,6 +308,8 @@ def run_evaluation(dataset, predictor: Predictor, flags: list[dict[str, bool]], 
     cut = math.log(threshold / (1 - threshold))  # 0.0 for 0.5
     position = 0
     for batch in loader:
+        if "error" in batch:
+            raise GeoreasonError(batch["error"])
         logits, texts = predictor(batch)
         for row in range(len(batch["id"])):
             index = indices[position]
