@@ -373,8 +373,8 @@ def _run_steps(recipe: TrainRecipe, accelerator, model, optimizer, scheduler, lo
 
     loop_started = started
     stopped_by_time = False
-    unreadable = UnreadableTally(recipe.max_unreadable_fraction, data.stream.epoch_length,
-                                 announce=accelerator.is_main_process or world > 1)
+    # Each process says the unreadable samples it meets (they differ between processes).
+    unreadable = UnreadableTally(recipe.max_unreadable_fraction, data.stream.epoch_length)
     unreadable.restore(earlier_unreadable, data.datasets)
     if unreadable.over_limit:  # resumed without mending: refuse before training on stand-ins again
         raise unreadable.error(f"--resume: the checkpoint of step {start_step} lists unreadable training samples "

@@ -135,15 +135,14 @@ def _entry(dataset: Any, source: int, index: int, error: Exception) -> dict[str,
 
 class UnreadableTally:
     """The distinct unreadable training samples met by a run (replaced by stand-ins, see StreamDataset),
-    each said once on stderr (with `announce`); `over_limit` once more than `max_fraction` of one epoch's
+    each said once on stderr; `over_limit` once more than `max_fraction` of one epoch's
     `epoch_length` samples are unreadable. Kept in checkpoints: on --resume, the earlier ones that read
     now count as mended, the others still count.
     """
 
-    def __init__(self, max_fraction: float, epoch_length: int, announce: bool):
+    def __init__(self, max_fraction: float, epoch_length: int):
         self.limit = max_fraction * epoch_length
         self.epoch_length = epoch_length
-        self.announce = announce
         self.samples: dict[tuple[int, int], dict[str, Any]] = {}  # unreadable when last tried
         self.mended: dict[tuple[int, int], dict[str, Any]] = {}  # unreadable before a resume, readable since
 
@@ -153,9 +152,8 @@ class UnreadableTally:
             if key not in self.samples:
                 self.samples[key] = entry
                 self.mended.pop(key, None)
-                if self.announce:
-                    print(f"warning: training sample {entry['id']} skipped, a readable neighbour stands in: "
-                          f"{entry['error']}", file=sys.stderr)
+                print(f"warning: training sample {entry['id']} skipped, a readable neighbour stands in: "
+                      f"{entry['error']}", file=sys.stderr)
 
     def restore(self, entries: list[dict[str, Any]], datasets: Sequence[Any]) -> None:
         """Take over a checkpoint's list (state()), reading each sample again to see whether it was mended."""
