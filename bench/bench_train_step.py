@@ -1,12 +1,17 @@
-"""Where a training step's time goes with the demo's settings: data loading, fp32 vs bf16, loader workers.
+"""Where a training step's time goes with the demo's settings: data loading, fp32 vs bf16, loader workers,
+and the frozen part (image trunk + SmolLM2 giving p) against the part that learns, at 1 and 2 threads.
 
 Runs `georeason.training.loop.train` (the code of `georeason train` and `georeason demo`) on the demo's
-smol-pretrained preset with the LLM frozen, 256 px, batch 4, lr 1e-3, for a few steps per setting (every step
-on new scenes, as the demo's 1,600 scenes in 400 steps are), and reads each step's time from
-metrics.jsonl. Separately times the data pipeline alone (decode, resize, collate) over the same samples.
-Prints a table and replaces the "## Training step" section of bench/RESULTS.md.
+smol-pretrained preset with the LLM frozen, 256 px, batch 4, lr 1e-3, for a few steps per setting, and
+reads each step's time from metrics.jsonl. Every timed step reads new scenes, as the demo's steps after its
+first 64 do: the demo computes p for its first 256 rows before step 0 (the description statistics) and its
+first 64 steps reuse them from the description cache, so here the statistics take one batch only. Then, in
+one process, the frozen part (trunk + connector + LLM, no gradients) and the learning part (the step with
+the frozen outputs cached) are timed apart, interleaved at 1 and 2 threads. Separately times the data
+pipeline alone (decode, resize, collate) over the same samples. Prints the tables and replaces the
+"## Training step" section of bench/RESULTS.md.
 
-Run: python bench/bench_train_step.py [--steps 24] [--scenes 120] [--no-results]
+Run: python bench/bench_train_step.py [--steps 24] [--scenes 120] [--precisions no bf16] [--no-results]
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ from _results import publish  # noqa: E402
 import torch  # noqa: E402
 
 from georeason.data.synth import generate_benchmark  # noqa: E402
-from georeason.training.loop import open_training_data, resolve_mixed_precision, train  # noqa: E402
+from georeason.training.loop import (  # noqa: E402
+    build_model_for_recipe,
+    open_training_data,
+    resolve_mixed_precision,
+    train,
+)
 from georeason.training.recipe import DataSource, TrainRecipe  # noqa: E402
 from georeason.training.sampling import collate_samples, rank_positions  # noqa: E402
 
@@ -46,13 +56,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=["no", "bf16"])
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1], help="DataLoader workers to compare")
+    parser.add_argument("--split-rounds", type=int, default=2, help="interleaved rounds of the frozen/learning split")
     parser.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md alone")
     return parser.parse_args()
 
 
 def recipe_for(data: Path, output: Path, args: argparse.Namespace, precision: str, workers: int) -> TrainRecipe:
     """The demo's recipe (georeason/demo.py), shortened to `args.steps`."""
-    return TrainRecipe(model="smol-pretrained", model_config={"llm.frozen": True, "image_size": args.image_size},
+    # One batch of description statistics (the demo: 64), so that the timed steps compute p for new rows.
+    config = {"llm.frozen": True, "image_size": args.image_size, "d_projector.standardise_samples": args.batch_size}
+    return TrainRecipe(model="smol-pretrained", model_config=config,
                        data=[DataSource(path=str(data))], output_dir=str(output), max_steps=args.steps, lr=1e-3,
                        warmup_ratio=0.05, global_batch_size=args.batch_size, per_device_batch_size=args.batch_size,
                        gradient_checkpointing=False, mixed_precision=precision, save_every=10**9, keep_last=1,
@@ -87,6 +100,57 @@ def run(recipe: TrainRecipe) -> dict[str, float]:
 
 
 
+def split_seconds(recipe: TrainRecipe, rounds: int) -> dict[tuple[str, int], float]:
+    """Median seconds per batch of the frozen part and of the learning part, at 1 and 2 threads, interleaved.
+
+    frozen: trunk + connector + LLM up to p, no gradients (what a step computes for rows it has not seen);
+    learning: forward and backward of a step whose trunk features and p come from the caches.
+    """
+    from georeason.processor import SegEarthProcessor
+
+    model, tokenizer = build_model_for_recipe(recipe)
+    processor = SegEarthProcessor(tokenizer, model.config)
+    data = open_training_data(recipe, processor.sample_transform())
+    model.train()
+    size = recipe.per_device_batch_size
+    batches = [collate_samples([data[p] for p in range(size * i, size * (i + 1))]) for i in range(10)]
+
+    def prompt(batch):
+        return processor.prompt(batch["question"], batch["answer"], batch["task"], for_generation=True)
+
+    def frozen(batch):
+        model.description_embedding(batch["pixel_values"], prompt(batch))
+
+    def learning(batch):
+        model(batch["pixel_values"], prompt(batch), target_masks=batch["target"]).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    def median_over(part) -> float:
+        times = []
+        for batch in batches[2:]:
+            started = time.perf_counter()
+            part(batch)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    found: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model.description_cache, model.encoder.feature_cache = None, None
+            for batch in batches[:2]:
+                frozen(batch)  # warm-up
+            found.setdefault(("frozen", threads), []).append(median_over(frozen))
+            model.enable_description_cache(2**30)
+            model.encoder.enable_feature_cache(2**30)
+            for batch in batches:
+                frozen(batch)
+            learning(batches[0])  # warm-up
+            found.setdefault(("learning", threads), []).append(median_over(learning))
+    torch.set_num_threads(os.cpu_count() or 1)
+    return {key: statistics.median(values) for key, values in found.items()}
+
+
 def main() -> int:
     args = parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -100,6 +164,7 @@ def main() -> int:
                 result = run(recipe_for(data, Path(tmp) / f"run-{precision}-{workers}", args, precision, workers))
                 rows.append((precision, workers, result))
                 print(f"{precision} workers={workers}: {result['step']:.3f} s/step", file=sys.stderr)
+        split = split_seconds(recipe_for(data, Path(tmp) / "unused", args, "no", 0), args.split_rounds)
     reference = rows[0][2]["step"]
     lines = [
         f"`python bench/bench_train_step.py` on {platform.machine()}, {os.cpu_count()} cores, {date.today()}, "
@@ -115,6 +180,16 @@ def main() -> int:
         "|---|---|---|---|---|---|",
         *[f"| {'fp32' if p == 'no' else p} | {w} | {r['step']:.3f} | {reference / r['step']:.2f}x | "
           f"{r['first']:.2f} | {r['setup']:.1f} |" for p, w, r in rows],
+        "",
+        f"The fp32 step in two parts, per batch of {args.batch_size}, medians of 8 batches, {args.split_rounds} rounds "
+        "interleaved: frozen = image trunk + connector + SmolLM2 up to p, without gradients (what a step computes "
+        "for rows it has not seen); learning = forward and backward of the same step with the frozen outputs "
+        "taken from the caches (what a step costs when the trunk features and p are known).",
+        "",
+        "| threads | frozen s | learning s | sum s |",
+        "|---|---|---|---|",
+        *[f"| {threads} | {split[('frozen', threads)]:.3f} | {split[('learning', threads)]:.3f} | "
+          f"{split[('frozen', threads)] + split[('learning', threads)]:.3f} |" for threads in (1, 2)],
     ]
     publish(SECTION, lines, write=not args.no_results)
     return 0
