@@ -170,7 +170,8 @@ def main() -> int:
         f"`python bench/bench_train_step.py` on {platform.machine()}, {os.cpu_count()} cores, {date.today()}, "
         f"torch {torch.__version__}; oneDNN native bf16: {torch.ops.mkldnn._is_mkldnn_bf16_supported()} "
         f"(`mixed_precision: auto` resolves to `{resolve_mixed_precision('auto')}` here). The demo's recipe: "
-        f"smol-pretrained preset, LLM frozen, {args.image_size} px, batch {args.batch_size}, {args.steps} steps per row; "
+        f"smol-pretrained preset, LLM frozen, {args.image_size} px, batch {args.batch_size}, "
+        f"{args.steps} steps per row; "
         f"s/step is the median after {WARMUP_STEPS} warm-up steps, data loading included.",
         "",
         f"Data pipeline alone (decode, augment, resize, collate one batch on the main process): {loading:.3f} s.",
