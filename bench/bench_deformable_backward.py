@@ -93,7 +93,10 @@ def copy_bandwidth() -> float:
 
 def recipe_for(data: Path, output: Path, steps: int) -> TrainRecipe:
     """The demo's recipe (georeason/demo.py), shortened to `steps`."""
-    return TrainRecipe(model="smol-pretrained", model_config={"llm.frozen": True, "image_size": 256},
+    # One batch of description statistics (the demo: 64), so that the timed steps compute p for new rows
+    # (with 256 statistics rows the first 64 steps would take p and the trunk features from the caches).
+    config = {"llm.frozen": True, "image_size": 256, "d_projector.standardise_samples": BATCH}
+    return TrainRecipe(model="smol-pretrained", model_config=config,
                        data=[DataSource(path=str(data))], output_dir=str(output), max_steps=steps, lr=1e-3,
                        warmup_ratio=0.05, global_batch_size=BATCH, per_device_batch_size=BATCH,
                        gradient_checkpointing=False, mixed_precision="no", save_every=10**9, keep_last=1,
