@@ -32,7 +32,17 @@ from _results import median_seconds, publish  # noqa: E402
 import torch  # noqa: E402
 
 SECTION = "## Candidate image encoders"
-DEMO_ROWS = 1856  # frozen-trunk passes in the demo: 256 statistics rows + 400 steps x 4 new scenes
+
+
+def demo_rows() -> int:
+    """Frozen-trunk passes in the demo: its description-statistics rows + its steps x batch (new scenes each)."""
+    from georeason.config import preset
+    from georeason.demo import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = parser.parse_args([])
+    return preset(defaults.preset).d_projector.standardise_samples + defaults.steps * defaults.batch_size
 
 
 def candidates() -> dict[str, tuple[torch.nn.Module, int, str]]:
@@ -60,6 +70,7 @@ def main() -> int:
     parser.add_argument("--no-results", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     torch.manual_seed(0)
+    rows = demo_rows()
     models = candidates()
     found: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
@@ -75,7 +86,7 @@ def main() -> int:
         f"{torch.__version__}; random weights (speed depends on the architecture only), forward without "
         f"gradients, fp32, batch {args.batch_size}, {torch.get_num_threads()} threads, {args.rounds} rounds "
         f"interleaved, median of {args.repeats} after a warm-up in each. Demo cost: the trunk runs once per new "
-        f"training row, {DEMO_ROWS} in the demo (each scene is seen about once, so the feature cache saves little). "
+        f"training row, {rows} in the demo (each scene is seen about once, so the feature cache saves little). "
         "DINOv2 runs on 252 px (a multiple of its 14 px patches). The ResNet-18 row is transformers' ResNetBackbone "
         "on 256 px: geoembed's four stages, fed its 4x downsampled input, have the same shapes but a cheaper stem "
         "(3x3 at stride 1 instead of 7x7 at stride 2 and a max-pool), so the row is an upper bound.",
@@ -86,7 +97,7 @@ def main() -> int:
     for name, (module, side, strides) in models.items():
         parameters = sum(p.numel() for p in module.parameters()) / 1e6
         lines.append(f"| {name} | {side} | {strides} | {parameters:.1f} | {1000 * per_image[name]:.1f} | "
-                     f"{per_image[name] / reference:.1f}x | {DEMO_ROWS * per_image[name] / 60:.1f} |")
+                     f"{per_image[name] / reference:.1f}x | {rows * per_image[name] / 60:.1f} |")
     publish(SECTION, lines, write=not args.no_results)
     return 0
 
