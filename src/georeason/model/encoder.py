@@ -2,8 +2,9 @@
 strides 4-32.
 
 The Swin is built on transformers' `SwinBackbone` (always partitions windows, so small inputs behave like
-the released Swin); the CPU preset's alternative is the pretrained EfficientNet-Lite0 trunk with a 1x1
-adapter (docs/model.md, "Image encoders"). Frozen backbones: no gradients and always in eval mode.
+the released Swin); the CPU presets' alternative is a pretrained CNN trunk (ImageNet EfficientNet-Lite0 or
+geoembed's aerial ResNet-18) with a 1x1 adapter (docs/model.md, "Image encoders"). Frozen backbones: no
+gradients and always in eval mode.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from transformers.models.swin.modeling_swin import SwinBackbone
 
 from georeason.config import EncoderConfig
 from georeason.errors import GeoreasonError
-from georeason.model.efficientnet_lite import FEATURE_CHANNELS, EfficientNetLite0, load_pretrained
+from georeason.model import aerial_resnet, efficientnet_lite
 from georeason.model.feature_cache import FeatureCache
 
 
@@ -70,20 +71,30 @@ class SwinEncoder(nn.Module):
         return list(self.backbone(pixel_values).feature_maps)
 
 
-class EfficientNetLiteEncoder(nn.Module):
-    """Pretrained EfficientNet-Lite0 trunk (frozen when config.frozen) and a trainable multi-scale adapter.
+# config.encoder.backbone -> the module holding that pretrained trunk, its weights loader and its widths.
+PRETRAINED_TRUNKS = {
+    "efficientnet_lite0": (efficientnet_lite, efficientnet_lite.EfficientNetLite0),
+    "geoembed_resnet18": (aerial_resnet, aerial_resnet.AerialResNet18),
+}
 
-    The adapter is one 1x1 convolution per level, 24/40/112/320 -> config.stage_channels, so the connector,
-    D-Projector and pixel decoder see the widths they are built for. With `enable_feature_cache` the
-    frozen trunk's maps are computed once per distinct input image (training without augmentation).
+
+class PretrainedBackboneEncoder(nn.Module):
+    """A pretrained CNN trunk (frozen when config.frozen) and a trainable multi-scale adapter.
+
+    The trunk is the one config.backbone names (PRETRAINED_TRUNKS): EfficientNet-Lite0 (24/40/112/320
+    channels) or the aerial ResNet-18 (64/128/256/512), both with maps at strides 4/8/16/32. The adapter is
+    one 1x1 convolution per level to config.stage_channels, so the connector, D-Projector and pixel decoder
+    see the widths they are built for. With `enable_feature_cache` the frozen trunk's maps are computed
+    once per distinct input image (training without augmentation).
     """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.config = config
-        self.backbone = EfficientNetLite0()
+        self._trunk_source, trunk = PRETRAINED_TRUNKS[config.backbone]
+        self.backbone = trunk()
         self.adapter = nn.ModuleList(nn.Conv2d(c_in, c_out, 1)
-                                     for c_in, c_out in zip(FEATURE_CHANNELS, config.stage_channels))
+                                     for c_in, c_out in zip(self.backbone_channels, config.stage_channels))
         self.feature_cache: FeatureCache | None = None
         if config.frozen:
             self.backbone.requires_grad_(False)
@@ -94,11 +105,11 @@ class EfficientNetLiteEncoder(nn.Module):
 
     @property
     def backbone_channels(self) -> list[int]:
-        return list(FEATURE_CHANNELS)
+        return list(self._trunk_source.FEATURE_CHANNELS)
 
     def load_pretrained_backbone(self, path=None) -> None:
-        """The released ImageNet weights into the trunk (see georeason.model.efficientnet_lite.load_pretrained)."""
-        load_pretrained(self.backbone, path)
+        """The released weights into the trunk (the `load_pretrained` of efficientnet_lite or aerial_resnet)."""
+        self._trunk_source.load_pretrained(self.backbone, path)
 
     def enable_feature_cache(self, max_bytes: int) -> FeatureCache:
         """Cache the trunk's maps per input image, up to `max_bytes` (exact only for a frozen trunk)."""
@@ -108,7 +119,7 @@ class EfficientNetLiteEncoder(nn.Module):
         self.feature_cache = FeatureCache(max_bytes)
         return self.feature_cache
 
-    def train(self, mode: bool = True) -> EfficientNetLiteEncoder:
+    def train(self, mode: bool = True) -> PretrainedBackboneEncoder:
         # A frozen trunk keeps its batch-norm statistics: eval mode whatever the parent does.
         super().train(mode)
         if self.config.frozen:
@@ -126,7 +137,8 @@ class EfficientNetLiteEncoder(nn.Module):
         return self.forward_with_backbone(pixel_values)[0]
 
     def forward_with_backbone(self, pixel_values: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """(the 4 adapted maps forward() gives, the trunk's own 4 maps [B,c_i,S/4/2^i,S/4/2^i], c_i 24/40/112/320)."""
+        """(the 4 adapted maps forward() gives, the trunk's own 4 maps [B,c_i,S/4/2^i,S/4/2^i], c_i =
+        backbone_channels[i])."""
         if self.feature_cache is not None:
             features = self.feature_cache.features(pixel_values, self._backbone)
         else:
@@ -138,7 +150,7 @@ def build_encoder(config: EncoderConfig, image_size: int, attn_implementation: s
     """The encoder config.backbone names (random weights; the factory loads pretrained ones)."""
     if config.backbone == "swin":
         return SwinEncoder(config, image_size, attn_implementation)
-    if config.backbone == "efficientnet_lite0":
-        return EfficientNetLiteEncoder(config)
-    raise GeoreasonError(f"config encoder.backbone: unknown backbone {config.backbone!r}; expected 'swin' or "
-                         "'efficientnet_lite0'")
+    if config.backbone in PRETRAINED_TRUNKS:
+        return PretrainedBackboneEncoder(config)
+    raise GeoreasonError(f"config encoder.backbone: unknown backbone {config.backbone!r}; expected 'swin' or one of "
+                         f"{', '.join(map(repr, PRETRAINED_TRUNKS))}")

