@@ -16,7 +16,8 @@ from transformers.models.swin.modeling_swin import SwinBackbone
 
 from georeason.config import EncoderConfig
 from georeason.errors import GeoreasonError
-from georeason.model import aerial_resnet, efficientnet_lite
+import georeason.model.aerial_resnet as aerial_resnet
+import georeason.model.efficientnet_lite as efficientnet_lite
 from georeason.model.feature_cache import FeatureCache
 
 
