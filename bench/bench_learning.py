@@ -180,7 +180,8 @@ def description(preset_name: str) -> str:
 
     backbone = preset(preset_name).encoder.backbone
     return {"swin": "small Swin trained from scratch",
-            "efficientnet_lite0": "frozen ImageNet EfficientNet-Lite0 + trained 1x1 adapter"}.get(backbone, backbone)
+            "efficientnet_lite0": "frozen ImageNet EfficientNet-Lite0 + trained 1x1 adapter",
+            "geoembed_resnet18": "frozen aerial ResNet-18 (geoembed) + trained 1x1 adapter"}.get(backbone, backbone)
 
 
 def subset_metrics(flags: dict) -> dict:
