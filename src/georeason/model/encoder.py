@@ -14,10 +14,10 @@ from torch import nn
 from transformers import SwinConfig
 from transformers.models.swin.modeling_swin import SwinBackbone
 
-from georeason.config import EncoderConfig
-from georeason.errors import GeoreasonError
 import georeason.model.aerial_resnet as aerial_resnet
 import georeason.model.efficientnet_lite as efficientnet_lite
+from georeason.config import EncoderConfig
+from georeason.errors import GeoreasonError
 from georeason.model.feature_cache import FeatureCache
 
 
